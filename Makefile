@@ -1,0 +1,134 @@
+# Makefile — tasker-orchestratord: build, test, install, database helpers.
+# `make` builds bin/tasker-orchestratord; `make check` runs every test (unit, SQL, end to end)
+# against a throwaway PostgreSQL; `make SANITIZE=1 …` does the same with ASan + UBSan.
+# Quiet by default; `make V=1` shows the commands.
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SBINDIR    ?= $(PREFIX)/sbin
+BINDIR_INST?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+CC         ?= cc
+PKGS       := libpq libevent jansson libconfuse libsystemd
+TEST_PKGS  := check
+
+ifeq ($(SANITIZE),1)
+VARIANT    := asan
+SANFLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OUT        := bin/asan
+else
+VARIANT    := release
+SANFLAGS   :=
+OUT        := bin
+endif
+OBJDIR     := build/$(VARIANT)
+
+# Recursive (=) on purpose: pkg-config runs only when a recipe needs it, i.e. after `deps`.
+PKG_CFLAGS  = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS    = $(shell pkg-config --libs $(PKGS))
+TEST_CFLAGS = $(shell pkg-config --cflags $(TEST_PKGS))
+TEST_LIBS   = $(shell pkg-config --libs $(TEST_PKGS))
+
+WARN        := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+override CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) $(SANFLAGS) -Iinclude -I$(OBJDIR) $(CFLAGS)
+override LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+
+ifeq ($(V),1)
+Q :=
+quiet = @:
+else
+Q := @
+quiet = @printf '  %-6s %s\n'
+endif
+
+# Daemon sources: every src/*.c except the worker's own entry point.
+DAEMON_SRC  := $(filter-out src/worker_main.c,$(wildcard src/*.c))
+DAEMON_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(DAEMON_SRC)) $(OBJDIR)/embedded_sql.o
+LIB_OBJ     := $(filter-out $(OBJDIR)/main.o,$(DAEMON_OBJ))
+UNIT_SRC    := $(wildcard tests/unit/*.c)
+UNIT_OBJ    := $(patsubst tests/unit/%.c,$(OBJDIR)/tests/%.o,$(UNIT_SRC))
+SQL_FILES   := $(sort $(wildcard migrations/*.sql)) $(sort $(wildcard sql/*.sql))
+TEST_TOOLS_SRC := $(wildcard tests/tools/*.c)
+TEST_TOOLS  := $(patsubst tests/tools/%.c,$(OUT)/tests/%,$(TEST_TOOLS_SRC))
+
+.PHONY: all deps check check-unit check-db test-tools clean install sql-check \
+        db-setup db-migrate db-reset db-check
+
+all: $(OUT)/tasker-orchestratord
+
+deps:
+	@scripts/install-deps
+
+$(OBJDIR)/%.o: src/%.c | deps
+	@mkdir -p $(@D)
+	$(quiet) CC $<
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
+
+# migrations/ and sql/ travel inside the binary (DESIGN §6 migrate).
+$(OBJDIR)/embedded_sql.c: scripts/embed-sql $(SQL_FILES) | deps
+	@mkdir -p $(@D)
+	$(quiet) EMBED "$(words $(SQL_FILES)) SQL files"
+	$(Q)scripts/embed-sql $(SQL_FILES) > $@.tmp && mv $@.tmp $@
+
+$(OBJDIR)/embedded_sql.o: $(OBJDIR)/embedded_sql.c
+	$(quiet) CC $<
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(OUT)/tasker-orchestratord: $(DAEMON_OBJ)
+	@mkdir -p $(@D)
+	$(quiet) LINK $@
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(OBJDIR)/tests/%.o: tests/unit/%.c | deps
+	@mkdir -p $(@D)
+	$(quiet) CC $<
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(TEST_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(OUT)/tests/check_unit: $(UNIT_OBJ) $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(quiet) LINK $@
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) -lm
+
+# Test tools: one file each, libpq only (drivers for concurrency and crash tests).
+$(OUT)/tests/%: tests/tools/%.c | deps
+	@mkdir -p $(@D)
+	$(quiet) CC $<
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LDFLAGS) $(PKG_LIBS) -lm
+
+test-tools: $(TEST_TOOLS)
+
+check-unit: $(OUT)/tests/check_unit
+	$(quiet) TEST unit
+	$(Q)CK_TAP_LOG_FILE_NAME=- $(OUT)/tests/check_unit
+
+# Everything that needs PostgreSQL: a private sandbox under var/test-pg, started and stopped here.
+check-db: all test-tools
+	$(Q)BIN=$(OUT) tests/run-db-tests
+
+check: check-unit check-db
+	@echo "make check: all tests passed"
+
+clean:
+	rm -rf build bin
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR)
+	install -m 0755 bin/tasker-orchestratord $(DESTDIR)$(SBINDIR)/
+
+# Database helpers (DATABASE_URL names the database; the seed's db-* targets).
+db-check:
+	@test -n "$$DATABASE_URL" || { echo "set DATABASE_URL" >&2; exit 1; }
+	psql "$$DATABASE_URL" -Atc "SELECT 'connected: ' || current_database() || ' on PostgreSQL ' || current_setting('server_version')"
+
+db-migrate: all
+	@test -n "$$DATABASE_URL" || { echo "set DATABASE_URL" >&2; exit 1; }
+	$(OUT)/tasker-orchestratord migrate
+
+db-setup: db-check db-migrate
+
+db-reset: all
+	@test -n "$$DATABASE_URL" || { echo "set DATABASE_URL" >&2; exit 1; }
+	psql "$$DATABASE_URL" -qc "DROP SCHEMA IF EXISTS tasker CASCADE; DROP SCHEMA IF EXISTS pgmq CASCADE; DROP EXTENSION IF EXISTS pgmq CASCADE"
+	$(OUT)/tasker-orchestratord migrate
+
+-include $(wildcard $(OBJDIR)/*.d $(OBJDIR)/tests/*.d)

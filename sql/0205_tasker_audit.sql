@@ -1,0 +1,164 @@
+-- 0205_tasker_audit.sql — the audit trail: every state change of a task or step appends one
+-- transition row in the same statement, along a legal edge, and every hand-back one result-audit row.
+--
+-- Statement-level AFTER triggers with transition tables: one set-based INSERT per UPDATE statement,
+-- however many rows it changed, so batched state changes stay cheap. Legality of a change is
+-- enforced by the foreign key (from_state, to_state) → *_state_edges on the transition tables;
+-- creation states (from NULL, which a foreign key does not check) are checked here.
+--
+-- Who and why come from transaction-local settings the tasker functions set:
+--   tasker.actor  — processor/operator id (default: the database role)
+--   tasker.event  — overrides the edge's event name (e.g. complete_manually)
+--   tasker.reason — free text stored in metadata.reason
+-- Worker-driven edges (claim, hand-back) record the step's claimed_by instead.
+
+CREATE OR REPLACE FUNCTION tasker.current_actor() RETURNS text
+LANGUAGE sql STABLE AS $$ SELECT coalesce(nullif(current_setting('tasker.actor', true), ''), current_user::text) $$;
+
+-- tasker.audit_context: every tasker API function calls this first, so the event and reason of an
+-- earlier call in the same transaction never leak into this one. A NULL actor keeps whatever the
+-- session set (the daemon sets tasker.actor once per connection).
+CREATE OR REPLACE FUNCTION tasker.audit_context(p_actor text, p_event text DEFAULT NULL, p_reason text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+  IF p_actor IS NOT NULL THEN
+    PERFORM set_config('tasker.actor', p_actor, true);
+  END IF;
+  PERFORM set_config('tasker.event', coalesce(p_event, ''), true);
+  PERFORM set_config('tasker.reason', coalesce(p_reason, ''), true);
+END $$;
+
+-- Steps ----------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION tasker.audit_step_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_bad record;
+BEGIN
+  SELECT n.workflow_step_uuid, n.state INTO v_bad
+  FROM new_steps n
+  WHERE NOT EXISTS (SELECT 1 FROM tasker.step_state_edges e WHERE e.from_state IS NULL AND e.to_state = n.state)
+  LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'step % cannot be created in state %', v_bad.workflow_step_uuid, v_bad.state
+      USING ERRCODE = 'TK409';
+  END IF;
+  INSERT INTO tasker.workflow_step_transitions
+    (workflow_step_uuid, task_uuid, from_state, to_state, event, attempt, metadata, processor)
+  SELECT n.workflow_step_uuid, n.task_uuid, NULL, n.state,
+         coalesce(nullif(current_setting('tasker.event', true), ''), e.event), n.attempts,
+         jsonb_strip_nulls(jsonb_build_object('msg_id', n.dispatch_msg_id,
+                                              'reason', nullif(current_setting('tasker.reason', true), ''))),
+         tasker.current_actor()
+  FROM new_steps n
+  JOIN tasker.step_state_edges e ON e.from_state IS NULL AND e.to_state = n.state;
+  RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tasker.audit_step_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+  WITH changed AS (
+    SELECT o.state AS from_state, n.*
+    FROM old_steps o
+    JOIN new_steps n USING (workflow_step_uuid)
+    WHERE o.state <> n.state
+  ), ins AS (
+    INSERT INTO tasker.workflow_step_transitions
+      (workflow_step_uuid, task_uuid, from_state, to_state, event, attempt, metadata, processor)
+    SELECT c.workflow_step_uuid, c.task_uuid, c.from_state, c.state,
+           coalesce(nullif(current_setting('tasker.event', true), ''), e.event, 'illegal'),
+           c.attempts,
+           jsonb_strip_nulls(jsonb_build_object(
+             'reason', nullif(current_setting('tasker.reason', true), ''),
+             'msg_id', CASE WHEN c.state IN ('enqueued', 'in_progress') THEN c.dispatch_msg_id END,
+             'lease_expires_at', CASE WHEN c.state = 'in_progress' THEN c.lease_expires_at END,
+             'next_retry_at', CASE WHEN c.state = 'waiting_for_retry' THEN c.next_retry_at END,
+             'error', CASE WHEN c.state IN ('enqueued_as_error_for_orchestration', 'waiting_for_retry', 'error')
+                           THEN c.error->'message' END)),
+           CASE WHEN c.state IN ('in_progress', 'enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')
+                THEN c.claimed_by ELSE tasker.current_actor() END
+    FROM changed c
+    LEFT JOIN tasker.step_state_edges e ON e.from_state = c.from_state AND e.to_state = c.state
+    RETURNING workflow_step_transition_uuid, workflow_step_uuid, task_uuid, to_state, attempt
+  )
+  INSERT INTO tasker.workflow_step_result_audit
+    (workflow_step_uuid, workflow_step_transition_uuid, task_uuid, attempt, worker_id, success, execution_time_ms)
+  SELECT i.workflow_step_uuid, i.workflow_step_transition_uuid, i.task_uuid, i.attempt, c.claimed_by,
+         i.to_state = 'enqueued_for_orchestration', c.last_execution_ms
+  FROM ins i
+  JOIN changed c USING (workflow_step_uuid)
+  WHERE i.to_state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration');
+  RETURN NULL;
+END $$;
+
+-- Tasks ----------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION tasker.audit_task_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_bad record;
+BEGIN
+  SELECT n.task_uuid, n.state INTO v_bad
+  FROM new_tasks n
+  WHERE NOT EXISTS (SELECT 1 FROM tasker.task_state_edges e WHERE e.from_state IS NULL AND e.to_state = n.state)
+  LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'task % cannot be created in state %', v_bad.task_uuid, v_bad.state USING ERRCODE = 'TK409';
+  END IF;
+  INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, event, metadata, processor)
+  SELECT n.task_uuid, NULL, n.state, coalesce(nullif(current_setting('tasker.event', true), ''), e.event),
+         jsonb_strip_nulls(jsonb_build_object('reason', nullif(current_setting('tasker.reason', true), ''))),
+         tasker.current_actor()
+  FROM new_tasks n
+  JOIN tasker.task_state_edges e ON e.from_state IS NULL AND e.to_state = n.state;
+  RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tasker.audit_task_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+  INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, event, metadata, processor)
+  SELECT n.task_uuid, o.state, n.state,
+         coalesce(nullif(current_setting('tasker.event', true), ''), e.event, 'illegal'),
+         jsonb_strip_nulls(jsonb_build_object('reason', nullif(current_setting('tasker.reason', true), ''))),
+         tasker.current_actor()
+  FROM old_tasks o
+  JOIN new_tasks n USING (task_uuid)
+  LEFT JOIN tasker.task_state_edges e ON e.from_state = o.state AND e.to_state = n.state
+  WHERE o.state <> n.state;
+  RETURN NULL;
+END $$;
+
+-- Transition rows are history: nobody rewrites them (retention may still DELETE old ones).
+CREATE OR REPLACE FUNCTION tasker.refuse_history_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+  RAISE EXCEPTION '% is append-only', TG_TABLE_NAME USING ERRCODE = 'TK409';
+END $$;
+
+DROP TRIGGER IF EXISTS audit_insert ON tasker.workflow_steps;
+CREATE TRIGGER audit_insert AFTER INSERT ON tasker.workflow_steps
+  REFERENCING NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION tasker.audit_step_insert();
+DROP TRIGGER IF EXISTS audit_update ON tasker.workflow_steps;
+CREATE TRIGGER audit_update AFTER UPDATE ON tasker.workflow_steps
+  REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps
+  FOR EACH STATEMENT EXECUTE FUNCTION tasker.audit_step_update();
+DROP TRIGGER IF EXISTS audit_insert ON tasker.tasks;
+CREATE TRIGGER audit_insert AFTER INSERT ON tasker.tasks
+  REFERENCING NEW TABLE AS new_tasks FOR EACH STATEMENT EXECUTE FUNCTION tasker.audit_task_insert();
+DROP TRIGGER IF EXISTS audit_update ON tasker.tasks;
+CREATE TRIGGER audit_update AFTER UPDATE ON tasker.tasks
+  REFERENCING OLD TABLE AS old_tasks NEW TABLE AS new_tasks
+  FOR EACH STATEMENT EXECUTE FUNCTION tasker.audit_task_update();
+DROP TRIGGER IF EXISTS append_only ON tasker.task_transitions;
+CREATE TRIGGER append_only BEFORE UPDATE ON tasker.task_transitions
+  FOR EACH STATEMENT EXECUTE FUNCTION tasker.refuse_history_update();
+DROP TRIGGER IF EXISTS append_only ON tasker.workflow_step_transitions;
+CREATE TRIGGER append_only BEFORE UPDATE ON tasker.workflow_step_transitions
+  FOR EACH STATEMENT EXECUTE FUNCTION tasker.refuse_history_update();

@@ -1,0 +1,395 @@
+-- 0230_tasker_tasks.sql — moving tasks forward: the shared advance step, task creation, cancel,
+-- and manual step resolution (DESIGN §5.1, §5.4, §5.6).
+--
+-- Locking rule, the one that keeps two daemons from both missing (or both doing) a fan-in: whoever
+-- changes the steps of a task on the orchestration side holds that task's row lock (FOR UPDATE,
+-- taken in task_uuid order when there are several) for the rest of its transaction. Workers
+-- never take task locks; they only touch steps in enqueued / in_progress, which the orchestration
+-- side leaves alone except under a task lock.
+
+-- tasker.release_children: the given steps just became complete or resolved_manually; count them
+-- off their children's unfinished_parents. Callers hold the tasks' locks.
+CREATE OR REPLACE FUNCTION tasker.release_children(p_step_uuids uuid[]) RETURNS void
+LANGUAGE sql AS $$
+  UPDATE tasker.workflow_steps c
+  SET unfinished_parents = c.unfinished_parents - d.n, updated_at = now()
+  FROM (SELECT e.to_step_uuid, count(*)::integer AS n
+        FROM tasker.workflow_step_edges e
+        WHERE e.from_step_uuid = ANY (p_step_uuids)
+        GROUP BY e.to_step_uuid) d
+  WHERE c.workflow_step_uuid = d.to_step_uuid
+$$;
+
+-- tasker.advance_tasks: for tasks whose row locks the caller holds, dispatch every ready step
+-- (unless the task has a step in error: then nothing new starts) and move each task to the state
+-- its steps imply. Returns how many steps were dispatched and tasks completed/blocked.
+CREATE OR REPLACE FUNCTION tasker.advance_tasks(p_task_uuids uuid[],
+  OUT steps_enqueued integer, OUT tasks_completed integer, OUT tasks_blocked integer)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  r record;
+  v_n integer;
+BEGIN
+  steps_enqueued := 0;
+  FOR r IN
+    WITH live AS (
+      SELECT t.task_uuid, t.namespace, t.correlation_id
+      FROM tasker.tasks t
+      WHERE t.task_uuid = ANY (p_task_uuids)
+        AND t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
+        AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x
+                        WHERE x.task_uuid = t.task_uuid AND x.state = 'error')
+    )
+    SELECT l.namespace,
+           array_agg(tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempts + 1, l.correlation_id)) AS msgs
+    FROM live l
+    JOIN tasker.workflow_steps s ON s.task_uuid = l.task_uuid
+    WHERE s.state IN ('pending', 'waiting_for_retry')
+      AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts, s.next_retry_at)
+    GROUP BY l.namespace
+  LOOP
+    WITH sent AS (
+      SELECT * FROM tasker.send_messages(tasker.dispatch_queue(r.namespace), r.namespace, r.msgs)
+    )
+    UPDATE tasker.workflow_steps s
+    SET state = 'enqueued', dispatch_msg_id = sent.msg_id, updated_at = now()
+    FROM sent
+    WHERE s.workflow_step_uuid = sent.workflow_step_uuid AND s.state IN ('pending', 'waiting_for_retry');
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    steps_enqueued := steps_enqueued + v_n;
+  END LOOP;
+
+  WITH counts AS (
+    SELECT t.task_uuid, t.state,
+           count(*) AS total,
+           count(*) FILTER (WHERE s.state IN ('complete', 'resolved_manually')) AS done,
+           count(*) FILTER (WHERE s.state = 'error') AS failed,
+           count(*) FILTER (WHERE s.state IN ('enqueued', 'in_progress', 'enqueued_for_orchestration',
+                                              'enqueued_as_error_for_orchestration')) AS in_flight,
+           count(*) FILTER (WHERE s.state = 'waiting_for_retry') AS retrying
+    FROM tasker.tasks t
+    JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid
+    WHERE t.task_uuid = ANY (p_task_uuids)
+      AND t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
+    GROUP BY t.task_uuid, t.state
+  ), target AS (
+    SELECT c.task_uuid, c.state AS from_state,
+           CASE WHEN c.done = c.total THEN 'complete'
+                WHEN c.failed > 0 AND c.in_flight = 0 THEN 'blocked_by_failures'
+                WHEN c.in_flight > 0 THEN 'steps_in_process'
+                WHEN c.retrying > 0 THEN 'waiting_for_retry'
+                ELSE 'waiting_for_dependencies' END AS to_state
+    FROM counts c
+  ), moved AS (
+    UPDATE tasker.tasks t
+    SET state = g.to_state, state_changed_at = now(), updated_at = now(),
+        completed_at = CASE WHEN g.to_state = 'complete' THEN now() ELSE t.completed_at END
+    FROM target g
+    WHERE t.task_uuid = g.task_uuid AND t.state = g.from_state AND g.to_state <> g.from_state
+    RETURNING t.state
+  )
+  SELECT count(*) FILTER (WHERE m.state = 'complete'), count(*) FILTER (WHERE m.state = 'blocked_by_failures')
+  INTO tasks_completed, tasks_blocked
+  FROM moved m;
+END $$;
+
+-- tasker.lock_tasks: take the row locks of the given tasks in task_uuid order (the fixed order
+-- that rules out deadlocks between daemons) and return the ones that exist. With p_skip_locked,
+-- tasks another transaction holds are skipped instead of waited for.
+CREATE OR REPLACE FUNCTION tasker.lock_tasks(p_task_uuids uuid[], p_skip_locked boolean DEFAULT false)
+RETURNS uuid[]
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v uuid[];
+BEGIN
+  IF p_skip_locked THEN
+    SELECT array_agg(x.task_uuid) INTO v FROM (
+      SELECT t.task_uuid FROM tasker.tasks t WHERE t.task_uuid = ANY (p_task_uuids)
+      ORDER BY t.task_uuid FOR UPDATE SKIP LOCKED) x;
+  ELSE
+    SELECT array_agg(x.task_uuid) INTO v FROM (
+      SELECT t.task_uuid FROM tasker.tasks t WHERE t.task_uuid = ANY (p_task_uuids)
+      ORDER BY t.task_uuid FOR UPDATE) x;
+  END IF;
+  RETURN coalesce(v, '{}');
+END $$;
+
+-- tasker.cancel_open_steps: cancel every step of these (locked) tasks that has not finished, and
+-- archive their dispatch messages so no worker picks them up. Steps in error keep their state
+-- (they say what went wrong). Returns the number of steps cancelled.
+CREATE OR REPLACE FUNCTION tasker.cancel_open_steps(p_task_uuids uuid[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  r record;
+  v_n integer;
+BEGIN
+  FOR r IN
+    SELECT t.namespace, array_agg(s.dispatch_msg_id) AS ids
+    FROM tasker.tasks t
+    JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid
+    WHERE t.task_uuid = ANY (p_task_uuids) AND s.state IN ('enqueued', 'in_progress')
+      AND s.dispatch_msg_id IS NOT NULL
+    GROUP BY t.namespace
+  LOOP
+    PERFORM tasker.archive_messages(tasker.dispatch_queue(r.namespace), r.ids);
+  END LOOP;
+  UPDATE tasker.workflow_steps s
+  SET state = 'cancelled', lease_expires_at = NULL, updated_at = now()
+  WHERE s.task_uuid = ANY (p_task_uuids)
+    AND s.state IN ('pending', 'enqueued', 'in_progress', 'enqueued_for_orchestration',
+                    'enqueued_as_error_for_orchestration', 'waiting_for_retry');
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  RETURN v_n;
+END $$;
+
+-- tasker.create_task(request jsonb): one run of a template (tasker-core's TaskRequest fields:
+-- name, namespace (default 'default'), version (default: the latest registered), context,
+-- initiator, source_system, reason, tags, priority (-100..100), correlation_id,
+-- parent_correlation_id, idempotency_key, requested_at). In one transaction: the task, its
+-- steps and edges, their first transitions, and the root steps dispatched.
+-- Identity: idempotency_key if given; else the template's strategy — strict = template + context,
+-- caller_provided = the key (required), always_unique = none. A duplicate creates nothing and
+-- returns the existing task with created = false.
+-- Errors: TK400 malformed request, TK404 unknown template.
+CREATE OR REPLACE FUNCTION tasker.create_task(p_request jsonb)
+RETURNS TABLE (task_uuid uuid, created boolean, state text, steps_enqueued integer, identity_hash text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_name text;
+  v_ns text;
+  v_version text;
+  v_tpl record;
+  v_context jsonb;
+  v_tags jsonb;
+  v_priority integer;
+  v_correlation uuid;
+  v_parent_correlation uuid;
+  v_key text;
+  v_requested_at timestamptz := now();
+  v_hash text;
+  v_task uuid := tasker.uuid_generate_v7();
+  v_named uuid[];
+  v_ws uuid[];
+  v_msgs jsonb[];
+  v_field text;
+BEGIN
+  PERFORM tasker.audit_context(NULL);
+  IF p_request IS NULL OR jsonb_typeof(p_request) <> 'object' THEN
+    RAISE EXCEPTION 'a task request must be a JSON object' USING ERRCODE = 'TK400';
+  END IF;
+  v_name := tasker.json_text(p_request, 'name', NULL, 'task request');
+  IF v_name IS NULL OR v_name = '' THEN
+    RAISE EXCEPTION 'task request: name is required' USING ERRCODE = 'TK400';
+  END IF;
+  v_ns := tasker.json_text(p_request, 'namespace', 'default', 'task request');
+  v_version := tasker.json_text(p_request, 'version', NULL, 'task request');
+  IF v_ns !~ '^[a-z][a-z0-9_]{0,28}$' THEN
+    RAISE EXCEPTION 'task request: invalid namespace %', quote_literal(v_ns) USING ERRCODE = 'TK400';
+  END IF;
+
+  SELECT tt.task_template_uuid, tt.identity_strategy, tt.version INTO v_tpl
+  FROM tasker.task_templates tt
+  JOIN tasker.task_namespaces n ON n.task_namespace_uuid = tt.task_namespace_uuid
+  WHERE n.name = v_ns AND tt.name = v_name AND (v_version IS NULL OR tt.version = v_version)
+  -- Latest = highest numeric version (1.10 > 1.9), then most recently registered.
+  ORDER BY string_to_array(regexp_replace(tt.version, '[^0-9.]', '', 'g'), '.')::numeric[] DESC NULLS LAST,
+           tt.created_at DESC
+  LIMIT 1;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown template %/%@%', v_ns, v_name, coalesce(v_version, 'latest') USING ERRCODE = 'TK404';
+  END IF;
+
+  v_context := coalesce(nullif(p_request->'context', 'null'::jsonb), '{}'::jsonb);
+  IF jsonb_typeof(v_context) <> 'object' THEN
+    RAISE EXCEPTION 'task request: context must be a JSON object' USING ERRCODE = 'TK400';
+  END IF;
+  v_tags := coalesce(nullif(p_request->'tags', 'null'::jsonb), '[]'::jsonb);
+  IF jsonb_typeof(v_tags) <> 'array'
+     OR EXISTS (SELECT 1 FROM jsonb_array_elements(v_tags) AS g WHERE jsonb_typeof(g) <> 'string') THEN
+    RAISE EXCEPTION 'task request: tags must be an array of strings' USING ERRCODE = 'TK400';
+  END IF;
+  v_priority := tasker.json_int(p_request, 'priority', 0, -100, 100, 'task request');
+  v_correlation := coalesce(tasker.uuid_or_null(tasker.json_text(p_request, 'correlation_id', NULL, 'task request')),
+                            CASE WHEN p_request ? 'correlation_id' AND p_request->'correlation_id' <> 'null'::jsonb THEN NULL
+                                 ELSE tasker.uuid_generate_v7() END);
+  IF v_correlation IS NULL THEN
+    RAISE EXCEPTION 'task request: correlation_id must be a UUID' USING ERRCODE = 'TK400';
+  END IF;
+  v_parent_correlation := tasker.uuid_or_null(tasker.json_text(p_request, 'parent_correlation_id', NULL, 'task request'));
+  IF v_parent_correlation IS NULL AND p_request ? 'parent_correlation_id' AND p_request->'parent_correlation_id' <> 'null'::jsonb THEN
+    RAISE EXCEPTION 'task request: parent_correlation_id must be a UUID' USING ERRCODE = 'TK400';
+  END IF;
+  v_key := tasker.json_text(p_request, 'idempotency_key', NULL, 'task request');
+  IF v_key IS NOT NULL AND length(v_key) NOT BETWEEN 1 AND 255 THEN
+    RAISE EXCEPTION 'task request: idempotency_key must be 1 to 255 characters' USING ERRCODE = 'TK400';
+  END IF;
+  IF p_request ? 'requested_at' AND p_request->'requested_at' <> 'null'::jsonb THEN
+    BEGIN
+      v_requested_at := (p_request->>'requested_at')::timestamptz;
+    EXCEPTION WHEN others THEN
+      RAISE EXCEPTION 'task request: requested_at must be a timestamp (got %)', p_request->'requested_at'
+        USING ERRCODE = 'TK400';
+    END;
+  END IF;
+  FOREACH v_field IN ARRAY ARRAY['initiator', 'source_system', 'reason'] LOOP
+    IF length(tasker.json_text(p_request, v_field, NULL, 'task request')) > 255 THEN
+      RAISE EXCEPTION 'task request: % is longer than 255 characters', v_field USING ERRCODE = 'TK400';
+    END IF;
+  END LOOP;
+
+  v_hash := CASE
+    WHEN v_key IS NOT NULL THEN encode(sha256(convert_to(v_tpl.task_template_uuid::text || ':key:' || v_key, 'UTF8')), 'hex')
+    WHEN v_tpl.identity_strategy = 'strict' THEN encode(sha256(convert_to(v_tpl.task_template_uuid::text || ':context:' || v_context::text, 'UTF8')), 'hex')
+    WHEN v_tpl.identity_strategy = 'always_unique' THEN 'unique:' || v_task::text
+  END;
+  IF v_hash IS NULL THEN
+    RAISE EXCEPTION 'template %/%@% uses identity_strategy caller_provided: the request needs an idempotency_key',
+      v_ns, v_name, v_tpl.version USING ERRCODE = 'TK400';
+  END IF;
+
+  INSERT INTO tasker.tasks AS t (task_uuid, task_template_uuid, namespace, state, priority, context,
+    initiator, source_system, reason, tags, identity_hash, idempotency_key, correlation_id,
+    parent_correlation_id, requested_at)
+  VALUES (v_task, v_tpl.task_template_uuid, v_ns, 'steps_in_process', v_priority, v_context,
+    coalesce(p_request->>'initiator', 'system'), coalesce(p_request->>'source_system', 'tasker'),
+    coalesce(p_request->>'reason', 'Task requested'), v_tags, v_hash, v_key, v_correlation,
+    v_parent_correlation, v_requested_at)
+  ON CONFLICT (identity_hash) DO NOTHING;
+  IF NOT FOUND THEN
+    -- Made before (or by a concurrent call that committed first): report that task, create nothing.
+    RETURN QUERY SELECT t.task_uuid, false, t.state, 0, v_hash FROM tasker.tasks t WHERE t.identity_hash = v_hash;
+    RETURN;
+  END IF;
+
+  SELECT array_agg(n.named_step_uuid ORDER BY n.position), array_agg(tasker.uuid_generate_v7() ORDER BY n.position)
+  INTO v_named, v_ws
+  FROM tasker.named_steps n WHERE n.task_template_uuid = v_tpl.task_template_uuid;
+
+  SELECT array_agg(tasker.step_message(v_task, x.w, 1, v_correlation))
+  INTO v_msgs
+  FROM unnest(v_named, v_ws) AS x(nid, w)
+  JOIN tasker.named_steps n ON n.named_step_uuid = x.nid
+  WHERE n.parent_count = 0;
+
+  WITH sent AS (
+    SELECT * FROM tasker.send_messages(tasker.dispatch_queue(v_ns), v_ns, v_msgs)
+  )
+  INSERT INTO tasker.workflow_steps (workflow_step_uuid, task_uuid, named_step_uuid, name, state,
+    attempts, max_attempts, retryable, unfinished_parents, dispatch_msg_id)
+  SELECT x.w, v_task, n.named_step_uuid, n.name,
+         CASE WHEN n.parent_count = 0 THEN 'enqueued' ELSE 'pending' END,
+         0, n.max_attempts, n.retryable, n.parent_count, sent.msg_id
+  FROM unnest(v_named, v_ws) AS x(nid, w)
+  JOIN tasker.named_steps n ON n.named_step_uuid = x.nid
+  LEFT JOIN sent ON sent.workflow_step_uuid = x.w;
+
+  INSERT INTO tasker.workflow_step_edges (from_step_uuid, to_step_uuid, task_uuid)
+  SELECT p.w, c.w, v_task
+  FROM tasker.named_step_edges e
+  JOIN unnest(v_named, v_ws) AS p(nid, w) ON p.nid = e.from_named_step_uuid
+  JOIN unnest(v_named, v_ws) AS c(nid, w) ON c.nid = e.to_named_step_uuid
+  WHERE e.task_template_uuid = v_tpl.task_template_uuid;
+
+  RETURN QUERY SELECT v_task, true, 'steps_in_process'::text, cardinality(v_msgs), v_hash;
+END $$;
+
+-- tasker.cancel_task: cancel a task that has not finished: its unfinished steps are cancelled and
+-- their dispatch messages archived, in one transaction. TK404 unknown task, TK409 already finished.
+CREATE OR REPLACE FUNCTION tasker.cancel_task(p_task_uuid uuid, p_reason text DEFAULT NULL, p_actor text DEFAULT NULL)
+RETURNS TABLE (task_uuid uuid, previous_state text, state text, steps_cancelled integer)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_state text;
+  v_n integer;
+BEGIN
+  PERFORM tasker.audit_context(p_actor, NULL, p_reason);
+  SELECT t.state INTO v_state FROM tasker.tasks t WHERE t.task_uuid = p_task_uuid FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown task %', p_task_uuid USING ERRCODE = 'TK404';
+  END IF;
+  IF v_state IN ('complete', 'error', 'cancelled', 'resolved_manually') THEN
+    RAISE EXCEPTION 'task % is already % and cannot be cancelled', p_task_uuid, v_state USING ERRCODE = 'TK409';
+  END IF;
+  v_n := tasker.cancel_open_steps(ARRAY[p_task_uuid]);
+  UPDATE tasker.tasks t
+  SET state = 'cancelled', state_changed_at = now(), completed_at = now(), updated_at = now()
+  WHERE t.task_uuid = p_task_uuid AND t.state = v_state;
+  RETURN QUERY SELECT p_task_uuid, v_state, 'cancelled'::text, v_n;
+END $$;
+
+-- tasker.resolve_step: an operator's hand on one step of an unfinished task, then the task moves
+-- on at once (tasker-core forgets that part):
+--   reset_for_retry   error → pending with attempts back to 0 (dispatched again if ready)
+--   resolve_manually  any unfinished step → resolved_manually (satisfies its children)
+--   complete_manually any unfinished step → complete, with p_result as its results
+-- TK400 unknown action, TK404 unknown task/step, TK409 the step or task is in the wrong state.
+CREATE OR REPLACE FUNCTION tasker.resolve_step(p_task_uuid uuid, p_step_uuid uuid, p_action text,
+  p_result jsonb DEFAULT NULL, p_reason text DEFAULT NULL, p_actor text DEFAULT NULL)
+RETURNS TABLE (workflow_step_uuid uuid, previous_state text, state text, task_state text, steps_enqueued integer)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_task_state text;
+  v_step record;
+  v_ns text;
+  v_to text;
+  v_adv record;
+BEGIN
+  IF p_action IS NULL OR p_action NOT IN ('reset_for_retry', 'resolve_manually', 'complete_manually') THEN
+    RAISE EXCEPTION 'unknown action %: use reset_for_retry, resolve_manually or complete_manually',
+      quote_nullable(p_action) USING ERRCODE = 'TK400';
+  END IF;
+  PERFORM tasker.audit_context(p_actor, p_action, p_reason);
+  SELECT t.state, t.namespace INTO v_task_state, v_ns FROM tasker.tasks t WHERE t.task_uuid = p_task_uuid FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown task %', p_task_uuid USING ERRCODE = 'TK404';
+  END IF;
+  SELECT s.state, s.dispatch_msg_id INTO v_step
+  FROM tasker.workflow_steps s
+  WHERE s.workflow_step_uuid = p_step_uuid AND s.task_uuid = p_task_uuid
+  FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown step % in task %', p_step_uuid, p_task_uuid USING ERRCODE = 'TK404';
+  END IF;
+  IF v_task_state IN ('complete', 'error', 'cancelled', 'resolved_manually') THEN
+    RAISE EXCEPTION 'task % is already %; its steps can no longer change', p_task_uuid, v_task_state
+      USING ERRCODE = 'TK409';
+  END IF;
+
+  IF p_action = 'reset_for_retry' THEN
+    IF v_step.state <> 'error' THEN
+      RAISE EXCEPTION 'only a step in error can be reset for retry (step % is %)', p_step_uuid, v_step.state
+        USING ERRCODE = 'TK409';
+    END IF;
+    v_to := 'pending';
+    UPDATE tasker.workflow_steps s
+    SET state = 'pending', attempts = 0, next_retry_at = NULL, error = NULL, retry_after_secs = NULL,
+        lease_expires_at = NULL, updated_at = now()
+    WHERE s.workflow_step_uuid = p_step_uuid AND s.state = 'error';
+  ELSE
+    IF v_step.state IN ('complete', 'resolved_manually', 'cancelled') THEN
+      RAISE EXCEPTION 'step % is already %', p_step_uuid, v_step.state USING ERRCODE = 'TK409';
+    END IF;
+    v_to := CASE p_action WHEN 'resolve_manually' THEN 'resolved_manually' ELSE 'complete' END;
+    UPDATE tasker.workflow_steps s
+    SET state = v_to, lease_expires_at = NULL, completed_at = now(), updated_at = now(),
+        results = CASE WHEN p_action = 'complete_manually' THEN coalesce(p_result, '{}'::jsonb) ELSE s.results END
+    WHERE s.workflow_step_uuid = p_step_uuid AND s.state = v_step.state;
+    IF v_step.state IN ('enqueued', 'in_progress') AND v_step.dispatch_msg_id IS NOT NULL THEN
+      PERFORM tasker.archive_messages(tasker.dispatch_queue(v_ns), ARRAY[v_step.dispatch_msg_id]);
+    END IF;
+    PERFORM tasker.release_children(ARRAY[p_step_uuid]);
+  END IF;
+
+  PERFORM set_config('tasker.event', '', true);  -- what follows are ordinary dispatch/evaluation edges
+  v_adv := tasker.advance_tasks(ARRAY[p_task_uuid]);
+  RETURN QUERY
+  SELECT p_step_uuid, v_step.state::text, s.state, t.state, v_adv.steps_enqueued
+  FROM tasker.workflow_steps s JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+  WHERE s.workflow_step_uuid = p_step_uuid;
+END $$;

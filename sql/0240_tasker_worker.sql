@@ -1,0 +1,219 @@
+-- 0240_tasker_worker.sql — the worker protocol (DESIGN §5.2–5.3): claim steps, extend leases,
+-- hand results back. Any language's worker needs only these three functions.
+
+-- tasker.ancestor_results: {step name: results} of every ancestor of a step (transitively), the
+-- data a handler usually needs from upstream.
+CREATE OR REPLACE FUNCTION tasker.ancestor_results(p_step_uuid uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+  WITH RECURSIVE anc(step) AS (
+    SELECT e.from_step_uuid FROM tasker.workflow_step_edges e WHERE e.to_step_uuid = p_step_uuid
+    UNION
+    SELECT e.from_step_uuid FROM tasker.workflow_step_edges e JOIN anc ON e.to_step_uuid = anc.step
+  )
+  SELECT coalesce(jsonb_object_agg(s.name, s.results), '{}'::jsonb)
+  FROM anc JOIN tasker.workflow_steps s ON s.workflow_step_uuid = anc.step
+$$;
+
+-- tasker.tasker_claim_and_execute_step(namespace, qty, lease_secs, worker_id): take up to qty
+-- dispatched steps of a namespace. Reads dispatch messages (skip-locked, invisible for
+-- lease_secs), swaps each step enqueued → in_progress (attempts + 1, lease until now +
+-- lease_secs) and returns what the handler needs: handler, initialization, inputs, the task's
+-- context, the results of every ancestor step. A message that does not match its step's
+-- current attempt in state enqueued (a duplicate, a cancelled step, an attempt the sweep already
+-- re-dispatched) is archived and skipped; a malformed one is archived and recorded in
+-- tasker.rejected_messages. The message of a claimed step stays (invisible) until the hand-back
+-- archives it. Returns one row per claimed step.
+CREATE OR REPLACE FUNCTION tasker.tasker_claim_and_execute_step(p_namespace text, p_qty integer DEFAULT 1,
+  p_lease_secs integer DEFAULT 30, p_worker_id text DEFAULT NULL)
+RETURNS TABLE (msg_id bigint, task_uuid uuid, workflow_step_uuid uuid, attempt integer, step_name text,
+  handler_callable text, handler_initialization jsonb, inputs jsonb, task_context jsonb,
+  dependency_results jsonb, timeout_seconds integer, lease_expires_at timestamptz,
+  correlation_id uuid, namespace text, task_name text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_queue text;
+  v_worker text := coalesce(nullif(p_worker_id, ''), 'worker-' || pg_backend_pid());
+  v_ids bigint[];
+  v_msgs jsonb[];
+  v_claimed uuid[];
+  v_claimed_ids bigint[];
+BEGIN
+  PERFORM tasker.check_namespace(p_namespace);
+  IF p_qty IS NULL OR p_qty NOT BETWEEN 1 AND 1000 THEN
+    RAISE EXCEPTION 'qty must be between 1 and 1000 (got %)', p_qty USING ERRCODE = 'TK400';
+  END IF;
+  IF p_lease_secs IS NULL OR p_lease_secs NOT BETWEEN 1 AND 86400 THEN
+    RAISE EXCEPTION 'lease_secs must be between 1 and 86400 (got %)', p_lease_secs USING ERRCODE = 'TK400';
+  END IF;
+  PERFORM tasker.audit_context(v_worker);
+  v_queue := tasker.dispatch_queue(p_namespace);
+
+  SELECT array_agg(r.msg_id), array_agg(r.message) INTO v_ids, v_msgs
+  FROM pgmq.read(v_queue::text, p_lease_secs::integer, p_qty::integer) AS r;
+  IF v_ids IS NULL THEN
+    RETURN;
+  END IF;
+
+  WITH m AS (
+    SELECT u.msg_id, tasker.uuid_or_null(u.message->>'step_uuid') AS step, tasker.int_or_null(u.message->'attempt') AS attempt
+    FROM unnest(v_ids, v_msgs) AS u(msg_id, message)
+  ), claimed AS (
+    UPDATE tasker.workflow_steps s
+    SET state = 'in_progress', attempts = s.attempts + 1, claimed_by = v_worker,
+        lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_secs),
+        dispatch_msg_id = m.msg_id, last_attempted_at = now(), updated_at = now()
+    FROM m
+    WHERE s.workflow_step_uuid = m.step AND s.state = 'enqueued' AND s.attempts + 1 = m.attempt
+    RETURNING s.workflow_step_uuid, m.msg_id
+  )
+  SELECT array_agg(c.workflow_step_uuid), array_agg(c.msg_id) INTO v_claimed, v_claimed_ids FROM claimed c;
+
+  -- Everything read but not claimed leaves the queue; malformed messages are recorded.
+  INSERT INTO tasker.rejected_messages (queue_name, msg_id, message, reason)
+  SELECT v_queue, u.msg_id, u.message,
+         CASE WHEN jsonb_typeof(u.message) IS DISTINCT FROM 'object' THEN 'message is not a JSON object'
+              WHEN tasker.uuid_or_null(u.message->>'step_uuid') IS NULL THEN 'step_uuid missing or not a UUID'
+              ELSE 'attempt missing or not an integer' END
+  FROM unnest(v_ids, v_msgs) AS u(msg_id, message)
+  WHERE tasker.uuid_or_null(u.message->>'step_uuid') IS NULL OR tasker.int_or_null(u.message->'attempt') IS NULL;
+  PERFORM tasker.archive_messages(v_queue,
+    ARRAY(SELECT i FROM unnest(v_ids) AS i WHERE NOT i = ANY (coalesce(v_claimed_ids, '{}'))));
+
+  RETURN QUERY
+  SELECT c.msg_id, s.task_uuid, s.workflow_step_uuid, s.attempts, s.name, n.handler_callable,
+         n.handler_initialization, s.inputs, t.context, tasker.ancestor_results(s.workflow_step_uuid),
+         n.timeout_seconds, s.lease_expires_at, t.correlation_id, t.namespace, tt.name
+  FROM unnest(v_claimed, v_claimed_ids) AS c(step, msg_id)
+  JOIN tasker.workflow_steps s ON s.workflow_step_uuid = c.step
+  JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
+  JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+  JOIN tasker.task_templates tt ON tt.task_template_uuid = t.task_template_uuid
+  ORDER BY c.msg_id;
+END $$;
+
+-- tasker.submit_step_results(results jsonb): hand back a batch of results, each an object
+-- {step_uuid, attempt, success, result, error, worker_id, execution_ms, retry_after_secs}.
+-- Fenced on (step, attempt, in_progress): an accepted one stores the result (or error), swaps the
+-- step to enqueued_for_orchestration / enqueued_as_error_for_orchestration (the audit rows come
+-- with it), sends a completion message and archives the dispatch message — all in this
+-- transaction. Anything else changes nothing and says why, per entry, in input order:
+--   accepted | duplicate (this attempt was already handed back) | stale (the lease was lost: the
+--   step was cancelled, resolved, expired or re-dispatched) | unknown_step | invalid (malformed entry).
+-- An error may be a string or an object; {"retryable": false} in it makes the failure permanent.
+CREATE OR REPLACE FUNCTION tasker.submit_step_results(p_results jsonb)
+RETURNS TABLE (workflow_step_uuid uuid, attempt integer, status text, state text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  r record;
+  v_accepted uuid[];
+BEGIN
+  IF p_results IS NULL OR jsonb_typeof(p_results) <> 'array' THEN
+    RAISE EXCEPTION 'results must be a JSON array of result objects' USING ERRCODE = 'TK400';
+  END IF;
+  PERFORM tasker.audit_context(NULL);
+
+  WITH inp AS (
+    SELECT tasker.uuid_or_null(x->>'step_uuid') AS step,
+           tasker.int_or_null(x->'attempt') AS attempt,
+           CASE WHEN jsonb_typeof(x->'success') = 'boolean' THEN (x->'success')::text::boolean END AS success,
+           nullif(x->'result', 'null'::jsonb) AS result,
+           CASE WHEN jsonb_typeof(x->'error') = 'object' THEN x->'error'
+                WHEN jsonb_typeof(x->'error') = 'string' THEN jsonb_build_object('message', x->'error')
+                WHEN x->'error' IS NOT NULL AND x->'error' <> 'null'::jsonb THEN jsonb_build_object('message', (x->'error')::text)
+                ELSE jsonb_build_object('message', 'step failed (no error given)') END AS error,
+           nullif(x->>'worker_id', '') AS worker_id,
+           tasker.int_or_null(x->'execution_ms') AS execution_ms,
+           tasker.int_or_null(x->'retry_after_secs') AS retry_after_secs
+    FROM jsonb_array_elements(p_results) AS x
+  ), upd AS (
+    UPDATE tasker.workflow_steps s
+    SET state = CASE WHEN i.success THEN 'enqueued_for_orchestration' ELSE 'enqueued_as_error_for_orchestration' END,
+        results = i.result,
+        error = CASE WHEN i.success THEN NULL ELSE i.error END,
+        retry_after_secs = CASE WHEN i.success THEN NULL ELSE i.retry_after_secs END,
+        last_execution_ms = i.execution_ms,
+        claimed_by = coalesce(i.worker_id, s.claimed_by),
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM inp i
+    WHERE s.workflow_step_uuid = i.step AND s.attempts = i.attempt AND s.state = 'in_progress'
+      AND i.success IS NOT NULL
+    RETURNING s.workflow_step_uuid
+  )
+  SELECT array_agg(u.workflow_step_uuid) INTO v_accepted FROM upd u;
+
+  -- Completion messages and dispatch archives, one statement of each per namespace.
+  FOR r IN
+    SELECT t.namespace,
+           array_agg(tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempts, t.correlation_id)) AS msgs,
+           array_agg(s.dispatch_msg_id) FILTER (WHERE s.dispatch_msg_id IS NOT NULL) AS dispatch_ids
+    FROM tasker.workflow_steps s
+    JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+    WHERE s.workflow_step_uuid = ANY (v_accepted)
+    GROUP BY t.namespace
+  LOOP
+    PERFORM tasker.send_messages(tasker.completion_queue(r.namespace), r.namespace, r.msgs);
+    PERFORM tasker.archive_messages(tasker.dispatch_queue(r.namespace), r.dispatch_ids);
+  END LOOP;
+
+  RETURN QUERY
+  SELECT i.step, i.attempt,
+         CASE WHEN i.step IS NULL OR i.attempt IS NULL OR i.success IS NULL THEN 'invalid'
+              WHEN i.step = ANY (coalesce(v_accepted, '{}')) THEN 'accepted'
+              WHEN s.workflow_step_uuid IS NULL THEN 'unknown_step'
+              WHEN EXISTS (SELECT 1 FROM tasker.workflow_step_result_audit a
+                           WHERE a.workflow_step_uuid = i.step AND a.attempt = i.attempt) THEN 'duplicate'
+              ELSE 'stale' END,
+         s.state
+  FROM (SELECT tasker.uuid_or_null(x.v->>'step_uuid') AS step, tasker.int_or_null(x.v->'attempt') AS attempt,
+               CASE WHEN jsonb_typeof(x.v->'success') = 'boolean' THEN true END AS success, x.n
+        FROM jsonb_array_elements(p_results) WITH ORDINALITY AS x(v, n)) i
+  LEFT JOIN tasker.workflow_steps s ON s.workflow_step_uuid = i.step
+  ORDER BY i.n;
+END $$;
+
+-- tasker.submit_step_result: the one-result form of submit_step_results (DESIGN §5.3 signature).
+-- Returns the entry's status (accepted | duplicate | stale | unknown_step | invalid) and the
+-- step's state afterwards.
+CREATE OR REPLACE FUNCTION tasker.submit_step_result(p_step_uuid uuid, p_attempt integer, p_success boolean,
+  p_result jsonb DEFAULT NULL, p_error jsonb DEFAULT NULL, p_worker_id text DEFAULT NULL,
+  p_execution_ms bigint DEFAULT NULL, p_retry_after_secs integer DEFAULT NULL)
+RETURNS TABLE (status text, state text)
+LANGUAGE sql AS $$
+  SELECT r.status, r.state
+  FROM tasker.submit_step_results(jsonb_build_array(jsonb_build_object(
+    'step_uuid', p_step_uuid, 'attempt', p_attempt, 'success', p_success, 'result', p_result,
+    'error', p_error, 'worker_id', p_worker_id, 'execution_ms', p_execution_ms,
+    'retry_after_secs', p_retry_after_secs))) AS r
+$$;
+
+-- tasker.heartbeat_step(step_uuid, attempt, lease_secs): extend the lease of a running attempt
+-- (and keep its dispatch message invisible as long). false = the lease is lost (the step was
+-- cancelled, resolved or expired): the worker should stop and not hand back.
+CREATE OR REPLACE FUNCTION tasker.heartbeat_step(p_step_uuid uuid, p_attempt integer, p_lease_secs integer DEFAULT 30)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_ns text;
+  v_msg bigint;
+BEGIN
+  IF p_lease_secs IS NULL OR p_lease_secs NOT BETWEEN 1 AND 86400 THEN
+    RAISE EXCEPTION 'lease_secs must be between 1 and 86400 (got %)', p_lease_secs USING ERRCODE = 'TK400';
+  END IF;
+  UPDATE tasker.workflow_steps s
+  SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_secs)
+  FROM tasker.tasks t
+  WHERE s.workflow_step_uuid = p_step_uuid AND s.attempts = p_attempt AND s.state = 'in_progress'
+    AND t.task_uuid = s.task_uuid
+  RETURNING t.namespace, s.dispatch_msg_id INTO v_ns, v_msg;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  IF v_msg IS NOT NULL THEN
+    PERFORM pgmq.set_vt(tasker.dispatch_queue(v_ns)::text, v_msg::bigint, p_lease_secs::integer);
+  END IF;
+  RETURN true;
+END $$;

@@ -1,0 +1,358 @@
+-- 0250_tasker_orchestration.sql — what the daemon calls on its timers and wake-ups (DESIGN §5.4–5.6):
+-- consume completions, poll for ready steps, sweep for stuck and stale work.
+
+-- tasker.process_completions(namespace, batch, vt): consume up to `batch` messages of
+-- tasker_completion_<namespace> in one transaction. Per message: success → complete; failure with
+-- attempts left (retryable step, error not marked "retryable": false) → waiting_for_retry with
+-- next_retry_at = now + backoff (the step's policy, ±jitter, the worker's retry_after honoured up to
+-- the cap); else → error. Then, per affected task, locked in task_uuid order so two daemons cannot
+-- both miss a fan-in: dispatch the children that became ready, or finish the task. Every message
+-- read is archived: a stale one (its step no longer awaits orchestration for that attempt) silently,
+-- a malformed one with its reason in tasker.rejected_messages and in `rejected`.
+CREATE OR REPLACE FUNCTION tasker.process_completions(p_namespace text, p_batch integer DEFAULT 100,
+  p_vt integer DEFAULT 30)
+RETURNS TABLE (messages integer, steps_completed integer, steps_retrying integer, steps_failed integer,
+  stale integer, rejected integer, steps_enqueued integer, tasks_completed integer, tasks_blocked integer,
+  rejected_details jsonb)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_queue text;
+  v_ids bigint[];
+  v_msgs jsonb[];
+  v_tasks uuid[];
+  v_done uuid[];
+  v_completed integer := 0;
+  v_retrying integer := 0;
+  v_failed integer := 0;
+  v_rejected jsonb;
+  v_adv record;
+BEGIN
+  PERFORM tasker.check_namespace(p_namespace);
+  IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 10000 THEN
+    RAISE EXCEPTION 'batch must be between 1 and 10000 (got %)', p_batch USING ERRCODE = 'TK400';
+  END IF;
+  PERFORM tasker.audit_context(NULL);
+  v_queue := tasker.completion_queue(p_namespace);
+
+  SELECT array_agg(r.msg_id), array_agg(r.message) INTO v_ids, v_msgs
+  FROM pgmq.read(v_queue::text, p_vt::integer, p_batch::integer) AS r;
+  IF v_ids IS NULL THEN
+    RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]'::jsonb;
+    RETURN;
+  END IF;
+
+  -- Malformed or pointing at nothing: recorded, archived below with the rest.
+  WITH m AS (
+    SELECT u.msg_id, u.message, tasker.uuid_or_null(u.message->>'step_uuid') AS step,
+           tasker.int_or_null(u.message->'attempt') AS attempt
+    FROM unnest(v_ids, v_msgs) AS u(msg_id, message)
+  ), bad AS (
+    SELECT m.msg_id, m.message,
+           CASE WHEN jsonb_typeof(m.message) IS DISTINCT FROM 'object' THEN 'message is not a JSON object'
+                WHEN m.step IS NULL THEN 'step_uuid missing or not a UUID'
+                WHEN m.attempt IS NULL THEN 'attempt missing or not an integer'
+                ELSE 'unknown step ' || m.step END AS reason
+    FROM m
+    WHERE m.step IS NULL OR m.attempt IS NULL
+       OR NOT EXISTS (SELECT 1 FROM tasker.workflow_steps s WHERE s.workflow_step_uuid = m.step)
+  ), ins AS (
+    INSERT INTO tasker.rejected_messages (queue_name, msg_id, message, reason)
+    SELECT v_queue, b.msg_id, b.message, b.reason FROM bad b
+  )
+  SELECT coalesce(jsonb_agg(jsonb_build_object('msg_id', b.msg_id, 'reason', b.reason)), '[]'::jsonb)
+  INTO v_rejected FROM bad b;
+
+  -- Lock the tasks first, in order; every step change below happens under these locks.
+  SELECT array_agg(DISTINCT s.task_uuid) INTO v_tasks
+  FROM unnest(v_msgs) AS u(message)
+  JOIN tasker.workflow_steps s ON s.workflow_step_uuid = tasker.uuid_or_null(u.message->>'step_uuid');
+  v_tasks := tasker.lock_tasks(coalesce(v_tasks, '{}'));
+
+  WITH m AS (
+    SELECT tasker.uuid_or_null(u.message->>'step_uuid') AS step, tasker.int_or_null(u.message->'attempt') AS attempt
+    FROM unnest(v_msgs) AS u(message)
+  ), decided AS (
+    SELECT s.workflow_step_uuid, s.state AS from_state,
+           CASE WHEN s.state = 'enqueued_for_orchestration' THEN 'complete'
+                WHEN s.retryable AND s.attempts < s.max_attempts
+                     AND coalesce(s.error->>'retryable', 'true') <> 'false' THEN 'waiting_for_retry'
+                ELSE 'error' END AS to_state,
+           n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts, s.retry_after_secs
+    FROM (SELECT DISTINCT m.step, m.attempt FROM m) m
+    JOIN tasker.workflow_steps s ON s.workflow_step_uuid = m.step AND s.attempts = m.attempt
+    JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
+    WHERE s.state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')
+  ), upd AS (
+    UPDATE tasker.workflow_steps s
+    SET state = d.to_state,
+        next_retry_at = CASE WHEN d.to_state = 'waiting_for_retry'
+                             THEN now() + tasker.backoff_delay(d.backoff, d.backoff_base_ms, d.max_backoff_ms,
+                                                               d.attempts, d.retry_after_secs) END,
+        completed_at = CASE WHEN d.to_state = 'complete' THEN now() END,
+        updated_at = now()
+    FROM decided d
+    WHERE s.workflow_step_uuid = d.workflow_step_uuid AND s.state = d.from_state
+    RETURNING s.workflow_step_uuid, s.state
+  )
+  SELECT array_agg(u.workflow_step_uuid) FILTER (WHERE u.state = 'complete'),
+         count(*) FILTER (WHERE u.state = 'complete'),
+         count(*) FILTER (WHERE u.state = 'waiting_for_retry'),
+         count(*) FILTER (WHERE u.state = 'error')
+  INTO v_done, v_completed, v_retrying, v_failed
+  FROM upd u;
+
+  IF v_done IS NOT NULL THEN
+    PERFORM tasker.release_children(v_done);
+  END IF;
+  v_adv := tasker.advance_tasks(v_tasks);
+  PERFORM tasker.archive_messages(v_queue, v_ids);
+
+  RETURN QUERY SELECT cardinality(v_ids), v_completed, v_retrying, v_failed,
+    cardinality(v_ids) - jsonb_array_length(v_rejected) - v_completed - v_retrying - v_failed,
+    jsonb_array_length(v_rejected), v_adv.steps_enqueued, v_adv.tasks_completed, v_adv.tasks_blocked,
+    v_rejected;
+END $$;
+
+-- tasker.enqueue_ready_steps(limit): the poller's pass. Dispatches retries whose backoff has
+-- passed and ready steps that were never dispatched, for up to `limit` tasks; tasks another
+-- daemon holds are skipped (FOR UPDATE SKIP LOCKED), so several daemons split the work.
+-- next_retry_at is the earliest future retry, so the caller can sleep until then.
+CREATE OR REPLACE FUNCTION tasker.enqueue_ready_steps(p_limit integer DEFAULT 100)
+RETURNS TABLE (steps_enqueued integer, tasks_touched integer, next_retry_at timestamptz)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_tasks uuid[];
+  v_adv record;
+BEGIN
+  PERFORM tasker.audit_context(NULL);
+  SELECT array_agg(DISTINCT c.task_uuid) INTO v_tasks
+  FROM (
+    (SELECT s.task_uuid
+     FROM tasker.workflow_steps s
+     JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+     WHERE s.state = 'waiting_for_retry' AND s.next_retry_at <= now()
+       AND t.state NOT IN ('blocked_by_failures', 'complete', 'error', 'cancelled', 'resolved_manually')
+     ORDER BY s.next_retry_at
+     LIMIT p_limit)
+    UNION ALL
+    (SELECT s.task_uuid
+     FROM tasker.workflow_steps s
+     JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+     WHERE s.state = 'pending' AND s.unfinished_parents = 0
+       AND t.state NOT IN ('blocked_by_failures', 'complete', 'error', 'cancelled', 'resolved_manually')
+     LIMIT p_limit)
+  ) c;
+
+  v_tasks := tasker.lock_tasks(coalesce(v_tasks, '{}'), true);
+  IF cardinality(v_tasks) > 0 THEN
+    v_adv := tasker.advance_tasks(v_tasks);
+  END IF;
+
+  RETURN QUERY
+  SELECT coalesce(v_adv.steps_enqueued, 0), cardinality(v_tasks),
+         (SELECT min(s.next_retry_at) FROM tasker.workflow_steps s
+          WHERE s.state = 'waiting_for_retry' AND s.next_retry_at > now());
+END $$;
+
+-- tasker.staleness_threshold: minutes a task may stay in a state before the sweep gives up on it.
+-- A template's lifecycle.max_<state>_minutes overrides the default (tasker-core's keys).
+CREATE OR REPLACE FUNCTION tasker.staleness_threshold(p_state text, p_lifecycle jsonb,
+  p_waiting_deps integer, p_waiting_retry integer, p_in_process integer, p_blocked integer)
+RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE p_state
+    WHEN 'waiting_for_dependencies' THEN coalesce(tasker.int_or_null(p_lifecycle->'max_waiting_for_dependencies_minutes'), p_waiting_deps)
+    WHEN 'waiting_for_retry' THEN coalesce(tasker.int_or_null(p_lifecycle->'max_waiting_for_retry_minutes'), p_waiting_retry)
+    WHEN 'steps_in_process' THEN coalesce(tasker.int_or_null(p_lifecycle->'max_steps_in_process_minutes'), p_in_process)
+    WHEN 'blocked_by_failures' THEN coalesce(tasker.int_or_null(p_lifecycle->'max_blocked_by_failures_minutes'), p_blocked)
+    ELSE coalesce(tasker.int_or_null(p_lifecycle->'max_transient_minutes'), 10)
+  END
+$$;
+
+-- tasker.detect_and_transition_stuck_tasks(...): the sweep, one daemon at a time (advisory lock;
+-- a second caller returns at once with action 'skipped_locked'). In order:
+--   1. lease_expired: in_progress steps whose lease passed count as a failed attempt (retry with
+--      backoff, or error), and their tasks move on;
+--   2. resent: enqueued steps whose dispatch message is gone (older than p_resend_grace_secs)
+--      get a new message for the same attempt;
+--   3. reevaluated: unfinished tasks nobody looked at for p_reevaluate_after_secs are re-evaluated
+--      (dispatch what is ready, fix a task state left behind);
+--   4. moved_to_dlq: tasks stuck in one state past its threshold (minutes; template lifecycle
+--      overrides) or older than p_task_max_lifetime_hours go to error with a DLQ record, and their
+--      unfinished steps are cancelled.
+-- With p_dry_run nothing changes; the rows say what would happen. One row per action taken.
+CREATE OR REPLACE FUNCTION tasker.detect_and_transition_stuck_tasks(
+  p_batch_size integer DEFAULT 100,
+  p_dry_run boolean DEFAULT false,
+  p_waiting_for_dependencies_minutes integer DEFAULT 60,
+  p_waiting_for_retry_minutes integer DEFAULT 30,
+  p_steps_in_process_minutes integer DEFAULT 30,
+  p_blocked_by_failures_minutes integer DEFAULT 1440,
+  p_task_max_lifetime_hours integer DEFAULT 24,
+  p_resend_grace_secs integer DEFAULT 30,
+  p_reevaluate_after_secs integer DEFAULT 60)
+RETURNS TABLE (action text, task_uuid uuid, workflow_step_uuid uuid, detail text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_tasks uuid[];
+  v_ns record;
+  v_ids uuid[];
+  v_states text[];
+  v_stale record;
+BEGIN
+  IF NOT pg_try_advisory_xact_lock(hashtext('tasker.sweep')) THEN
+    RETURN QUERY SELECT 'skipped_locked'::text, NULL::uuid, NULL::uuid, 'another sweep is running'::text;
+    RETURN;
+  END IF;
+  PERFORM tasker.audit_context(NULL, NULL, NULL);
+
+  -- 1. Expired leases.
+  SELECT array_agg(DISTINCT x.task_uuid) INTO v_tasks FROM (
+    SELECT s.task_uuid FROM tasker.workflow_steps s
+    WHERE s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp()
+    ORDER BY s.lease_expires_at LIMIT p_batch_size) x;
+  IF v_tasks IS NOT NULL THEN
+    IF p_dry_run THEN
+      RETURN QUERY SELECT 'would_expire_lease'::text, s.task_uuid, s.workflow_step_uuid,
+                          format('lease of %s expired at %s', s.claimed_by, s.lease_expires_at)
+        FROM tasker.workflow_steps s
+        WHERE s.task_uuid = ANY (v_tasks) AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp();
+    ELSE
+      v_tasks := tasker.lock_tasks(v_tasks, true);
+      PERFORM set_config('tasker.reason', 'lease expired', true);
+      RETURN QUERY
+      WITH upd AS (
+        UPDATE tasker.workflow_steps s
+        SET state = CASE WHEN s.retryable AND s.attempts < s.max_attempts THEN 'waiting_for_retry' ELSE 'error' END,
+            next_retry_at = CASE WHEN s.retryable AND s.attempts < s.max_attempts
+                                 THEN now() + tasker.backoff_delay(n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts) END,
+            error = jsonb_build_object('message', format('lease expired: worker %s did not hand back attempt %s in time',
+                                                        s.claimed_by, s.attempts), 'error_type', 'lease_expired'),
+            lease_expires_at = NULL, updated_at = now()
+        FROM tasker.named_steps n
+        WHERE n.named_step_uuid = s.named_step_uuid AND s.task_uuid = ANY (v_tasks)
+          AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp()
+        RETURNING s.task_uuid, s.workflow_step_uuid, s.state, s.claimed_by, s.attempts
+      )
+      SELECT 'lease_expired'::text, u.task_uuid, u.workflow_step_uuid,
+             format('attempt %s on %s: now %s', u.attempts, u.claimed_by, u.state)
+      FROM upd u;
+      PERFORM set_config('tasker.reason', '', true);
+      PERFORM tasker.advance_tasks(v_tasks);
+    END IF;
+  END IF;
+
+  -- 2. Dispatched steps whose message vanished (queue purged, message deleted by hand).
+  FOR v_ns IN SELECT n.name FROM tasker.task_namespaces n LOOP
+    EXECUTE format(
+      'SELECT array_agg(s.workflow_step_uuid) FROM (
+         SELECT s.workflow_step_uuid FROM tasker.workflow_steps s
+         JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+         WHERE s.state = ''enqueued'' AND s.updated_at < now() - make_interval(secs => $1)
+           AND t.namespace = $2
+           AND NOT EXISTS (SELECT 1 FROM pgmq.%I q WHERE q.msg_id = s.dispatch_msg_id)
+         LIMIT $3) s', 'q_' || tasker.dispatch_queue(v_ns.name))
+      INTO v_ids USING p_resend_grace_secs, v_ns.name, p_batch_size;
+    CONTINUE WHEN v_ids IS NULL;
+    IF p_dry_run THEN
+      RETURN QUERY SELECT 'would_resend'::text, s.task_uuid, s.workflow_step_uuid, 'dispatch message missing'::text
+        FROM tasker.workflow_steps s WHERE s.workflow_step_uuid = ANY (v_ids);
+      CONTINUE;
+    END IF;
+    RETURN QUERY
+    WITH locked AS (
+      SELECT s.workflow_step_uuid, s.task_uuid, s.attempts, s.dispatch_msg_id AS old_msg
+      FROM tasker.workflow_steps s
+      WHERE s.workflow_step_uuid = ANY (v_ids) AND s.state = 'enqueued'
+      FOR UPDATE SKIP LOCKED
+    ), sent AS (
+      SELECT * FROM tasker.send_messages(tasker.dispatch_queue(v_ns.name), v_ns.name,
+        ARRAY(SELECT tasker.step_message(l.task_uuid, l.workflow_step_uuid, l.attempts + 1, t.correlation_id)
+              FROM locked l JOIN tasker.tasks t ON t.task_uuid = l.task_uuid))
+    ), upd AS (
+      UPDATE tasker.workflow_steps s SET dispatch_msg_id = sent.msg_id, updated_at = now()
+      FROM sent WHERE s.workflow_step_uuid = sent.workflow_step_uuid AND s.state = 'enqueued'
+      RETURNING s.task_uuid, s.workflow_step_uuid, s.dispatch_msg_id
+    )
+    SELECT 'resent'::text, u.task_uuid, u.workflow_step_uuid,
+           format('dispatch message %s was missing; sent %s', l.old_msg, u.dispatch_msg_id)
+    FROM upd u JOIN locked l USING (workflow_step_uuid);
+  END LOOP;
+
+  -- 3. Re-evaluate quiet unfinished tasks (states left behind by a bug or a hand edit; cheap when
+  --    there is nothing to fix).
+  SELECT array_agg(x.task_uuid) INTO v_tasks FROM (
+    SELECT t.task_uuid FROM tasker.tasks t
+    WHERE t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
+      AND coalesce(t.last_swept_at, t.state_changed_at) < now() - make_interval(secs => p_reevaluate_after_secs)
+    ORDER BY coalesce(t.last_swept_at, t.state_changed_at)
+    LIMIT p_batch_size) x;
+  IF v_tasks IS NOT NULL AND NOT p_dry_run THEN
+    v_tasks := tasker.lock_tasks(v_tasks, true);
+    SELECT array_agg(t.state ORDER BY t.task_uuid) INTO v_states
+    FROM tasker.tasks t WHERE t.task_uuid = ANY (v_tasks);
+    v_tasks := ARRAY(SELECT x FROM unnest(v_tasks) AS x ORDER BY x);
+    PERFORM tasker.advance_tasks(v_tasks);
+    RETURN QUERY
+    SELECT 'reevaluated'::text, b.task_uuid, NULL::uuid, format('%s -> %s', b.state, t.state)
+    FROM unnest(v_tasks, v_states) AS b(task_uuid, state)
+    JOIN tasker.tasks t ON t.task_uuid = b.task_uuid
+    WHERE t.state <> b.state;
+    UPDATE tasker.tasks t SET last_swept_at = now() WHERE t.task_uuid = ANY (v_tasks);
+  END IF;
+
+  -- 4. Stale tasks → error + DLQ.
+  FOR v_stale IN
+    SELECT t.task_uuid, t.state, t.namespace, tt.name AS task_name, t.correlation_id, t.priority,
+           t.requested_at, t.created_at,
+           tasker.staleness_threshold(t.state, coalesce(tt.definition->'lifecycle', '{}'),
+             p_waiting_for_dependencies_minutes, p_waiting_for_retry_minutes,
+             p_steps_in_process_minutes, p_blocked_by_failures_minutes) AS threshold,
+           -- Time without progress: since the task's state changed or any of its steps moved.
+           extract(epoch FROM now() - greatest(t.state_changed_at,
+             (SELECT max(s.updated_at) FROM tasker.workflow_steps s WHERE s.task_uuid = t.task_uuid))) / 60 AS idle_minutes,
+           extract(epoch FROM now() - t.created_at) / 3600 AS age_hours
+    FROM tasker.tasks t
+    JOIN tasker.task_templates tt ON tt.task_template_uuid = t.task_template_uuid
+    WHERE t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
+      AND (t.state_changed_at < now() - make_interval(mins => least(p_waiting_for_dependencies_minutes,
+             p_waiting_for_retry_minutes, p_steps_in_process_minutes, p_blocked_by_failures_minutes, 10))
+           OR t.created_at < now() - make_interval(hours => p_task_max_lifetime_hours))
+    ORDER BY t.state_changed_at
+    LIMIT p_batch_size
+  LOOP
+    CONTINUE WHEN v_stale.idle_minutes < v_stale.threshold AND v_stale.age_hours < p_task_max_lifetime_hours;
+    IF p_dry_run THEN
+      RETURN QUERY SELECT 'would_move_to_dlq'::text, v_stale.task_uuid, NULL::uuid,
+        format('%s for %s min (threshold %s)', v_stale.state, round(v_stale.idle_minutes), v_stale.threshold);
+      CONTINUE;
+    END IF;
+    CONTINUE WHEN cardinality(tasker.lock_tasks(ARRAY[v_stale.task_uuid], true)) = 0;
+    PERFORM set_config('tasker.reason', CASE WHEN v_stale.state = 'blocked_by_failures' THEN 'blocked_timeout'
+                                             ELSE 'staleness_timeout' END, true);
+    PERFORM tasker.cancel_open_steps(ARRAY[v_stale.task_uuid]);
+    UPDATE tasker.tasks t SET state = 'error', state_changed_at = now(), completed_at = now(), updated_at = now()
+    WHERE t.task_uuid = v_stale.task_uuid AND t.state = v_stale.state;
+    CONTINUE WHEN NOT FOUND;
+    INSERT INTO tasker.tasks_dlq (task_uuid, original_state, dlq_reason, task_snapshot, metadata)
+    VALUES (v_stale.task_uuid, v_stale.state,
+            CASE WHEN v_stale.state = 'blocked_by_failures' THEN 'blocked_timeout' ELSE 'staleness_timeout' END,
+            jsonb_build_object('task_uuid', v_stale.task_uuid, 'namespace', v_stale.namespace,
+              'task_name', v_stale.task_name, 'state', v_stale.state,
+              'idle_minutes', round(v_stale.idle_minutes), 'threshold_minutes', v_stale.threshold,
+              'age_hours', round(v_stale.age_hours, 2), 'correlation_id', v_stale.correlation_id,
+              'priority', v_stale.priority, 'requested_at', v_stale.requested_at, 'created_at', v_stale.created_at,
+              'steps', (SELECT jsonb_object_agg(s.name, s.state) FROM tasker.workflow_steps s
+                        WHERE s.task_uuid = v_stale.task_uuid),
+              'snapshot_at', now()),
+            jsonb_build_object('detected_by', tasker.current_actor()))
+    ON CONFLICT (task_uuid) WHERE resolution_status = 'pending' DO NOTHING;
+    PERFORM set_config('tasker.reason', '', true);
+    RETURN QUERY SELECT 'moved_to_dlq'::text, v_stale.task_uuid, NULL::uuid,
+      format('%s without progress for %s min (threshold %s), age %s h', v_stale.state,
+             round(v_stale.idle_minutes), v_stale.threshold, round(v_stale.age_hours, 1));
+  END LOOP;
+END $$;

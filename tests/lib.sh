@@ -1,0 +1,43 @@
+# tests/lib.sh — helpers shared by the database test scripts (sourced, not run).
+# Provides: fresh_db NAME (creates + migrates a database, prints its URL), psql_at URL SQL
+# (one value, unaligned), ok/fail/is (TAP-style lines; `fail` makes the script exit non-zero at end).
+# Expects SERVER_URL (sandbox URL without database) and BIN (directory of the binaries).
+
+# Quiet the server's NOTICEs (e.g. "database … does not exist, skipping") in test output.
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
+
+TESTS_FAILED=0
+TESTS_RUN=0
+
+ok()   { TESTS_RUN=$((TESTS_RUN + 1)); echo "ok $TESTS_RUN - $*"; }
+fail() { TESTS_RUN=$((TESTS_RUN + 1)); TESTS_FAILED=$((TESTS_FAILED + 1)); echo "not ok $TESTS_RUN - $*"; }
+# is GOT WANT DESCRIPTION
+is() {
+  if [ "$1" = "$2" ]; then ok "$3"; else fail "$3 (got '$1', want '$2')"; fi
+}
+finish() {
+  echo "1..$TESTS_RUN"
+  [ "$TESTS_FAILED" -eq 0 ] || { echo "# $TESTS_FAILED of $TESTS_RUN failed" >&2; exit 1; }
+}
+
+# db_url NAME: the URL of database NAME on the sandbox server.
+db_url() { echo "${SERVER_URL%/*}/$1"; }
+
+psql_at() { psql "$1" -X -v ON_ERROR_STOP=1 -qAtc "$2"; }
+
+# fresh_db NAME: drop and recreate NAME, then migrate it with our binary; prints the URL.
+fresh_db() {
+  local url; url=$(db_url "$1")
+  psql "$(db_url postgres)" -X -qc "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
+  psql "$(db_url postgres)" -X -qc "CREATE DATABASE \"$1\"" >/dev/null
+  DATABASE_URL="$url" "$BIN/tasker-orchestratord" migrate >/dev/null || { echo "migrate of $1 failed" >&2; return 1; }
+  echo "$url"
+}
+
+# empty_db NAME: drop and recreate NAME without migrating it; prints the URL.
+empty_db() {
+  local url; url=$(db_url "$1")
+  psql "$(db_url postgres)" -X -qc "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
+  psql "$(db_url postgres)" -X -qc "CREATE DATABASE \"$1\"" >/dev/null
+  echo "$url"
+}
