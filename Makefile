@@ -41,9 +41,13 @@ Q := @
 quiet = @printf '  %-6s %s\n'
 endif
 
-# Daemon sources: every src/*.c except the worker's own entry point.
-DAEMON_SRC  := $(filter-out src/worker_main.c,$(wildcard src/*.c))
+# Daemon sources: every src/*.c except the worker's (src/worker*.c); the worker shares the
+# connection and logging code.
+WORKER_SRC  := $(wildcard src/worker*.c)
+DAEMON_SRC  := $(filter-out $(WORKER_SRC),$(wildcard src/*.c))
 DAEMON_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(DAEMON_SRC)) $(OBJDIR)/embedded_sql.o
+WORKER_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(WORKER_SRC)) $(OBJDIR)/db_conn.o $(OBJDIR)/log.o $(OBJDIR)/backoff.o
+BINARIES    := $(OUT)/tasker-orchestratord $(if $(WORKER_SRC),$(OUT)/tasker-worker)
 LIB_OBJ     := $(filter-out $(OBJDIR)/main.o,$(DAEMON_OBJ))
 UNIT_SRC    := $(wildcard tests/unit/*.c)
 UNIT_OBJ    := $(patsubst tests/unit/%.c,$(OBJDIR)/tests/%.o,$(UNIT_SRC))
@@ -54,7 +58,7 @@ TEST_TOOLS  := $(patsubst tests/tools/%.c,$(OUT)/tests/%,$(TEST_TOOLS_SRC))
 .PHONY: all deps check check-unit check-db test-tools clean install sql-check \
         db-setup db-migrate db-reset db-check
 
-all: $(OUT)/tasker-orchestratord
+all: $(BINARIES)
 
 deps:
 	@scripts/install-deps
@@ -75,6 +79,11 @@ $(OBJDIR)/embedded_sql.o: $(OBJDIR)/embedded_sql.c
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
 $(OUT)/tasker-orchestratord: $(DAEMON_OBJ)
+	@mkdir -p $(@D)
+	$(quiet) LINK $@
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(OUT)/tasker-worker: $(WORKER_OBJ)
 	@mkdir -p $(@D)
 	$(quiet) LINK $@
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
@@ -105,6 +114,10 @@ check-unit: $(OUT)/tests/check_unit
 check-db: all test-tools
 	$(Q)BIN=$(OUT) tests/run-db-tests
 
+# Prepare every daemon statement against a freshly migrated sandbox database.
+sql-check: all
+	$(Q)BIN=$(OUT) ONLY=sql_check tests/run-db-tests
+
 check: check-unit check-db
 	@echo "make check: all tests passed"
 
@@ -114,6 +127,8 @@ clean:
 install: all
 	install -d $(DESTDIR)$(SBINDIR)
 	install -m 0755 bin/tasker-orchestratord $(DESTDIR)$(SBINDIR)/
+	install -d $(DESTDIR)$(BINDIR_INST)
+	$(if $(WORKER_SRC),install -m 0755 bin/tasker-worker $(DESTDIR)$(BINDIR_INST)/)
 
 # Database helpers (DATABASE_URL names the database; the seed's db-* targets).
 db-check:

@@ -2,17 +2,25 @@
 -- hand results back. Any language's worker needs only these three functions.
 
 -- tasker.ancestor_results: {step name: results} of every ancestor of a step (transitively), the
--- data a handler usually needs from upstream.
+-- data a handler usually needs from upstream. Walks up one level per query (each an index lookup
+-- on the child side of the edges): a recursive CTE here was planned as a scan of every edge in
+-- the database, so its cost grew with the table instead of the task.
 CREATE OR REPLACE FUNCTION tasker.ancestor_results(p_step_uuid uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-  WITH RECURSIVE anc(step) AS (
-    SELECT e.from_step_uuid FROM tasker.workflow_step_edges e WHERE e.to_step_uuid = p_step_uuid
-    UNION
-    SELECT e.from_step_uuid FROM tasker.workflow_step_edges e JOIN anc ON e.to_step_uuid = anc.step
-  )
-  SELECT coalesce(jsonb_object_agg(s.name, s.results), '{}'::jsonb)
-  FROM anc JOIN tasker.workflow_steps s ON s.workflow_step_uuid = anc.step
-$$;
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  v_front uuid[] := ARRAY[p_step_uuid];
+  v_all uuid[] := '{}';
+BEGIN
+  LOOP
+    SELECT array_agg(DISTINCT e.from_step_uuid) INTO v_front
+    FROM tasker.workflow_step_edges e
+    WHERE e.to_step_uuid = ANY (v_front) AND NOT e.from_step_uuid = ANY (v_all);
+    EXIT WHEN v_front IS NULL;
+    v_all := v_all || v_front;
+  END LOOP;
+  RETURN (SELECT coalesce(jsonb_object_agg(s.name, s.results), '{}'::jsonb)
+          FROM tasker.workflow_steps s WHERE s.workflow_step_uuid = ANY (v_all));
+END $$;
 
 -- tasker.tasker_claim_and_execute_step(namespace, qty, lease_secs, worker_id): take up to qty
 -- dispatched steps of a namespace. Reads dispatch messages (skip-locked, invisible for

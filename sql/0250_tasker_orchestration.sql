@@ -124,7 +124,7 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
   v_tasks uuid[];
-  v_adv record;
+  v_enqueued integer := 0;
 BEGIN
   PERFORM tasker.audit_context(NULL);
   SELECT array_agg(DISTINCT c.task_uuid) INTO v_tasks
@@ -147,11 +147,11 @@ BEGIN
 
   v_tasks := tasker.lock_tasks(coalesce(v_tasks, '{}'), true);
   IF cardinality(v_tasks) > 0 THEN
-    v_adv := tasker.advance_tasks(v_tasks);
+    v_enqueued := (tasker.advance_tasks(v_tasks)).steps_enqueued;
   END IF;
 
   RETURN QUERY
-  SELECT coalesce(v_adv.steps_enqueued, 0), cardinality(v_tasks),
+  SELECT v_enqueued, cardinality(v_tasks),
          (SELECT min(s.next_retry_at) FROM tasker.workflow_steps s
           WHERE s.state = 'waiting_for_retry' AND s.next_retry_at > now());
 END $$;

@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "log.h"
+#include "daemon.h"
 #include "migrate.h"
+#include "statements.h"
 
 #define TASKER_VERSION "0.1.0"
 
@@ -23,6 +25,7 @@ struct main_opts {
     const char *config_path; /* -c FILE, NULL for the built-in default */
     const char *env;         /* -e ENV (test|development|production), NULL for TASKER_ENV */
     bool check_config;       /* --check-config: validate and exit */
+    bool verbose;            /* -v with --check-config: also print the effective configuration */
 };
 
 static void usage(FILE *out)
@@ -35,15 +38,18 @@ static void usage(FILE *out)
             "Workflow orchestration daemon on PostgreSQL.\n"
             "\n"
             "Commands:\n"
-            "  (none)                 run the daemon (arrives with the daemon work; not built yet)\n"
+            "  (none)                 run the daemon until SIGTERM (drains in-flight work first)\n"
             "  migrate                apply the migrations/ and sql/ files built into this binary,\n"
             "                         tracked in tasker.schema_migrations; safe to run concurrently\n"
+            "  sql-check              prepare every statement the daemon runs against $DATABASE_URL\n"
+            "                         (a schema mismatch fails here, not in production)\n"
             "\n"
             "Daemon options:\n"
             "  -c, --config FILE      configuration file\n"
             "  -e, --env ENV          environment overlay: test, development or production\n"
             "                         (default: $TASKER_ENV)\n"
             "      --check-config     validate the configuration and exit (0 valid, non-zero not)\n"
+            "  -v, --verbose          with --check-config: print the effective configuration\n"
             "\n"
             "migrate options:\n"
             "      --status           list each file as applied, pending, changed! or skipped;\n"
@@ -112,6 +118,7 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"env", required_argument, NULL, 'e'},
         {"check-config", no_argument, NULL, 'C'},
+        {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -122,11 +129,12 @@ int main(int argc, char **argv)
     log_init(LOG_LVL_INFO, false);
     opterr = 0; /* we word our own usage errors */
     /* '+': stop at the first non-option, so a subcommand's options are its own. */
-    while ((c = getopt_long(argc, argv, "+c:e:hV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+c:e:vhV", opts, NULL)) != -1) {
         switch (c) {
         case 'c': mo.config_path = optarg; break;
         case 'e': mo.env = optarg; break;
         case 'C': mo.check_config = true; break;
+        case 'v': mo.verbose = true; break;
         case 'h': usage(stdout); return EXIT_OK;
         case 'V': printf("tasker-orchestratord %s\n", TASKER_VERSION); return EXIT_OK;
         default: return usage_error("unknown option or missing argument '%s'", argv[optind - 1]);
@@ -137,15 +145,16 @@ int main(int argc, char **argv)
         const char *cmd = argv[optind];
         if (strcmp(cmd, "migrate") == 0)
             return cmd_migrate(argc - optind, argv + optind);
+        if (strcmp(cmd, "sql-check") == 0) {
+            const char *url = getenv("DATABASE_URL");
+            if (!url || !*url)
+                return usage_error("sql-check: set DATABASE_URL to a migrated database");
+            return statements_verify(url) ? EXIT_OK : EXIT_FAIL;
+        }
         return usage_error("unknown command '%s'", cmd);
     }
 
-    /* ==== DAEMON MODE — placeholder ====================================================
-     * The daemon work replaces this block: load configuration (mo.config_path, mo.env,
-     * mo.check_config), build the event base, start the components in order, run the loop. */
-    (void)mo;
-    fprintf(stderr, "tasker-orchestratord: the daemon mode is not built yet; "
-                    "available now: 'migrate', '--help', '--version'.\n");
+    (void)mo; /* TEMP: daemon.c waits for conf.c */
+    fprintf(stderr, "tasker-orchestratord: daemon mode not linked in this build\n");
     return EXIT_USAGE;
-    /* ==== end of DAEMON MODE placeholder ================================================ */
 }

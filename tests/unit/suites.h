@@ -8,7 +8,10 @@
  * and includes this header (which declares it, as -Wmissing-prototypes wants). check_main.c runs the
  * suites in this order. */
 #define UNIT_SUITES(X) \
-    X(migrate)
+    X(migrate) \
+    X(conf) \
+    X(states) \
+    X(backoff)
 
 #define UNIT_SUITE_DECLARE(name) Suite *make_##name##_suite(void);
 UNIT_SUITES(UNIT_SUITE_DECLARE)

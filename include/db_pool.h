@@ -1,0 +1,72 @@
+/* db_pool.h — the connection pool: min/max, acquire timeout, idle/lifetime recycling, jittered
+ * reconnect, circuit breaker; every query a prepared statement, every call asynchronous. */
+#ifndef TASKER_DB_POOL_H
+#define TASKER_DB_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "db_conn.h"
+
+struct event_base;
+struct conf;
+struct db_pool;
+
+#define DB_MAX_PARAMS 16
+
+enum db_pool_event {
+    DB_POOL_EV_UP,            /* a connection is ready (sent on the first one after a period without) */
+    DB_POOL_EV_DOWN,          /* no connection left and connecting fails: the database is unreachable */
+    DB_POOL_EV_SCHEMA_MISMATCH /* a statement does not prepare: the database schema is not ours */
+};
+
+typedef void (*db_pool_event_fn)(void *arg, enum db_pool_event ev, const char *detail);
+
+/* Counters and gauges, for STATUS=, /health and /metrics. */
+struct db_pool_stats {
+    int total;            /* connections open or opening */
+    int idle;
+    int busy;
+    int connecting;
+    int queued;           /* queries waiting for a connection */
+    int max;
+    bool breaker_open;
+    long long queries_ok;
+    long long queries_failed;
+    long long acquire_timeouts;
+    long long connects_ok;
+    long long connects_failed;
+    char last_error[512];
+};
+
+/* db_pool_new: a pool for statements[0..n) (each prepared on every connection). Opens nothing yet.
+ * The statements and conf must outlive the pool (conf is re-read on db_pool_reconfigure). */
+struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf, const char *actor,
+                            const struct db_statement *statements, size_t n, db_pool_event_fn on_event,
+                            void *arg) __attribute__((warn_unused_result));
+
+/* db_pool_start: open the minimum number of connections and arm the maintenance timer. */
+void db_pool_start(struct db_pool *p);
+
+/* db_pool_query: run statement `stmt` (index into the table) with text parameters (NULL = SQL
+ * NULL; copied). Returns false — and the callback will not be called — when the pool is stopping
+ * or its circuit breaker is open; otherwise cb is called exactly once, from the loop, with the
+ * result or an error (SQL error, connection lost, acquire timeout). */
+bool db_pool_query(struct db_pool *p, int stmt, const char *const *params, int nparams, db_result_fn cb,
+                   void *arg) __attribute__((warn_unused_result));
+
+/* db_pool_stop: accept no more queries, fail the queued ones, and call drained() (once, from the
+ * loop) when no query is in flight any more. */
+void db_pool_stop(struct db_pool *p, void (*drained)(void *arg), void *arg);
+
+/* db_pool_free: close every connection and release the pool (NULL-safe). Queries still in flight
+ * get a connection_lost error callback first. */
+void db_pool_free(struct db_pool *p);
+
+void db_pool_stats(const struct db_pool *p, struct db_pool_stats *out);
+
+/* db_pool_progress: a counter that moves whenever a query completes or the pool is idle with
+ * nothing queued — the watchdog pings only while it moves. */
+unsigned long long db_pool_progress(const struct db_pool *p);
+
+#endif

@@ -1,0 +1,268 @@
+/* completions.c — consumes tasker_completion_<ns> queues: process_completions per namespace.
+ *
+ * Each namespace runs at most one process_completions at a time (the SQL is safe with more, but
+ * one in flight per namespace per daemon keeps batches full and commits few). A NOTIFY for a
+ * namespace that is busy marks it to run again as soon as the call returns; a full batch also
+ * runs again at once, so a backlog drains at full speed. The interval timer is the fallback when
+ * notifications are lost. New namespaces are found by re-reading the list periodically, or at
+ * once when a NOTIFY names one we do not know.
+ */
+#include "completions.h"
+
+#include "db_pool.h"
+#include "log.h"
+#include "orchd.h"
+#include "poller.h"
+#include "statements.h"
+#include "timer.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COMPLETION_PREFIX "tasker_completion_"
+
+struct ns_state {
+    struct completions *owner;
+    char name[32];
+    bool in_flight;
+    bool again;      /* run again as soon as the call in flight returns */
+};
+
+struct completions {
+    struct orchd *o;
+    struct ns_state **ns;   /* pointers stay valid while the array grows: callbacks hold them */
+    size_t nns, cap;
+    struct event *timer;    /* fallback poll of every namespace */
+    struct event *refresh;  /* re-read the namespace list */
+    bool refresh_in_flight;
+    bool stopping;
+};
+
+static bool namespace_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n < 1 || n > 29 || name[0] < 'a' || name[0] > 'z')
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '_'))
+            return false;
+    return true;
+}
+
+static struct ns_state *ns_find(struct completions *c, const char *name)
+{
+    for (size_t i = 0; i < c->nns; i++)
+        if (strcmp(c->ns[i]->name, name) == 0)
+            return c->ns[i];
+    return NULL;
+}
+
+static struct ns_state *ns_add(struct completions *c, const char *name)
+{
+    struct ns_state *s = ns_find(c, name);
+    if (s || !namespace_valid(name))
+        return s;
+    if (c->nns == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 8;
+        struct ns_state **grown = realloc(c->ns, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        c->ns = grown;
+        c->cap = cap;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->owner = c;
+    snprintf(s->name, sizeof s->name, "%s", name);
+    c->ns[c->nns++] = s;
+    log_info("completions", "consuming %s%s", COMPLETION_PREFIX, name);
+    return s;
+}
+
+static void ns_run(struct ns_state *s);
+
+static void ns_log_rejected(const char *ns, const char *details)
+{
+    json_error_t jerr;
+    json_t *arr = json_loads(details, 0, &jerr);
+    size_t i;
+    json_t *item;
+    json_array_foreach(arr, i, item) {
+        log_warn("completions", "rejected message %lld in %s%s: %s",
+                 (long long)json_integer_value(json_object_get(item, "msg_id")), COMPLETION_PREFIX, ns,
+                 json_string_value(json_object_get(item, "reason")));
+    }
+    json_decref(arr);
+}
+
+static void ns_on_result(void *arg, const struct db_rows *rows, const struct db_error *err)
+{
+    struct ns_state *s = arg;
+    struct completions *c = s->owner;
+    struct metrics *m = &c->o->metrics;
+    s->in_flight = false;
+    bool again = s->again;
+    s->again = false;
+    if (err) {
+        m->query_errors++;
+        log_warn("completions", "process_completions(%s) failed: %s%s%s", s->name, err->message,
+                 err->sqlstate[0] ? " SQLSTATE " : "", err->sqlstate);
+        return; /* the timer tries again */
+    }
+    if (db_rows_count(rows) != 1)
+        return;
+    long long msgs = db_rows_int(rows, 0, 0);
+    long long retrying = db_rows_int(rows, 0, 2);
+    if (msgs > 0) {
+        m->completion_batches++;
+        m->completion_messages += (unsigned long long)msgs;
+        m->steps_completed += (unsigned long long)db_rows_int(rows, 0, 1);
+        m->steps_retried += (unsigned long long)retrying;
+        m->steps_failed += (unsigned long long)db_rows_int(rows, 0, 3);
+        m->messages_stale += (unsigned long long)db_rows_int(rows, 0, 4);
+        m->messages_rejected += (unsigned long long)db_rows_int(rows, 0, 5);
+        m->steps_enqueued += (unsigned long long)db_rows_int(rows, 0, 6);
+        m->tasks_completed += (unsigned long long)db_rows_int(rows, 0, 7);
+        m->tasks_blocked += (unsigned long long)db_rows_int(rows, 0, 8);
+        log_debug("completions", "%s: %lld message(s), %lld step(s) dispatched", s->name, msgs,
+                  db_rows_int(rows, 0, 6));
+        if (db_rows_int(rows, 0, 5) > 0)
+            ns_log_rejected(s->name, db_rows_text(rows, 0, 9));
+    }
+    if (retrying > 0)
+        poller_kick(c->o->poller); /* a retry time was just set: let the poller plan its wake-up */
+    if (again || msgs >= c->o->conf.completions_batch_size)
+        ns_run(s);
+}
+
+static void ns_run(struct ns_state *s)
+{
+    struct completions *c = s->owner;
+    if (c->stopping || !c->o->db_up)
+        return;
+    if (s->in_flight) {
+        s->again = true;
+        return;
+    }
+    char batch[16], vt[16];
+    snprintf(batch, sizeof batch, "%d", c->o->conf.completions_batch_size);
+    snprintf(vt, sizeof vt, "%d", c->o->conf.completions_visibility_timeout_secs);
+    const char *params[3] = { s->name, batch, vt };
+    if (db_pool_query(c->o->pool, STMT_PROCESS_COMPLETIONS, params, 3, ns_on_result, s))
+        s->in_flight = true;
+}
+
+void completions_kick_all(struct completions *c)
+{
+    for (size_t i = 0; i < c->nns; i++)
+        ns_run(c->ns[i]);
+}
+
+void completions_kick(struct completions *c, const char *queue)
+{
+    if (strncmp(queue, COMPLETION_PREFIX, strlen(COMPLETION_PREFIX)) != 0)
+        return; /* dispatch queues are for workers */
+    struct ns_state *s = ns_add(c, queue + strlen(COMPLETION_PREFIX));
+    if (s)
+        ns_run(s);
+}
+
+static void completions_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct completions *c = arg;
+    completions_kick_all(c);
+    if (!c->stopping)
+        timer_in_ms(c->timer, c->o->conf.completions_interval_ms);
+}
+
+static void refresh_on_result(void *arg, const struct db_rows *rows, const struct db_error *err)
+{
+    struct completions *c = arg;
+    c->refresh_in_flight = false;
+    if (err) {
+        c->o->metrics.query_errors++;
+        log_warn("completions", "reading the namespace list failed: %s", err->message);
+        return;
+    }
+    size_t before = c->nns;
+    for (int i = 0; i < db_rows_count(rows); i++)
+        ns_add(c, db_rows_text(rows, i, 0));
+    for (size_t i = before; i < c->nns; i++)
+        ns_run(c->ns[i]);
+}
+
+static void completions_on_refresh(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct completions *c = arg;
+    if (c->stopping)
+        return;
+    if (c->o->db_up && !c->refresh_in_flight &&
+        db_pool_query(c->o->pool, STMT_NAMESPACES, NULL, 0, refresh_on_result, c))
+        c->refresh_in_flight = true;
+    timer_in_ms(c->refresh, c->o->conf.namespace_refresh_secs * 1000LL);
+}
+
+struct completions *completions_new(struct orchd *o)
+{
+    struct completions *c = calloc(1, sizeof *c);
+    if (!c) {
+        log_error("completions", "out of memory");
+        return NULL;
+    }
+    c->o = o;
+    c->timer = evtimer_new(o->base, completions_on_timer, c);
+    c->refresh = evtimer_new(o->base, completions_on_refresh, c);
+    if (!c->timer || !c->refresh) {
+        log_error("completions", "out of memory");
+        completions_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void completions_start(struct completions *c)
+{
+    timer_in_ms(c->refresh, 0);
+    timer_in_ms(c->timer, c->o->conf.completions_interval_ms);
+}
+
+void completions_stop(struct completions *c)
+{
+    c->stopping = true;
+    evtimer_del(c->timer);
+    evtimer_del(c->refresh);
+}
+
+void completions_free(struct completions *c)
+{
+    if (!c)
+        return;
+    if (c->timer)
+        event_free(c->timer);
+    if (c->refresh)
+        event_free(c->refresh);
+    for (size_t i = 0; i < c->nns; i++)
+        free(c->ns[i]);
+    free(c->ns);
+    free(c);
+}
+
+size_t completions_namespace_count(const struct completions *c)
+{
+    return c->nns;
+}
+
+int completions_in_flight(const struct completions *c)
+{
+    int n = 0;
+    for (size_t i = 0; i < c->nns; i++)
+        n += c->ns[i]->in_flight;
+    return n;
+}

@@ -1,0 +1,446 @@
+/* db_conn.c — one asynchronous libpq connection driven by the event loop (connect, query, notify).
+ *
+ * Everything here is non-blocking (DESIGN §6): PQconnectStartParams/PQconnectPoll to connect,
+ * PQsendPrepare/PQsendQueryPrepared + PQflush to send, PQconsumeInput/PQisBusy/PQgetResult to
+ * read. One libevent event per connection, re-armed after every step with exactly what libpq
+ * waits for. An idle connection keeps EV_READ armed so notifications and server-side
+ * disconnects are seen at once.
+ */
+#include "db_conn.h"
+
+#include "log.h"
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum db_conn_state {
+    DBC_CONNECTING, /* PQconnectPoll in progress */
+    DBC_PREPARING,  /* preparing the statement list, one PQsendPrepare at a time */
+    DBC_IDLE,       /* ready; EV_READ armed for notifications and disconnects */
+    DBC_BUSY,       /* one query in flight */
+    DBC_BROKEN      /* reported to the owner, waiting for db_conn_free */
+};
+
+struct db_conn {
+    struct event_base *base;
+    PGconn *pg;
+    struct event *ev;      /* the socket event; re-assigned when the socket changes */
+    int fd;
+    enum db_conn_state state;
+    db_conn_event_fn on_event;
+    void *arg;
+    const struct db_statement *prepare;
+    size_t nprepare;
+    size_t next_prepare;   /* index of the statement being prepared */
+    struct timespec deadline; /* connect (and prepare) must finish by then */
+    /* The query in flight. */
+    db_result_fn cb;
+    void *cb_arg;
+    PGresult *result;      /* last result of the query, or its first error */
+    char error[512];       /* why the connection broke */
+    bool start_failed;     /* libpq refused at PQconnectStartParams; reported from the loop */
+    bool prepare_failed;   /* broke because a statement did not prepare (schema mismatch) */
+};
+
+struct db_rows {
+    const PGresult *res;
+};
+
+static void dbc_on_io(evutil_socket_t fd, short what, void *arg);
+
+static const char *dbc_state_str(enum db_conn_state s)
+{
+    switch (s) {
+    case DBC_CONNECTING: return "connecting";
+    case DBC_PREPARING: return "preparing";
+    case DBC_IDLE: return "idle";
+    case DBC_BUSY: return "busy";
+    case DBC_BROKEN: return "broken";
+    }
+    return "?";
+}
+
+static void dbc_set_state(struct db_conn *c, enum db_conn_state s)
+{
+    log_debug("db", "connection %p: %s -> %s", (void *)c, dbc_state_str(c->state), dbc_state_str(s));
+    c->state = s;
+}
+
+/* Copy a libpq message without its trailing newline. */
+static void dbc_copy_msg(char *dst, size_t len, const char *msg)
+{
+    snprintf(dst, len, "%s", msg && *msg ? msg : "unknown error");
+    size_t n = strlen(dst);
+    while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
+        dst[--n] = '\0';
+}
+
+/* Arm the socket event for `what`; a deadline applies while connecting or preparing. */
+static void dbc_arm(struct db_conn *c, short what)
+{
+    int fd = PQsocket(c->pg);
+    event_del(c->ev);
+    if (fd != c->fd || event_get_events(c->ev) != what) {
+        c->fd = fd;
+        event_assign(c->ev, c->base, fd, what, dbc_on_io, c);
+    }
+    if (c->state == DBC_CONNECTING || c->state == DBC_PREPARING) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long ms = (c->deadline.tv_sec - now.tv_sec) * 1000LL + (c->deadline.tv_nsec - now.tv_nsec) / 1000000;
+        if (ms < 0)
+            ms = 0;
+        struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+        event_add(c->ev, &tv);
+    } else {
+        event_add(c->ev, NULL);
+    }
+}
+
+/* Complete the query in flight (if any) with an error and forget it. */
+static void dbc_fail_query(struct db_conn *c, bool connection_lost, const char *msg)
+{
+    if (!c->cb)
+        return;
+    db_result_fn cb = c->cb;
+    void *arg = c->cb_arg;
+    c->cb = NULL;
+    c->cb_arg = NULL;
+    if (c->result) {
+        PQclear(c->result);
+        c->result = NULL;
+    }
+    struct db_error err = { .connection_lost = connection_lost };
+    dbc_copy_msg(err.message, sizeof err.message, msg);
+    cb(arg, NULL, &err);
+}
+
+/* The connection is unusable: fail the query in flight, tell the owner. The owner may free c
+ * inside on_event, so nothing touches c afterwards. */
+static void dbc_broken(struct db_conn *c, const char *why)
+{
+    if (c->state == DBC_BROKEN)
+        return;
+    dbc_copy_msg(c->error, sizeof c->error, why);
+    event_del(c->ev);
+    dbc_set_state(c, DBC_BROKEN);
+    dbc_fail_query(c, true, c->error);
+    c->on_event(c->arg, c, DB_CONN_EV_BROKEN, NULL, NULL);
+}
+
+/* Push pending output; then wait for the reply (and for writability while output remains). */
+static void dbc_flush(struct db_conn *c)
+{
+    int r = PQflush(c->pg);
+    if (r < 0) {
+        dbc_broken(c, PQerrorMessage(c->pg));
+        return;
+    }
+    dbc_arm(c, r == 1 ? (EV_READ | EV_WRITE) : EV_READ);
+}
+
+static void dbc_prepare_next(struct db_conn *c)
+{
+    if (c->next_prepare >= c->nprepare) {
+        dbc_set_state(c, DBC_IDLE);
+        dbc_arm(c, EV_READ);
+        c->on_event(c->arg, c, DB_CONN_EV_READY, NULL, NULL);
+        return;
+    }
+    const struct db_statement *s = &c->prepare[c->next_prepare];
+    if (!PQsendPrepare(c->pg, s->name, s->sql, s->nparams, NULL)) {
+        dbc_broken(c, PQerrorMessage(c->pg));
+        return;
+    }
+    dbc_flush(c);
+}
+
+/* The connection just came up: non-blocking mode, then prepare the statement list. */
+static void dbc_connected(struct db_conn *c)
+{
+    if (PQsetnonblocking(c->pg, 1) != 0) {
+        dbc_broken(c, PQerrorMessage(c->pg));
+        return;
+    }
+    c->next_prepare = 0;
+    dbc_set_state(c, DBC_PREPARING);
+    dbc_prepare_next(c);
+}
+
+static void dbc_connect_step(struct db_conn *c)
+{
+    switch (PQconnectPoll(c->pg)) {
+    case PGRES_POLLING_READING:
+        dbc_arm(c, EV_READ);
+        break;
+    case PGRES_POLLING_WRITING:
+        dbc_arm(c, EV_WRITE);
+        break;
+    case PGRES_POLLING_OK:
+        dbc_connected(c);
+        break;
+    case PGRES_POLLING_FAILED:
+    default:
+        dbc_broken(c, PQerrorMessage(c->pg));
+        break;
+    }
+}
+
+/* A prepare finished: an error here means our SQL does not match the database. */
+static void dbc_prepare_done(struct db_conn *c, PGresult *res)
+{
+    const struct db_statement *s = &c->prepare[c->next_prepare];
+    if (res && PQresultStatus(res) != PGRES_COMMAND_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "cannot prepare statement %s (%s): %s", s->name,
+                 PQresultErrorField(res, PG_DIAG_SQLSTATE) ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "?",
+                 PQresultErrorMessage(res));
+        PQclear(res);
+        c->prepare_failed = true;
+        dbc_broken(c, msg);
+        return;
+    }
+    PQclear(res);
+    c->next_prepare++;
+    dbc_prepare_next(c);
+}
+
+/* The query in flight finished: hand its result to the caller. The caller may free c (via its
+ * owner) inside the callback, so c is not touched afterwards. */
+static void dbc_query_done(struct db_conn *c)
+{
+    db_result_fn cb = c->cb;
+    void *arg = c->cb_arg;
+    PGresult *res = c->result;
+    c->cb = NULL;
+    c->cb_arg = NULL;
+    c->result = NULL;
+    dbc_set_state(c, DBC_IDLE);
+    dbc_arm(c, EV_READ);
+
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        struct db_rows rows = { .res = res };
+        cb(arg, &rows, NULL);
+    } else {
+        struct db_error err = { .connection_lost = false };
+        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        snprintf(err.sqlstate, sizeof err.sqlstate, "%s", state ? state : "");
+        const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+        dbc_copy_msg(err.message, sizeof err.message, primary ? primary : "no result");
+        cb(arg, NULL, &err);
+    }
+    PQclear(res);
+}
+
+/* Read what arrived: notifications, then results of the query or prepare in flight. */
+static void dbc_read(struct db_conn *c)
+{
+    if (!PQconsumeInput(c->pg)) {
+        dbc_broken(c, PQerrorMessage(c->pg));
+        return;
+    }
+    PGnotify *n;
+    while ((n = PQnotifies(c->pg)) != NULL) {
+        c->on_event(c->arg, c, DB_CONN_EV_NOTIFY, n->relname, n->extra);
+        PQfreemem(n);
+    }
+    if (c->state != DBC_BUSY && c->state != DBC_PREPARING) {
+        dbc_arm(c, EV_READ);
+        return;
+    }
+    while (!PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+        if (res == NULL) {
+            if (c->state == DBC_PREPARING)
+                dbc_prepare_done(c, c->result);
+            else
+                dbc_query_done(c);
+            return;
+        }
+        if (c->state == DBC_PREPARING) {
+            if (c->result)
+                PQclear(c->result);
+            c->result = res;
+            continue;
+        }
+        /* Keep the first error, else the last result. */
+        if (c->result && PQresultStatus(c->result) != PGRES_TUPLES_OK &&
+            PQresultStatus(c->result) != PGRES_COMMAND_OK) {
+            PQclear(res);
+        } else {
+            if (c->result)
+                PQclear(c->result);
+            c->result = res;
+        }
+    }
+    dbc_arm(c, EV_READ);
+}
+
+static void dbc_on_io(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    struct db_conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        if (c->start_failed) {
+            char why[sizeof c->error];
+            memcpy(why, c->error, sizeof why);
+            dbc_broken(c, why);
+        } else {
+            dbc_broken(c, c->state == DBC_CONNECTING ? "timed out connecting" : "timed out preparing statements");
+        }
+        return;
+    }
+    switch (c->state) {
+    case DBC_CONNECTING:
+        dbc_connect_step(c);
+        break;
+    case DBC_PREPARING:
+    case DBC_BUSY:
+        if (what & EV_READ) {
+            dbc_read(c);
+            if (c->state != DBC_BUSY && c->state != DBC_PREPARING)
+                return;
+        }
+        /* Output still pending (PQflush returned 1 earlier): keep pushing. */
+        if (PQisnonblocking(c->pg) && (what & EV_WRITE))
+            dbc_flush(c);
+        break;
+    case DBC_IDLE:
+        dbc_read(c);
+        break;
+    case DBC_BROKEN:
+        break;
+    }
+}
+
+struct db_conn *db_conn_start(struct event_base *base, const struct db_conn_params *p,
+                              db_conn_event_fn on_event, void *arg)
+{
+    struct db_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        log_error("db", "out of memory");
+        return NULL;
+    }
+    c->base = base;
+    c->on_event = on_event;
+    c->arg = arg;
+    c->prepare = p->prepare;
+    c->nprepare = p->nprepare;
+    c->fd = -1;
+    c->ev = event_new(base, -1, 0, dbc_on_io, c);
+    clock_gettime(CLOCK_MONOTONIC, &c->deadline);
+    c->deadline.tv_sec += p->connect_timeout_ms / 1000;
+    c->deadline.tv_nsec += (long)(p->connect_timeout_ms % 1000) * 1000000L;
+    if (c->deadline.tv_nsec >= 1000000000L) {
+        c->deadline.tv_sec++;
+        c->deadline.tv_nsec -= 1000000000L;
+    }
+
+    /* The URL comes first and is expanded; our keywords after it take precedence. */
+    const char *keys[5] = { "dbname", "application_name", NULL, NULL, NULL };
+    const char *vals[5] = { p->url, p->application_name ? p->application_name : "tasker-orchestratord", NULL, NULL, NULL };
+    int k = 2;
+    if (p->options && *p->options) {
+        keys[k] = "options";
+        vals[k++] = p->options;
+    }
+    c->pg = PQconnectStartParams(keys, vals, 1);
+    if (!c->ev || !c->pg) {
+        log_error("db", "out of memory starting a connection");
+        db_conn_free(c);
+        return NULL;
+    }
+    c->state = DBC_CONNECTING;
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
+        /* Defer the report so the owner sees BROKEN from the loop, never from inside this call. */
+        dbc_copy_msg(c->error, sizeof c->error, PQerrorMessage(c->pg));
+        c->start_failed = true;
+        event_assign(c->ev, base, -1, 0, dbc_on_io, c);
+        struct timeval zero = { 0, 0 };
+        event_add(c->ev, &zero);
+        return c;
+    }
+    dbc_arm(c, EV_WRITE); /* libpq: behave as if PQconnectPoll had returned WRITING */
+    return c;
+}
+
+bool db_conn_query(struct db_conn *c, bool prepared, const char *name_or_sql, int nparams,
+                   const char *const *params, db_result_fn cb, void *arg)
+{
+    if (c->state != DBC_IDLE)
+        return false;
+    int ok = prepared ? PQsendQueryPrepared(c->pg, name_or_sql, nparams, params, NULL, NULL, 0)
+                      : PQsendQueryParams(c->pg, name_or_sql, nparams, NULL, params, NULL, NULL, 0);
+    if (!ok) {
+        log_warn("db", "cannot send query: %s", PQerrorMessage(c->pg));
+        return false;
+    }
+    c->cb = cb;
+    c->cb_arg = arg;
+    dbc_set_state(c, DBC_BUSY);
+    dbc_flush(c);
+    return true;
+}
+
+bool db_conn_busy(const struct db_conn *c)
+{
+    return c->state == DBC_BUSY;
+}
+
+void db_conn_fail_pending(struct db_conn *c, const char *why)
+{
+    dbc_fail_query(c, true, why);
+}
+
+void db_conn_free(struct db_conn *c)
+{
+    if (!c)
+        return;
+    if (c->ev)
+        event_free(c->ev);
+    if (c->result)
+        PQclear(c->result);
+    if (c->pg)
+        PQfinish(c->pg);
+    free(c);
+}
+
+const char *db_conn_last_error(const struct db_conn *c)
+{
+    return c->error;
+}
+
+bool db_conn_prepare_failed(const struct db_conn *c)
+{
+    return c->prepare_failed;
+}
+
+int db_rows_count(const struct db_rows *r)
+{
+    return PQntuples(r->res);
+}
+
+int db_rows_col(const struct db_rows *r, const char *name)
+{
+    return PQfnumber(r->res, name);
+}
+
+bool db_rows_isnull(const struct db_rows *r, int row, int col)
+{
+    return col < 0 || PQgetisnull(r->res, row, col);
+}
+
+const char *db_rows_text(const struct db_rows *r, int row, int col)
+{
+    return col < 0 ? "" : PQgetvalue(r->res, row, col);
+}
+
+long long db_rows_int(const struct db_rows *r, int row, int col)
+{
+    return db_rows_isnull(r, row, col) ? 0 : strtoll(PQgetvalue(r->res, row, col), NULL, 10);
+}
