@@ -55,7 +55,7 @@ SQL_FILES   := $(sort $(wildcard migrations/*.sql)) $(sort $(wildcard sql/*.sql)
 TEST_TOOLS_SRC := $(wildcard tests/tools/*.c)
 TEST_TOOLS  := $(patsubst tests/tools/%.c,$(OUT)/tests/%,$(TEST_TOOLS_SRC))
 
-.PHONY: all deps check check-unit check-db test-tools clean install sql-check \
+.PHONY: all deps check check-unit check-db check-config-coverage test-tools clean install sql-check \
         db-setup db-migrate db-reset db-check
 
 all: $(BINARIES)
@@ -118,7 +118,12 @@ check-db: all test-tools
 sql-check: all
 	$(Q)BIN=$(OUT) ONLY=sql_check tests/run-db-tests
 
-check: check-unit check-db
+# Every config key is in etc/ and docs/configuration.md, and nothing else is.
+check-config-coverage:
+	$(quiet) TEST config-coverage
+	$(Q)scripts/check-config-coverage
+
+check: check-unit check-config-coverage check-db
 	@echo "make check: all tests passed"
 
 clean:

@@ -159,6 +159,9 @@ void completions_kick_all(struct completions *c)
 {
     for (size_t i = 0; i < c->nns; i++)
         ns_run(c->ns[i]);
+    /* New namespaces (or none known yet, at start): re-read the list now rather than at the next
+     * refresh; each one found is run as soon as it is. */
+    timer_in_ms(c->refresh, 0);
 }
 
 void completions_kick(struct completions *c, const char *queue)

@@ -256,10 +256,13 @@ static void dbc_read(struct db_conn *c)
     while (!PQisBusy(c->pg)) {
         PGresult *res = PQgetResult(c->pg);
         if (res == NULL) {
-            if (c->state == DBC_PREPARING)
-                dbc_prepare_done(c, c->result);
-            else
+            if (c->state == DBC_PREPARING) {
+                PGresult *done = c->result; /* ownership moves to dbc_prepare_done */
+                c->result = NULL;
+                dbc_prepare_done(c, done);
+            } else {
                 dbc_query_done(c);
+            }
             return;
         }
         if (c->state == DBC_PREPARING) {

@@ -154,7 +154,7 @@ int main(int argc, char **argv)
         return usage_error("unknown command '%s'", cmd);
     }
 
-    (void)mo; /* TEMP: daemon.c waits for conf.c */
-    fprintf(stderr, "tasker-orchestratord: daemon mode not linked in this build\n");
-    return EXIT_USAGE;
+    if (mo.check_config)
+        return daemon_check_config(mo.config_path, mo.env, mo.verbose);
+    return daemon_run(mo.config_path, mo.env);
 }
