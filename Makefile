@@ -55,7 +55,7 @@ SQL_FILES   := $(sort $(wildcard migrations/*.sql)) $(sort $(wildcard sql/*.sql)
 TEST_TOOLS_SRC := $(wildcard tests/tools/*.c)
 TEST_TOOLS  := $(patsubst tests/tools/%.c,$(OUT)/tests/%,$(TEST_TOOLS_SRC))
 
-.PHONY: all deps check check-unit check-db check-config-coverage test-tools clean install sql-check \
+.PHONY: all deps check check-unit check-db check-config-coverage test-tools clean install sql-check demo \
         db-setup db-migrate db-reset db-check
 
 all: $(BINARIES)
@@ -93,7 +93,7 @@ $(OBJDIR)/tests/%.o: tests/unit/%.c | deps
 	$(quiet) CC $<
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(TEST_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(OUT)/tests/check_unit: $(UNIT_OBJ) $(LIB_OBJ)
+$(OUT)/tests/check_unit: $(UNIT_OBJ) $(LIB_OBJ) $(OBJDIR)/worker_util.o
 	@mkdir -p $(@D)
 	$(quiet) LINK $@
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) -lm
@@ -113,6 +113,10 @@ check-unit: $(OUT)/tests/check_unit
 # Everything that needs PostgreSQL: a private sandbox under var/test-pg, started and stopped here.
 check-db: all test-tools
 	$(Q)BIN=$(OUT) tests/run-db-tests
+
+# The README's main command: a private PostgreSQL, the daemon, a worker, sample workflows, a summary.
+demo: all
+	$(Q)BIN=$(OUT) scripts/demo
 
 # Prepare every daemon statement against a freshly migrated sandbox database.
 sql-check: all

@@ -56,7 +56,8 @@ struct db_conn *db_conn_start(struct event_base *base, const struct db_conn_para
 
 /* db_conn_query: send a prepared statement (by name) or, with prepared=false, a plain SQL text.
  * Only on a READY, idle connection; false if it cannot be sent (the callback is then not called).
- * params are copied by libpq during the call. */
+ * params are copied by libpq during the call. The callback always runs later, from the loop —
+ * never from inside this call. */
 bool db_conn_query(struct db_conn *c, bool prepared, const char *name_or_sql, int nparams,
                    const char *const *params, db_result_fn cb, void *arg) __attribute__((warn_unused_result));
 

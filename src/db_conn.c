@@ -386,7 +386,10 @@ bool db_conn_query(struct db_conn *c, bool prepared, const char *name_or_sql, in
     c->cb = cb;
     c->cb_arg = arg;
     dbc_set_state(c, DBC_BUSY);
-    dbc_flush(c);
+    /* Flush from the loop, not here: a connection that breaks while sending then reports from
+     * the loop, so the callback never runs inside the caller's call (the socket is almost always
+     * writable, so this costs one loop iteration). */
+    dbc_arm(c, EV_READ | EV_WRITE);
     return true;
 }
 

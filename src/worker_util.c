@@ -1,0 +1,553 @@
+/* worker_util.c — the worker's pure logic: options, handler outcomes, text helpers. No I/O besides
+ * reading the environment and the host name for defaults, so tests/unit/check_worker.c can drive it. */
+#include "worker.h"
+#include "worker_exec.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool wu_is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* ---- options -------------------------------------------------------------------------------- */
+
+bool worker_namespace_valid(const char *ns)
+{
+    size_t n = strlen(ns);
+    if (n < 1 || n > WORKER_NAMESPACE_MAX || ns[0] < 'a' || ns[0] > 'z')
+        return false;
+    for (size_t i = 1; i < n; i++) {
+        char c = ns[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+static bool wu_id_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("._:@/+-", c) != NULL);
+}
+
+bool worker_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n < 1 || n > WORKER_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!wu_id_char(id[i]))
+            return false;
+    return true;
+}
+
+void worker_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tasker-worker --namespace NS [options]\n"
+            "\n"
+            "Claims the steps of one namespace from PostgreSQL, runs their handlers (noop, echo, fail,\n"
+            "sleep, exec) and hands the results back. SIGTERM/SIGINT drain: stop claiming, let running\n"
+            "handlers finish, hand back, exit 0; a second signal exits at once.\n"
+            "\n"
+            "Options:\n"
+            "  -n, --namespace NS             namespace to work for (required)\n"
+            "  -c, --concurrency N            handlers running at once (default %d, 1..1000)\n"
+            "  -b, --batch N                  most steps per claim (default %d, 1..1000)\n"
+            "  -l, --lease-secs S             lease per claim and heartbeat (default %d, 1..86400)\n"
+            "  -p, --poll-ms MS               claim at least this often (default %d, 10..3600000)\n"
+            "  -w, --worker-id ID             id recorded with claims and results\n"
+            "                                 (default worker-<host>-<pid>; [A-Za-z0-9._:@/+-], <= %d)\n"
+            "  -t, --handler-timeout-secs S   exec timeout when the step sets none, and the drain\n"
+            "                                 limit (default %d, 1..604800)\n"
+            "  -d, --database-url URL         database (default: $DATABASE_URL)\n"
+            "  -v, --verbose                  debug logging\n"
+            "  -h, --help                     show this help\n"
+            "\n"
+            "Exit status: 0 drained cleanly, 1 failure or forced exit, 2 usage error.\n",
+            WORKER_DEFAULT_CONCURRENCY, WORKER_DEFAULT_BATCH, WORKER_DEFAULT_LEASE_SECS, WORKER_DEFAULT_POLL_MS,
+            WORKER_ID_MAX, WORKER_DEFAULT_HANDLER_TIMEOUT_SECS);
+}
+
+/* wu_int: parse a whole decimal integer within [min, max]. */
+static bool wu_int(const char *s, long min, long max, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+/* wu_default_id: worker-<host>-<pid>, the host name reduced to id characters. */
+static void wu_default_id(char *out, size_t len)
+{
+    char host[64] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    for (char *p = host; *p; p++)
+        if (!wu_id_char(*p))
+            *p = '_';
+    snprintf(out, len, "worker-%s-%ld", host, (long)getpid());
+}
+
+enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_opts *o, char *err, size_t errlen)
+{
+    static const struct option longopts[] = {
+        { "namespace", required_argument, NULL, 'n' },
+        { "concurrency", required_argument, NULL, 'c' },
+        { "batch", required_argument, NULL, 'b' },
+        { "lease-secs", required_argument, NULL, 'l' },
+        { "poll-ms", required_argument, NULL, 'p' },
+        { "worker-id", required_argument, NULL, 'w' },
+        { "handler-timeout-secs", required_argument, NULL, 't' },
+        { "database-url", required_argument, NULL, 'd' },
+        { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    memset(o, 0, sizeof *o);
+    o->concurrency = WORKER_DEFAULT_CONCURRENCY;
+    o->batch = WORKER_DEFAULT_BATCH;
+    o->lease_secs = WORKER_DEFAULT_LEASE_SECS;
+    o->poll_ms = WORKER_DEFAULT_POLL_MS;
+    o->handler_timeout_secs = WORKER_DEFAULT_HANDLER_TIMEOUT_SECS;
+    wu_default_id(o->worker_id, sizeof o->worker_id);
+    err[0] = '\0';
+
+    bool have_ns = false;
+    optind = 0; /* glibc: full re-initialisation, so tests may parse several times */
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":n:c:b:l:p:w:t:d:vh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'n':
+            if (!worker_namespace_valid(optarg)) {
+                snprintf(err, errlen, "invalid --namespace '%s': must match ^[a-z][a-z0-9_]{0,28}$", optarg);
+                return WORKER_PARSE_ERROR;
+            }
+            snprintf(o->namespace_name, sizeof o->namespace_name, "%s", optarg);
+            have_ns = true;
+            break;
+        case 'c':
+            if (!wu_int(optarg, 1, 1000, &o->concurrency)) {
+                snprintf(err, errlen, "invalid --concurrency '%s': want an integer from 1 to 1000", optarg);
+                return WORKER_PARSE_ERROR;
+            }
+            break;
+        case 'b':
+            if (!wu_int(optarg, 1, 1000, &o->batch)) {
+                snprintf(err, errlen, "invalid --batch '%s': want an integer from 1 to 1000", optarg);
+                return WORKER_PARSE_ERROR;
+            }
+            break;
+        case 'l':
+            if (!wu_int(optarg, 1, 86400, &o->lease_secs)) {
+                snprintf(err, errlen, "invalid --lease-secs '%s': want an integer from 1 to 86400", optarg);
+                return WORKER_PARSE_ERROR;
+            }
+            break;
+        case 'p':
+            if (!wu_int(optarg, 10, 3600000, &o->poll_ms)) {
+                snprintf(err, errlen, "invalid --poll-ms '%s': want an integer from 10 to 3600000", optarg);
+                return WORKER_PARSE_ERROR;
+            }
+            break;
+        case 'w':
+            if (!worker_id_valid(optarg)) {
+                snprintf(err, errlen, "invalid --worker-id '%s': 1 to %d of A-Z a-z 0-9 . _ : @ / + -", optarg,
+                         WORKER_ID_MAX);
+                return WORKER_PARSE_ERROR;
+            }
+            snprintf(o->worker_id, sizeof o->worker_id, "%s", optarg);
+            break;
+        case 't':
+            if (!wu_int(optarg, 1, 604800, &o->handler_timeout_secs)) {
+                snprintf(err, errlen, "invalid --handler-timeout-secs '%s': want an integer from 1 to 604800", optarg);
+                return WORKER_PARSE_ERROR;
+            }
+            break;
+        case 'd':
+            o->database_url = optarg;
+            break;
+        case 'v':
+            o->verbose = true;
+            break;
+        case 'h':
+            return WORKER_PARSE_HELP;
+        case ':':
+            snprintf(err, errlen, "option %s needs a value", argv[optind - 1]);
+            return WORKER_PARSE_ERROR;
+        default:
+            if (optopt)
+                snprintf(err, errlen, "unknown option -%c", optopt);
+            else
+                snprintf(err, errlen, "unknown option %s", argv[optind - 1]);
+            return WORKER_PARSE_ERROR;
+        }
+    }
+    if (optind < argc) {
+        snprintf(err, errlen, "unexpected argument '%s'", argv[optind]);
+        return WORKER_PARSE_ERROR;
+    }
+    if (!have_ns) {
+        snprintf(err, errlen, "--namespace is required");
+        return WORKER_PARSE_ERROR;
+    }
+    if (!o->database_url) {
+        const char *env = getenv("DATABASE_URL");
+        if (env && *env)
+            o->database_url = env;
+    }
+    if (!o->database_url || !*o->database_url) {
+        snprintf(err, errlen, "no database: set DATABASE_URL or pass --database-url");
+        return WORKER_PARSE_ERROR;
+    }
+    return WORKER_PARSE_OK;
+}
+
+/* ---- outcomes ------------------------------------------------------------------------------- */
+
+void worker_outcome_clear(struct worker_outcome *out)
+{
+    json_decref(out->result);
+    json_decref(out->error);
+    out->result = NULL;
+    out->error = NULL;
+}
+
+/* wu_string: a jansson string from text that may not be valid UTF-8. New reference. */
+static json_t *wu_string(const char *s)
+{
+    size_t n = strlen(s);
+    char *copy = malloc(n + 1);
+    if (!copy)
+        return NULL;
+    memcpy(copy, s, n + 1);
+    worker_utf8_fix(copy, n);
+    json_t *j = json_stringn(copy, n);
+    free(copy);
+    return j;
+}
+
+static void wu_failure_v(struct worker_outcome *out, bool retryable, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void wu_failure_v(struct worker_outcome *out, bool retryable, const char *fmt, va_list ap)
+{
+    char msg[2048];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    out->success = false;
+    out->result = NULL;
+    out->error = json_object();
+    out->retry_after_secs = -1;
+    json_object_set_new(out->error, "message", wu_string(msg));
+    json_object_set_new(out->error, "retryable", json_boolean(retryable));
+}
+
+void worker_outcome_failure(struct worker_outcome *out, bool retryable, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    wu_failure_v(out, retryable, fmt, ap);
+    va_end(ap);
+}
+
+static void wu_success(struct worker_outcome *out, json_t *result)
+{
+    out->success = true;
+    out->result = result;
+    out->error = NULL;
+    out->retry_after_secs = -1;
+}
+
+/* wu_fail_handler: the `fail` built-in (docs/worker.md). */
+static void wu_fail_handler(const struct worker_job *job, struct worker_outcome *out)
+{
+    const json_t *init = job->initialization;
+    const json_t *succeed_on = json_object_get(init, "succeed_on_attempt");
+    if (json_is_integer(succeed_on) && job->attempt >= json_integer_value(succeed_on)) {
+        wu_success(out, json_pack("{s:i, s:I}", "attempt", job->attempt, "succeeded_on_attempt",
+                                  (json_int_t)json_integer_value(succeed_on)));
+        return;
+    }
+    bool retryable = !json_is_false(json_object_get(init, "retryable"));
+    const char *message = json_string_value(json_object_get(init, "message"));
+    if (message)
+        worker_outcome_failure(out, retryable, "%s", message);
+    else
+        worker_outcome_failure(out, retryable, "failed as configured (fail handler, attempt %d)", job->attempt);
+    json_object_set_new(out->error, "attempt", json_integer(job->attempt));
+    const json_t *after = json_object_get(init, "retry_after_secs");
+    if (json_is_integer(after) && json_integer_value(after) >= 0 && json_integer_value(after) <= INT_MAX)
+        out->retry_after_secs = (int)json_integer_value(after);
+}
+
+bool worker_outcome_builtin(const struct worker_job *job, struct worker_outcome *out)
+{
+    const char *c = job->callable;
+    if (strcmp(c, "noop") == 0) {
+        wu_success(out, json_object());
+    } else if (strcmp(c, "echo") == 0) {
+        wu_success(out, json_pack("{s:O, s:O, s:O, s:i}", "context", job->context, "initialization",
+                                  job->initialization, "dependencies", job->dependencies, "attempt", job->attempt));
+    } else if (strcmp(c, "fail") == 0) {
+        wu_fail_handler(job, out);
+    } else if (strcmp(c, "sleep") == 0 || strcmp(c, "exec") == 0) {
+        return false;
+    } else {
+        worker_outcome_failure(out, false,
+                               "unknown handler callable \"%s\": this worker runs noop, echo, fail, sleep and exec", c);
+    }
+    return true;
+}
+
+long long worker_sleep_ms(const json_t *initialization)
+{
+    const json_t *ms = json_object_get(initialization, "ms");
+    if (!ms || json_is_null(ms))
+        return WORKER_DEFAULT_SLEEP_MS;
+    if (!json_is_integer(ms) || json_integer_value(ms) < 0 || json_integer_value(ms) > 7LL * 86400 * 1000)
+        return -1;
+    return json_integer_value(ms);
+}
+
+/* ---- exec ----------------------------------------------------------------------------------- */
+
+char **worker_exec_argv(const json_t *initialization, char *err, size_t errlen)
+{
+    const json_t *cmd = json_object_get(initialization, "command");
+    if (!json_is_array(cmd) || json_array_size(cmd) == 0) {
+        snprintf(err, errlen, "exec: initialization.command must be a non-empty array of strings (argv, no shell)");
+        return NULL;
+    }
+    size_t n = json_array_size(cmd);
+    char **argv = calloc(n + 1, sizeof *argv);
+    if (!argv) {
+        snprintf(err, errlen, "exec: out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(cmd, i));
+        if (!s || (i == 0 && !*s) || strlen(s) != json_string_length(json_array_get(cmd, i))) {
+            snprintf(err, errlen, "exec: initialization.command[%zu] must be a %sstring without NUL bytes", i,
+                     i == 0 ? "non-empty " : "");
+            free(argv);
+            return NULL;
+        }
+        argv[i] = (char *)s;
+    }
+    return argv;
+}
+
+int worker_exec_timeout_secs(const json_t *initialization, int step_timeout_secs, int fallback_secs)
+{
+    const json_t *t = json_object_get(initialization, "timeout_secs");
+    if (t && !json_is_null(t)) {
+        if (!json_is_integer(t) || json_integer_value(t) < 1 || json_integer_value(t) > 7 * 86400)
+            return -1;
+        return (int)json_integer_value(t);
+    }
+    return step_timeout_secs > 0 ? step_timeout_secs : fallback_secs;
+}
+
+char *worker_exec_input(const struct worker_job *job)
+{
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:O, s:O, s:O, s:O}",
+                            "task_uuid", job->task_uuid, "step_uuid", job->step_uuid, "step_name", job->step_name,
+                            "attempt", job->attempt, "namespace", job->namespace_name, "task_name", job->task_name,
+                            "correlation_id", job->correlation_id, "context", job->context, "initialization",
+                            job->initialization, "inputs", job->inputs, "dependencies", job->dependencies);
+    if (!doc)
+        return NULL;
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(doc);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text);
+    char *line = realloc(text, n + 2);
+    if (!line) {
+        free(text);
+        return NULL;
+    }
+    line[n] = '\n';
+    line[n + 1] = '\0';
+    return line;
+}
+
+static const char *wu_signal_name(int sig)
+{
+    const char *d = sigabbrev_np(sig);
+    return d ? d : "?";
+}
+
+/* wu_only_space: buf holds nothing but whitespace. */
+static bool wu_only_space(const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!wu_is_space(buf[i]))
+            return false;
+    return true;
+}
+
+void worker_exec_outcome(const struct worker_exec_result *r, struct worker_outcome *out)
+{
+    char tail[WORKER_ERR_TAIL_CHARS + 16];
+    worker_text_tail(r->err, r->err_len, WORKER_ERR_TAIL_LINES, WORKER_ERR_TAIL_CHARS, tail, sizeof tail);
+    const char *sep = tail[0] ? "; stderr: " : "";
+
+    if (r->overflow) {
+        worker_outcome_failure(out, true, "stdout exceeded the %zu-byte output cap; the command was killed%s%s",
+                               r->cap_bytes, sep, tail);
+    } else if (r->timed_out) {
+        worker_outcome_failure(out, true, "timed out after %d s (killed)%s%s", r->timeout_secs, sep, tail);
+        json_object_set_new(out->error, "timed_out", json_true());
+    } else if (r->exited && r->exit_code == 0) {
+        json_error_t jerr;
+        json_t *result = NULL;
+        if (wu_only_space(r->out, r->out_len)) {
+            worker_outcome_failure(out, true, "stdout is not valid JSON: no output (exit 0 must print one JSON value)");
+            return;
+        }
+        result = json_loadb(r->out, r->out_len, JSON_DECODE_ANY, &jerr);
+        if (!result) {
+            worker_outcome_failure(out, true, "stdout is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+                                   jerr.column);
+            return;
+        }
+        wu_success(out, result);
+        return;
+    } else if (r->exited) {
+        worker_outcome_failure(out, true, "exited with status %d%s%s", r->exit_code, tail[0] ? ": " : "", tail);
+        json_object_set_new(out->error, "exit_code", json_integer(r->exit_code));
+        /* A JSON object on stdout refines the error: retryable, retry_after_secs, message, details. */
+        json_t *extra = r->out_len ? json_loadb(r->out, r->out_len, 0, NULL) : NULL;
+        if (json_is_object(extra)) {
+            const json_t *after = json_object_get(extra, "retry_after_secs");
+            if (json_is_integer(after) && json_integer_value(after) >= 0 && json_integer_value(after) <= INT_MAX)
+                out->retry_after_secs = (int)json_integer_value(after);
+            json_object_update(out->error, extra);
+            if (!json_is_string(json_object_get(out->error, "message")))
+                json_object_set_new(out->error, "message", json_string("exec: command failed"));
+        }
+        json_decref(extra);
+    } else {
+        worker_outcome_failure(out, true, "killed by signal %d (SIG%s)%s%s", r->term_signal,
+                               wu_signal_name(r->term_signal), sep, tail);
+    }
+    if (r->err_len)
+        json_object_set_new(out->error, "stderr_tail", wu_string(tail));
+}
+
+/* ---- text ----------------------------------------------------------------------------------- */
+
+void worker_utf8_fix(char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        size_t need;
+        unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the first continuation byte */
+        if (c == 0) {
+            s[i++] = '?';
+            continue;
+        } else if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            need = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        } else {
+            s[i++] = '?';
+            continue;
+        }
+        bool ok = i + need < len;
+        if (ok) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            ok = c1 >= lo && c1 <= hi;
+            for (size_t k = 2; ok && k <= need; k++) {
+                unsigned char ck = (unsigned char)s[i + k];
+                ok = ck >= 0x80 && ck <= 0xBF;
+            }
+        }
+        if (ok) {
+            i += need + 1;
+        } else {
+            s[i++] = '?';
+        }
+    }
+}
+
+void worker_text_tail(const char *buf, size_t len, int max_lines, size_t max_chars, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    if (!buf || outlen == 0)
+        return;
+    size_t end = len;
+    while (end > 0 && wu_is_space(buf[end - 1]))
+        end--;
+    /* Walk back over max_lines non-empty lines: each is [ls, pos). */
+    size_t start = end, pos = end;
+    int lines = 0;
+    while (pos > 0 && lines < max_lines) {
+        size_t ls = pos;
+        while (ls > 0 && buf[ls - 1] != '\n')
+            ls--;
+        for (size_t k = ls; k < pos; k++) {
+            if (!wu_is_space(buf[k])) {
+                lines++;
+                break;
+            }
+        }
+        start = ls;
+        if (ls == 0)
+            break;
+        pos = ls - 1;
+    }
+    while (start < end && wu_is_space(buf[start]))
+        start++;
+    if (end - start > max_chars)
+        start = end - max_chars;
+    if (end - start >= outlen)
+        start = end - (outlen - 1);
+    /* Do not start inside a UTF-8 sequence. */
+    while (start < end && ((unsigned char)buf[start] & 0xC0) == 0x80)
+        start++;
+    size_t n = end - start;
+    memcpy(out, buf + start, n);
+    out[n] = '\0';
+    worker_utf8_fix(out, n);
+}
+
+/* ---- misc ----------------------------------------------------------------------------------- */
+
+bool worker_notify_wakes(const char *payload, const char *queue)
+{
+    if (!payload)
+        return false;
+    json_t *j = json_loads(payload, 0, NULL);
+    const char *q = json_string_value(json_object_get(j, "queue"));
+    bool wakes = q && strcmp(q, queue) == 0;
+    json_decref(j);
+    return wakes;
+}
