@@ -11,7 +11,8 @@
     X(migrate) \
     X(conf) \
     X(states) \
-    X(backoff)
+    X(backoff) \
+    X(worker)
 
 #define UNIT_SUITE_DECLARE(name) Suite *make_##name##_suite(void);
 UNIT_SUITES(UNIT_SUITE_DECLARE)
