@@ -8,6 +8,10 @@ DESTDIR    ?=
 SBINDIR    ?= $(PREFIX)/sbin
 BINDIR_INST?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/tasker-orchestratord
+# systemd searches /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CC         ?= cc
 PKGS       := libpq libevent jansson libconfuse libsystemd
 TEST_PKGS  := check
@@ -133,11 +137,32 @@ check: check-unit check-config-coverage check-db
 clean:
 	rm -rf build bin
 
+# The units name /usr/local/sbin, /usr/local/bin and /etc/tasker; sed gives them this install's
+# paths. Configuration files an operator may have edited are never overwritten.
+UNIT_PATHS = -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR_INST)/|g' \
+             -e 's|/etc/tasker/|$(SYSCONFDIR)/tasker/|g'
+CONF_FILES = tasker-orchestratord.conf $(patsubst etc/%,%,$(wildcard etc/environments/*.conf))
+
 install: all
 	install -d $(DESTDIR)$(SBINDIR)
 	install -m 0755 bin/tasker-orchestratord $(DESTDIR)$(SBINDIR)/
 	install -d $(DESTDIR)$(BINDIR_INST)
 	$(if $(WORKER_SRC),install -m 0755 bin/tasker-worker $(DESTDIR)$(BINDIR_INST)/)
+	install -d $(DESTDIR)$(SYSCONFDIR)/tasker/environments
+	for f in $(CONF_FILES); do \
+	  [ -e $(DESTDIR)$(SYSCONFDIR)/tasker/$$f ] || install -m 0644 etc/$$f $(DESTDIR)$(SYSCONFDIR)/tasker/$$f; \
+	done
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	for u in tasker-orchestratord.service tasker-worker@.service; do \
+	  sed $(UNIT_PATHS) systemd/$$u >$(DESTDIR)$(SYSTEMDUNITDIR)/$$u && chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u; \
+	done
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 man/man1/tasker-worker.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/man5/tasker-orchestratord.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 man/man8/tasker-orchestratord.8 $(DESTDIR)$(MANDIR)/man8/
+	install -d $(DESTDIR)$(DOCDIR)/templates
+	install -m 0644 systemd/tasker-orchestratord.env.example systemd/tasker-worker.env.example $(DESTDIR)$(DOCDIR)/
+	install -m 0644 etc/templates/*.json $(DESTDIR)$(DOCDIR)/templates/
 
 # Database helpers (DATABASE_URL names the database; the seed's db-* targets).
 db-check:

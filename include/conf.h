@@ -8,6 +8,7 @@
 
 #define CONF_URL_MAX 1024
 #define CONF_NAME_MAX 128
+#define CONF_API_KEYS_MAX 4096 /* web.auth.api_keys: the whole key list */
 
 enum conf_env { CONF_ENV_TEST, CONF_ENV_DEVELOPMENT, CONF_ENV_PRODUCTION };
 
@@ -54,7 +55,10 @@ struct conf {
     char web_bind_address[CONF_NAME_MAX];   /* [restart] host:port; TASKER_WEB_BIND_ADDRESS overrides */
     bool web_enabled;                       /* [restart] */
     int web_max_body_bytes;                 /* request bodies above this get 413 */
-    int web_request_timeout_ms;
+    int web_request_timeout_ms;             /* longest a request may take, I/O and database included */
+    int web_backpressure_queue_depth;       /* 503 while this many queries wait for a pool connection */
+    bool web_auth_enabled;                  /* /v1 needs an API key (health and metrics stay public) */
+    char web_auth_api_keys[CONF_API_KEYS_MAX]; /* "[NAME@]KEY:PERM[,PERM…] …" (http_auth.h); secret */
 
     /* log { … } */
     char log_level[16];                     /* error | warn | info | debug */

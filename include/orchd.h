@@ -8,6 +8,8 @@
 #include "conf.h"
 #include "metrics.h"
 
+#include "version.h"
+
 struct event_base;
 struct db_pool;
 struct listener;

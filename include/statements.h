@@ -14,6 +14,21 @@ enum stmt_id {
     STMT_PROCESS_COMPLETIONS, /* tasker.process_completions(ns, batch, vt) */
     STMT_ENQUEUE_READY,       /* tasker.enqueue_ready_steps(limit) */
     STMT_SWEEP,               /* tasker.detect_and_transition_stuck_tasks(...) */
+    /* the HTTP API (src/http_api.c); each returns one JSON text column unless noted */
+    STMT_API_CREATE_TASK,     /* create_task(request): created, task_uuid, state, task json */
+    STMT_API_LIST_TASKS,      /* api_list_tasks(namespace, state, name, initiator, source_system, page, per_page) */
+    STMT_API_GET_TASK,        /* api_task_json(task) with context and steps; NULL = unknown */
+    STMT_API_CANCEL_TASK,     /* cancel_task(task, reason, actor) as json */
+    STMT_API_LIST_STEPS,      /* api_steps_json(task); NULL = unknown task */
+    STMT_API_GET_STEP,        /* api_step_json(task, step); NULL = unknown */
+    STMT_API_RESOLVE_STEP,    /* resolve_step(task, step, body's action/result/reason, actor) + the step */
+    STMT_API_STEP_AUDIT,      /* api_step_audit_json(task, step); NULL = unknown */
+    STMT_API_REGISTER_TEMPLATE, /* register_task_template(template): status, json */
+    STMT_API_LIST_TEMPLATES,  /* api_list_templates(namespace, page, per_page) */
+    STMT_API_GET_TEMPLATE,    /* api_template_json(namespace, name, version); NULL = unknown */
+    STMT_API_LIST_DLQ,        /* api_list_dlq(resolution_status, page, per_page) */
+    STMT_API_UPDATE_DLQ,      /* api_update_dlq(entry, update, actor); NULL = unknown */
+    STMT_API_QUEUE_DEPTHS,    /* queue_name, queue_length, oldest_msg_age_sec of our PGMQ queues */
     STMT_COUNT
 };
 

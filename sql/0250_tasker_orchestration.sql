@@ -9,11 +9,14 @@
 -- both miss a fan-in: dispatch the children that became ready, or finish the task. Every message
 -- read is archived: a stale one (its step no longer awaits orchestration for that attempt) silently,
 -- a malformed one with its reason in tasker.rejected_messages and in `rejected`.
+-- handback_latency_ms: per step recorded (complete, retry or error), milliseconds from its hand-back
+-- (submit_step_results set updated_at) to now, just before this transaction commits.
+DROP FUNCTION IF EXISTS tasker.process_completions(text, integer, integer);
 CREATE OR REPLACE FUNCTION tasker.process_completions(p_namespace text, p_batch integer DEFAULT 100,
   p_vt integer DEFAULT 30)
 RETURNS TABLE (messages integer, steps_completed integer, steps_retrying integer, steps_failed integer,
   stale integer, rejected integer, steps_enqueued integer, tasks_completed integer, tasks_blocked integer,
-  rejected_details jsonb)
+  rejected_details jsonb, handback_latency_ms integer[])
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -26,6 +29,7 @@ DECLARE
   v_retrying integer := 0;
   v_failed integer := 0;
   v_rejected jsonb;
+  v_handed_back timestamptz[];
   v_adv record;
 BEGIN
   PERFORM tasker.check_namespace(p_namespace);
@@ -38,7 +42,7 @@ BEGIN
   SELECT array_agg(r.msg_id), array_agg(r.message) INTO v_ids, v_msgs
   FROM pgmq.read(v_queue::text, p_vt::integer, p_batch::integer) AS r;
   IF v_ids IS NULL THEN
-    RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]'::jsonb;
+    RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]'::jsonb, '{}'::integer[];
     RETURN;
   END IF;
 
@@ -78,7 +82,8 @@ BEGIN
                 WHEN s.retryable AND s.attempts < s.max_attempts
                      AND coalesce(s.error->>'retryable', 'true') <> 'false' THEN 'waiting_for_retry'
                 ELSE 'error' END AS to_state,
-           n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts, s.retry_after_secs
+           n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts, s.retry_after_secs,
+           s.updated_at AS handed_back_at
     FROM (SELECT DISTINCT m.step, m.attempt FROM m) m
     JOIN tasker.workflow_steps s ON s.workflow_step_uuid = m.step AND s.attempts = m.attempt
     JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
@@ -93,13 +98,14 @@ BEGIN
         updated_at = now()
     FROM decided d
     WHERE s.workflow_step_uuid = d.workflow_step_uuid AND s.state = d.from_state
-    RETURNING s.workflow_step_uuid, s.state
+    RETURNING s.workflow_step_uuid, s.state, d.handed_back_at
   )
   SELECT array_agg(u.workflow_step_uuid) FILTER (WHERE u.state = 'complete'),
          count(*) FILTER (WHERE u.state = 'complete'),
          count(*) FILTER (WHERE u.state = 'waiting_for_retry'),
-         count(*) FILTER (WHERE u.state = 'error')
-  INTO v_done, v_completed, v_retrying, v_failed
+         count(*) FILTER (WHERE u.state = 'error'),
+         array_agg(u.handed_back_at)
+  INTO v_done, v_completed, v_retrying, v_failed, v_handed_back
   FROM upd u;
 
   IF v_done IS NOT NULL THEN
@@ -111,7 +117,9 @@ BEGIN
   RETURN QUERY SELECT cardinality(v_ids), v_completed, v_retrying, v_failed,
     cardinality(v_ids) - jsonb_array_length(v_rejected) - v_completed - v_retrying - v_failed,
     jsonb_array_length(v_rejected), v_adv.steps_enqueued, v_adv.tasks_completed, v_adv.tasks_blocked,
-    v_rejected;
+    v_rejected,
+    coalesce((SELECT array_agg(greatest(0, (extract(epoch FROM clock_timestamp() - h) * 1000)::integer))
+              FROM unnest(v_handed_back) AS h), '{}'::integer[]);
 END $$;
 
 -- tasker.enqueue_ready_steps(limit): the poller's pass. Dispatches retries whose backoff has

@@ -117,16 +117,15 @@ static void ns_on_result(void *arg, const struct db_rows *rows, const struct db_
     long long msgs = db_rows_int(rows, 0, 0);
     long long retrying = db_rows_int(rows, 0, 2);
     if (msgs > 0) {
-        m->completion_batches++;
-        m->completion_messages += (unsigned long long)msgs;
-        m->steps_completed += (unsigned long long)db_rows_int(rows, 0, 1);
-        m->steps_retried += (unsigned long long)retrying;
-        m->steps_failed += (unsigned long long)db_rows_int(rows, 0, 3);
-        m->messages_stale += (unsigned long long)db_rows_int(rows, 0, 4);
-        m->messages_rejected += (unsigned long long)db_rows_int(rows, 0, 5);
-        m->steps_enqueued += (unsigned long long)db_rows_int(rows, 0, 6);
-        m->tasks_completed += (unsigned long long)db_rows_int(rows, 0, 7);
-        m->tasks_blocked += (unsigned long long)db_rows_int(rows, 0, 8);
+        /* daemon-wide and per-namespace counters, batch-size and latency histograms */
+        struct metrics_batch b = {
+            .messages = msgs, .steps_completed = db_rows_int(rows, 0, 1), .steps_retrying = retrying,
+            .steps_failed = db_rows_int(rows, 0, 3), .stale = db_rows_int(rows, 0, 4),
+            .rejected = db_rows_int(rows, 0, 5), .steps_enqueued = db_rows_int(rows, 0, 6),
+            .tasks_completed = db_rows_int(rows, 0, 7), .tasks_blocked = db_rows_int(rows, 0, 8),
+        };
+        metrics_record_completions(m, s->name, &b);
+        metrics_observe_step_latencies(m, db_rows_text(rows, 0, 10));
         log_debug("completions", "%s: %lld message(s), %lld step(s) dispatched", s->name, msgs,
                   db_rows_int(rows, 0, 6));
         if (db_rows_int(rows, 0, 5) > 0)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "http_auth.h"
 #include "log.h"
 
 /* A configuration file larger than this is a mistake (the fully commented one is ~12 KiB). */
@@ -49,6 +50,7 @@ static bool check_url(const char *v, char *why, size_t whylen);
 static bool check_processor_id(const char *v, char *why, size_t whylen);
 static bool check_bind_address(const char *v, char *why, size_t whylen);
 static bool check_log_level(const char *v, char *why, size_t whylen);
+static bool check_api_keys(const char *v, char *why, size_t whylen);
 
 /* libconfuse calls this after it stores each value it parsed (see opt_validate below). */
 static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
@@ -175,6 +177,10 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         "a task waiting for a retry this long is stale")
 
 #define WEB_OPTS(KEY, SECTION)                                                                                       \
+    SECTION(auth)                                                                                                    \
+    KEY(INT, "web.backpressure_queue_depth",                                                                         \
+        backpressure_queue_depth, web_backpressure_queue_depth, 200, 1, 1000000, NULL, RELOAD,                       \
+        "answer API requests 503 (Retry-After) while this many queries wait for a pool connection")                  \
     KEY(STR, "web.bind_address",                                                                                     \
         bind_address, web_bind_address, "0.0.0.0:8080", 0, 0, check_bind_address, RESTART,                           \
         "host:port of the HTTP API; TASKER_WEB_BIND_ADDRESS overrides")                                              \
@@ -186,7 +192,15 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         "request bodies above this get 413")                                                                         \
     KEY(INT, "web.request_timeout_ms",                                                                               \
         request_timeout_ms, web_request_timeout_ms, 30000, 100, 600000, NULL, RELOAD,                                \
-        "longest an HTTP connection may sit in one request (evhttp timeout)")
+        "longest one request may take, reading, database and writing included; also the keep-alive idle limit")
+
+#define AUTH_OPTS(KEY, SECTION)                                                                                      \
+    KEY(STR, "web.auth.api_keys",                                                                                    \
+        api_keys, web_auth_api_keys, "", 0, 0, check_api_keys, RELOAD,                                              \
+        "API keys, white-space separated, each [NAME@]KEY:PERMISSION[,PERMISSION...]; secret, never logged")         \
+    KEY(BOOL, "web.auth.enabled",                                                                                    \
+        enabled, web_auth_enabled, false, 0, 0, NULL, RELOAD,                                                        \
+        "require an API key on /v1 (X-API-Key or Authorization: Bearer); /health* and /metrics stay public")
 
 #define LOG_OPTS(KEY, SECTION)                                                                                       \
     KEY(BOOL, "log.json",                                                                                            \
@@ -200,7 +214,7 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
 #define ALL_OPTS(KEY, SECTION)                                                                  \
     ROOT_OPTS(KEY, SECTION) DATABASE_OPTS(KEY, SECTION) POOL_OPTS(KEY, SECTION)                 \
     ORCHESTRATION_OPTS(KEY, SECTION) COMPLETIONS_OPTS(KEY, SECTION) POLLER_OPTS(KEY, SECTION)   \
-    SWEEPER_OPTS(KEY, SECTION) WEB_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)
+    SWEEPER_OPTS(KEY, SECTION) WEB_OPTS(KEY, SECTION) AUTH_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)
 
 #define SKIP_SECTION(name)
 
@@ -243,6 +257,7 @@ static cfg_opt_t completions_opts[] = {COMPLETIONS_OPTS(OPT_KEY, OPT_SECTION) CF
 static cfg_opt_t poller_opts[] = {POLLER_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t sweeper_opts[] = {SWEEPER_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t orchestration_opts[] = {ORCHESTRATION_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t auth_opts[] = {AUTH_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t web_opts[] = {WEB_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t log_opts[] = {LOG_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t root_opts[] = {ROOT_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
@@ -342,6 +357,13 @@ static bool check_bind_address(const char *v, char *why, size_t whylen)
     return true;
 }
 
+/* check_api_keys: the key list format (http_auth.h). The message names entries by number and
+ * name, never by key. */
+static bool check_api_keys(const char *v, char *why, size_t whylen)
+{
+    return auth_keys_parse(v, NULL, why, whylen);
+}
+
 static bool check_log_level(const char *v, char *why, size_t whylen)
 {
     enum log_level level;
@@ -415,7 +437,7 @@ static bool check_str(const struct conf_key *k, const char *v, char *why, size_t
     char detail[160];
     if (!k->check || k->check(v, detail, sizeof detail))
         return true;
-    if (k == &keys[KEY_database_url])
+    if (k == &keys[KEY_database_url] || k == &keys[KEY_web_auth_api_keys]) /* secrets: never echoed */
         snprintf(why, whylen, "%s %s", k->path, detail);
     else
         snprintf(why, whylen, "%s = \"%.64s\": %s", k->path, v, detail);
@@ -837,6 +859,14 @@ static bool validate(struct parse_ctx *ctx, const struct conf *c)
         ctx_fail_at(ctx, blame, why);
         return false;
     }
+    /* Auth on with no key would lock every client out of /v1. */
+    struct auth_keys ak;
+    if (c->web_auth_enabled && auth_keys_parse(c->web_auth_api_keys, &ak, why, sizeof why) && ak.n == 0) {
+        explicit_bzero(&ak, sizeof ak);
+        ctx_fail_at(ctx, KEY_web_auth_enabled, "web.auth.enabled = true needs at least one key in web.auth.api_keys");
+        return false;
+    }
+    explicit_bzero(&ak, sizeof ak);
     return true;
 }
 
@@ -1088,6 +1118,10 @@ static void dump_value(FILE *fp, const struct conf *c, const struct conf_key *k)
         if (k == &keys[KEY_database_url]) {
             mask_url(f, url, sizeof url);
             put_string(fp, url);
+        } else if (k == &keys[KEY_web_auth_api_keys]) {
+            char masked[CONF_API_KEYS_MAX];
+            auth_keys_mask(f, masked, sizeof masked);
+            put_string(fp, masked);
         } else {
             put_string(fp, f);
         }

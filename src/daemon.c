@@ -1,15 +1,19 @@
 /* daemon.c — the daemon mode: configuration, the event loop and its components, signals.
  *
  * Start order (each step needs the previous): configuration → logging → event base → schema
- * check (blocking, before the loop runs) → pool → listener → completions, poller, sweeper →
- * systemd. READY=1 goes out once the pool has a working connection and LISTEN is in place.
- * Stop order is the reverse: SIGTERM stops the timers and the listener (no new work), the pool
- * drains what is in flight, then the loop ends; a second SIGTERM ends it at once.
+ * check (blocking, before the loop runs) → pool → listener → completions, poller, sweeper → HTTP
+ * (bound before the loop runs; a bind failure stops the start) → systemd. READY=1 goes out once
+ * the pool has a working connection, LISTEN is in place and, with web.enabled, HTTP is bound.
+ * Stop order is the reverse: SIGTERM closes the HTTP listener and stops the timers and LISTEN (no
+ * new work), the pool drains what is in flight (HTTP requests included), then the loop ends; a
+ * second SIGTERM ends it at once. Freeing: the pool first (its in-flight queries complete into
+ * live components), then HTTP (answers what is left, closes connections), then the rest.
  */
 #include "daemon.h"
 
 #include "completions.h"
 #include "db_pool.h"
+#include "http_api.h"
 #include "listen.h"
 #include "log.h"
 #include "migrate.h"
@@ -71,8 +75,11 @@ static void daemon_maybe_ready(struct daemon *d)
     struct orchd *o = &d->o;
     if (d->ready_sent || o->stopping || !o->db_up || !listener_connected(o->listener))
         return;
+    if (o->conf.web_enabled && !http_api_bound(o->http))
+        return;
     d->ready_sent = true;
-    log_info("daemon", "ready: pool and LISTEN connections are up");
+    log_info("daemon", "ready: pool and LISTEN connections are up%s",
+             o->conf.web_enabled ? ", HTTP bound" : "");
     svc_ready(o->svc);
 }
 
@@ -146,6 +153,7 @@ static void on_sigterm(evutil_socket_t sig, short what, void *arg)
              o->conf.shutdown_timeout_secs);
     o->stopping = true;
     svc_stopping(o->svc);
+    http_api_stop(o->http);
     completions_stop(o->completions);
     poller_stop(o->poller);
     sweeper_stop(o->sweeper);
@@ -212,6 +220,8 @@ static void daemon_free(struct daemon *d)
     /* The pool first: queries still in flight complete (with an error) into live components. */
     db_pool_free(o->pool);
     o->pool = NULL;
+    http_api_free(o->http);
+    o->http = NULL;
     sweeper_free(o->sweeper);
     poller_free(o->poller);
     completions_free(o->completions);
@@ -267,13 +277,14 @@ int daemon_run(const char *config_path, const char *env_name)
     o->completions = completions_new(o);
     o->poller = poller_new(o);
     o->sweeper = sweeper_new(o);
+    o->http = http_api_new(o);
     o->svc = svc_new(o);
     d.sigterm = evsignal_new(o->base, SIGTERM, on_sigterm, &d);
     d.sigint = evsignal_new(o->base, SIGINT, on_sigterm, &d);
     d.sighup = evsignal_new(o->base, SIGHUP, on_sighup, &d);
     d.shutdown_timer = evtimer_new(o->base, on_shutdown_timeout, &d);
-    if (!o->pool || !o->listener || !o->completions || !o->poller || !o->sweeper || !o->svc || !d.sigterm ||
-        !d.sigint || !d.sighup || !d.shutdown_timer) {
+    if (!o->pool || !o->listener || !o->completions || !o->poller || !o->sweeper || !o->http || !o->svc ||
+        !d.sigterm || !d.sigint || !d.sighup || !d.shutdown_timer) {
         log_error("daemon", "startup failed");
         daemon_free(&d);
         return 1;
@@ -287,6 +298,11 @@ int daemon_run(const char *config_path, const char *env_name)
     completions_start(o->completions);
     poller_start(o->poller);
     sweeper_start(o->sweeper);
+    if (!http_api_start(o->http)) {
+        /* errors have already been logged */
+        daemon_free(&d);
+        return 1;
+    }
     svc_start(o->svc);
 
     event_base_dispatch(o->base);

@@ -56,7 +56,7 @@ struct db_pool {
     size_t nstmts;
     db_pool_event_fn on_event;
     void *arg;
-    char options[256];       /* libpq options: who we are in audit rows, statement timeout */
+    char actor_escaped[160]; /* processor id, escaped for libpq's options syntax */
     struct db_slot *slots;
     int nslots;              /* = pool_max_connections at creation */
     struct db_request *queue_head, *queue_tail;
@@ -239,10 +239,15 @@ static void pool_open_one(struct db_pool *p)
         struct db_slot *s = &p->slots[i];
         if (s->state != SLOT_FREE)
             continue;
+        /* Session settings travel in the startup packet (no extra round trip), built per
+         * connection so a reloaded statement_timeout applies to every new one. */
+        char options[256];
+        snprintf(options, sizeof options, "-c tasker.actor=%s -c statement_timeout=%d", p->actor_escaped,
+                 p->conf->pool_statement_timeout_ms);
         struct db_conn_params cp = {
             .url = p->conf->database_url,
             .application_name = "tasker-orchestratord",
-            .options = p->options,
+            .options = options,
             .connect_timeout_ms = POOL_CONNECT_TIMEOUT_MS,
             .prepare = p->stmts,
             .nprepare = p->nstmts,
@@ -358,18 +363,14 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf, co
     }
     for (int i = 0; i < p->nslots; i++)
         p->slots[i].pool = p;
-    /* Session settings travel in the startup packet: no extra round trip per connection. Spaces
-     * in the actor are escaped, as libpq's options syntax wants. */
-    char esc[128];
+    /* Spaces and backslashes in the actor are escaped, as libpq's options syntax wants. */
     size_t j = 0;
-    for (const char *c = actor; *c && j + 2 < sizeof esc; c++) {
+    for (const char *c = actor; *c && j + 2 < sizeof p->actor_escaped; c++) {
         if (*c == ' ' || *c == '\\')
-            esc[j++] = '\\';
-        esc[j++] = *c;
+            p->actor_escaped[j++] = '\\';
+        p->actor_escaped[j++] = *c;
     }
-    esc[j] = '\0';
-    snprintf(p->options, sizeof p->options, "-c tasker.actor=%s -c statement_timeout=%d", esc,
-             conf->pool_statement_timeout_ms);
+    p->actor_escaped[j] = '\0';
     p->st.max = p->nslots;
     return p;
 }

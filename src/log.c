@@ -76,6 +76,9 @@ void log_write(enum log_level level, const char *component, const char *fmt, ...
 
     if (log_json) {
         flockfile(stderr);
+        /* Under journald the priority prefix still comes first, so `journalctl -p` filters JSON too. */
+        if (log_journal)
+            fprintf(stderr, "<%d>", (int)level);
         fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"", stamp, log_level_names[level]);
         log_json_escape(stderr, component);
         fputs("\",\"msg\":\"", stderr);

@@ -10,8 +10,8 @@
 #include "daemon.h"
 #include "migrate.h"
 #include "statements.h"
+#include "version.h"
 
-#define TASKER_VERSION "0.1.0"
 
 /* Exit codes, shared by every mode. */
 enum {

@@ -717,6 +717,17 @@ static bool apply_all(struct run *run)
             changed++;
         }
     }
+    /* A recorded migration this binary lacks means a newer build migrated the database (migrations
+     * are never removed). Re-applying our older sql/ functions over its newer ones would quietly
+     * downgrade the schema's code, so refuse. */
+    for (size_t r = 0; r < p.nrecords; r++) {
+        if (!p.record_embedded[r] && p.records[r].kind == EMBED_MIGRATION) {
+            log_error(C_MIGRATE, "refusing to migrate: migrations/%s is recorded in the database but not in this "
+                      "binary, so a newer build migrated it; run that build's migrate instead", p.records[r].name);
+            plan_free(&p);
+            return false;
+        }
+    }
     if (changed) {
         log_error(C_MIGRATE, "refusing to migrate: %zu landed migration%s changed, nothing was applied. Landed "
                   "migrations are never edited: restore the original file and add a new migration with the change",

@@ -18,7 +18,7 @@ const struct db_statement statements[STMT_COUNT] = {
     [STMT_PROCESS_COMPLETIONS] = {
         "process_completions",
         "SELECT messages, steps_completed, steps_retrying, steps_failed, stale, rejected, steps_enqueued,"
-        "       tasks_completed, tasks_blocked, rejected_details"
+        "       tasks_completed, tasks_blocked, rejected_details, handback_latency_ms"
         "  FROM tasker.process_completions($1::text, $2::integer, $3::integer)",
         3 },
     [STMT_ENQUEUE_READY] = {
@@ -33,6 +33,63 @@ const struct db_statement statements[STMT_COUNT] = {
         "  FROM tasker.detect_and_transition_stuck_tasks($1::integer, $2::boolean, $3::integer, $4::integer,"
         "       $5::integer, $6::integer, $7::integer, $8::integer, $9::integer)",
         9 },
+
+    /* The HTTP API. Reads return the document the client gets (sql/0260_tasker_api.sql builds
+     * it); writes return their function's row as json. Bodies travel as the client's own text,
+     * cast to jsonb here, so numbers keep every digit. */
+    [STMT_API_CREATE_TASK] = {
+        "api_create_task",
+        "SELECT c.created, c.task_uuid, c.state,"
+        "       tasker.api_json_extend(tasker.api_task_json(c.task_uuid, false, false),"
+        "                              json_build_object('steps_enqueued', c.steps_enqueued))::text AS task"
+        "  FROM tasker.create_task($1::jsonb) c",
+        1 },
+    [STMT_API_LIST_TASKS] = {
+        "api_list_tasks",
+        "SELECT tasker.api_list_tasks($1::text, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::integer)::text",
+        7 },
+    [STMT_API_GET_TASK] = { "api_get_task", "SELECT tasker.api_task_json($1::uuid, true, true)::text", 1 },
+    [STMT_API_CANCEL_TASK] = {
+        "api_cancel_task",
+        "SELECT row_to_json(r)::text FROM tasker.cancel_task($1::uuid, $2::text, $3::text) r",
+        3 },
+    [STMT_API_LIST_STEPS] = { "api_list_steps", "SELECT tasker.api_steps_json($1::uuid)::text", 1 },
+    [STMT_API_GET_STEP] = { "api_get_step", "SELECT tasker.api_step_json($1::uuid, $2::uuid)::text", 2 },
+    [STMT_API_RESOLVE_STEP] = {
+        "api_resolve_step",
+        "SELECT json_build_object('workflow_step_uuid', r.workflow_step_uuid, 'previous_state', r.previous_state,"
+        "         'state', r.state, 'task_state', r.task_state, 'steps_enqueued', r.steps_enqueued,"
+        "         'step', tasker.api_step_json($1::uuid, $2::uuid))::text, r.steps_enqueued"
+        "  FROM tasker.resolve_step($1::uuid, $2::uuid, $3::jsonb ->> 'action_type',"
+        "       $3::jsonb -> 'completion_data' -> 'result', $3::jsonb ->> 'reason', $4::text) r",
+        4 },
+    [STMT_API_STEP_AUDIT] = { "api_step_audit", "SELECT tasker.api_step_audit_json($1::uuid, $2::uuid)::text", 2 },
+    [STMT_API_REGISTER_TEMPLATE] = {
+        "api_register_template",
+        "SELECT r.status, row_to_json(r)::text FROM tasker.register_task_template($1::jsonb) r",
+        1 },
+    [STMT_API_LIST_TEMPLATES] = {
+        "api_list_templates",
+        "SELECT tasker.api_list_templates($1::text, $2::integer, $3::integer)::text",
+        3 },
+    [STMT_API_GET_TEMPLATE] = {
+        "api_get_template",
+        "SELECT tasker.api_template_json($1::text, $2::text, $3::text)::text",
+        3 },
+    [STMT_API_LIST_DLQ] = {
+        "api_list_dlq",
+        "SELECT tasker.api_list_dlq($1::text, $2::integer, $3::integer)::text",
+        3 },
+    [STMT_API_UPDATE_DLQ] = {
+        "api_update_dlq",
+        "SELECT tasker.api_update_dlq($1::uuid, $2::jsonb, $3::text)::text",
+        3 },
+    [STMT_API_QUEUE_DEPTHS] = {
+        "api_queue_depths",
+        "SELECT m.queue_name, m.queue_length, m.oldest_msg_age_sec FROM pgmq.metrics_all() m"
+        " WHERE m.queue_name LIKE 'tasker\\_dispatch\\_%' OR m.queue_name LIKE 'tasker\\_completion\\_%'"
+        " ORDER BY m.queue_name",
+        0 },
 };
 
 /* statements_verify: prepare every statement on a blocking connection (the `sql-check` command,

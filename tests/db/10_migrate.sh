@@ -35,9 +35,9 @@ is "$("$ORCHD" --version)" "tasker-orchestratord 0.1.0" "--version"
 is "$?" 0 "--help exits 0"
 has "$tmp/out" "migrate" "--help lists migrate"
 has "$tmp/out" "--check-config" "--help lists --check-config"
-"$ORCHD" >"$tmp/out" 2>&1
-is "$?" 2 "no subcommand: exit 2 (daemon mode not built yet)"
-has "$tmp/out" "not built yet" "no subcommand: says the daemon mode is not built yet"
+"$ORCHD" unknown-command >"$tmp/out" 2>&1
+is "$?" 2 "an unknown subcommand: exit 2"
+has "$tmp/out" "unknown command" "an unknown subcommand is named as such"
 "$ORCHD" --no-such-option >/dev/null 2>&1
 is "$?" 2 "unknown option: exit 2"
 env -u DATABASE_URL "$ORCHD" migrate >"$tmp/out" 2>&1
@@ -340,5 +340,18 @@ is "$rcs" "000" "after the lock is released all three runs exit 0"
 is "$(cat "$tmp"/lock? | summary /dev/stdin | sort | tr '\n' ' ')" "0 0 4 0 0 4 2 2 0 " "one run applied everything, two found nothing to do"
 has "$tmp/lock1" "waiting for it" "a waiting run says it waits for the lock"
 is "$(psql_at "$url" "SELECT count(*) FROM tasker.schema_migrations")" 4 "every fixture file recorded once"
+
+
+# A database migrated by a newer build (a migration this binary lacks) is refused, untouched.
+url=$(fresh_db tasker_migrate_newer)
+psql_at "$url" "INSERT INTO tasker.schema_migrations (name, kind, checksum) VALUES ('9999_from_the_future.sql', 'migration', 'x')" >/dev/null
+before=$(psql_at "$url" "SELECT md5(string_agg(name || checksum || applied_at, ',' ORDER BY name)) FROM tasker.schema_migrations")
+out=$("$BIN/tasker-orchestratord" migrate --database-url "$url" 2>&1)
+rc=$?
+is "$rc" 1 "migrate refuses a database migrated by a newer build"
+case "$out" in *9999_from_the_future.sql*newer*) ok "the message names the unknown migration and says why" ;;
+               *) fail "unexpected message: $out" ;; esac
+is "$(psql_at "$url" "SELECT md5(string_agg(name || checksum || applied_at, ',' ORDER BY name)) FROM tasker.schema_migrations")" \
+   "$before" "nothing was re-applied"
 
 finish

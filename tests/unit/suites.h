@@ -12,7 +12,8 @@
     X(conf) \
     X(states) \
     X(backoff) \
-    X(worker)
+    X(worker) \
+    X(http)
 
 #define UNIT_SUITE_DECLARE(name) Suite *make_##name##_suite(void);
 UNIT_SUITES(UNIT_SUITE_DECLARE)

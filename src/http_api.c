@@ -1,0 +1,1467 @@
+/* http_api.c — the HTTP API (DESIGN §7): evhttp on the daemon's one loop, JSON via jansson.
+ *
+ * One request = one struct api_req. Handlers run in two halves: the first, in the evhttp callback,
+ * routes, authenticates, parses and checks the input and sends at most one query to the pool; the
+ * second, in the query's callback, turns the rows into the response. Nothing blocks. A request
+ * that is not answered within web.request_timeout_ms gets 503 "timeout"; its query may still
+ * finish later, and its callback then only frees the request. The documents clients receive are
+ * built in SQL (sql/0260_tasker_api.sql) and passed through as text; only errors, health and
+ * metrics are built here.
+ *
+ * Error mapping: TK400/TK404/TK409 (sql/0202) become 400/404/409 with the function's message
+ * (written for humans); anything else from the database becomes 500 or 503 with a generic message
+ * and the detail in the log. Bodies over web.max_body_bytes are refused by evhttp before they are
+ * read (413; see docs/api.md on that reply's body).
+ */
+#include "http_api.h"
+
+#include "completions.h"
+#include "db_pool.h"
+#include "http_auth.h"
+#include "http_route.h"
+#include "http_util.h"
+#include "listen.h"
+#include "log.h"
+#include "metrics.h"
+#include "orchd.h"
+#include "states.h"
+#include "statements.h"
+#include "timer.h"
+
+#include <arpa/inet.h>
+#include <sys/queue.h> /* TAILQ_*, for struct evkeyvalq */
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define HTTP_MAX_HEADERS_BYTES (64 * 1024) /* request line + headers */
+#define HTTP_HEALTH_TIMEOUT_MS 3000        /* /health and /health/ready answer within this */
+#define HTTP_QUEUE_CACHE_MS 5000           /* queue depths for /metrics are re-read at most this often */
+#define HTTP_LAG_INTERVAL_MS 250           /* loop-lag probe period */
+#define HTTP_DEFAULT_PER_PAGE 25
+#define HTTP_ACTOR_MAX 160
+
+struct api_req;
+typedef void (*api_rows_fn)(struct api_req *r, const struct db_rows *rows);
+typedef void (*api_err_fn)(struct api_req *r, const struct db_error *err);
+
+/* One HTTP request, from its arrival to its last query callback. Owned by the http_api's live
+ * list; freed once answered (req == NULL) with no query in flight. */
+struct api_req {
+    struct http_api *h;
+    struct api_req *prev, *next;
+    struct evhttp_request *req;   /* NULL once answered */
+    enum route_id route;
+    unsigned method;              /* enum route_method bit */
+    struct route_match m;
+    char key_name[AUTH_NAME_MAX]; /* the API key used; "" when auth is off */
+    char actor[HTTP_ACTOR_MAX];   /* who, in audit rows */
+    char ns[METRICS_NS_NAME_MAX]; /* POST /v1/tasks: the task's namespace (metrics) */
+    char *body;                   /* the request body, NUL-terminated; NULL when none was read */
+    json_t *json;                 /* the parsed body (an object); NULL when none */
+    struct event *deadline;       /* armed with the first query */
+    int pending;                  /* queries in flight */
+    long long start_us;
+    api_rows_fn on_rows;
+    api_err_fn on_error;          /* NULL: the default mapping (api_db_error) */
+};
+
+/* A queue's depth, as last read for /metrics. */
+struct queue_depth {
+    char name[64];
+    long long length;
+    long long oldest_age_secs; /* -1 = empty queue */
+};
+
+struct http_api {
+    struct orchd *o;
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+    int port;
+    bool stopping;
+    long long started_ms;         /* monotonic, for uptime */
+    struct api_req *live;         /* every request not yet freed */
+    int in_flight;                /* requests not yet answered */
+
+    /* auth: keys parsed from conf.web_auth_api_keys, re-parsed when the text changes (SIGHUP) */
+    char auth_text[CONF_API_KEYS_MAX];
+    struct auth_keys keys;
+    bool keys_parsed;
+
+    /* evhttp settings as applied (reloadable keys are re-applied when they change) */
+    int applied_max_body;
+    int applied_timeout_ms;
+
+    /* loop lag */
+    struct event *lag_timer;
+    long long lag_due_us;
+    double lag_last_s;
+    struct metrics_hist lag_hist;
+
+    /* queue depths for /metrics */
+    struct queue_depth *queues;
+    size_t nqueues;
+    long long queues_read_ms;     /* monotonic; 0 = never */
+    bool queues_ok;               /* the last read succeeded */
+
+    /* per route × status class (1xx..5xx), and durations */
+    unsigned long long requests[ROUTE_COUNT + 1][5];
+    struct metrics_hist duration;
+};
+
+static long long mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+static void api_req_free(struct api_req *r)
+{
+    struct http_api *h = r->h;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        h->live = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    if (r->deadline)
+        event_free(r->deadline);
+    json_decref(r->json);
+    free(r->body);
+    free(r);
+}
+
+/* api_done: free r once it is answered and no query of it is in flight. */
+static void api_done(struct api_req *r)
+{
+    if (!r->req && r->pending == 0)
+        api_req_free(r);
+}
+
+/* ---- replies ------------------------------------------------------------------------------------ */
+
+static const char *method_name(unsigned m)
+{
+    switch (m) {
+    case RM_GET: return "GET";
+    case RM_POST: return "POST";
+    case RM_PATCH: return "PATCH";
+    case RM_DELETE: return "DELETE";
+    case RM_PUT: return "PUT";
+    case RM_HEAD: return "HEAD";
+    case RM_OPTIONS: return "OPTIONS";
+    default: return "?";
+    }
+}
+
+/* api_send: answer r (once): status, body (may be NULL/empty), content type and extra headers
+ * (name/value pairs, NULL-terminated). Counts it for /metrics and logs it. */
+static void api_send(struct api_req *r, int status, const char *body, size_t len, const char *ctype,
+                     const char *const *headers)
+{
+    if (!r->req)
+        return;
+    struct http_api *h = r->h;
+    struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
+    if (body && ctype)
+        evhttp_add_header(out, "Content-Type", ctype);
+    evhttp_add_header(out, "Cache-Control", "no-store");
+    evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+    for (const char *const *p = headers; p && p[0]; p += 2)
+        evhttp_add_header(out, p[0], p[1]);
+    if (h->stopping || h->o->stopping)
+        evhttp_add_header(out, "Connection", "close");
+    struct evbuffer *buf = evbuffer_new();
+    if (buf && body && len > 0 && r->method != RM_HEAD)
+        evbuffer_add(buf, body, len);
+    evhttp_send_reply(r->req, status, NULL, buf);
+    if (buf)
+        evbuffer_free(buf);
+    r->req = NULL;
+    h->in_flight--;
+
+    double secs = (double)(mono_us() - r->start_us) / 1e6;
+    int cls = status / 100 - 1;
+    if (cls < 0 || cls > 4)
+        cls = 4;
+    h->requests[r->route >= 0 ? r->route : ROUTE_COUNT][cls]++;
+    metrics_hist_observe(&h->duration, METRICS_HIST_SECONDS, secs);
+    if (status >= 500)
+        log_warn("http", "%s %s -> %d (%.1f ms)", method_name(r->method), route_label(r->route), status, secs * 1e3);
+    else
+        log_debug("http", "%s %s -> %d (%.1f ms)%s%s", method_name(r->method), route_label(r->route), status,
+                  secs * 1e3, r->key_name[0] ? " key " : "", r->key_name);
+}
+
+static void api_send_json_text(struct api_req *r, int status, const char *text, const char *const *headers)
+{
+    api_send(r, status, text, text ? strlen(text) : 0, "application/json; charset=utf-8", headers);
+}
+
+/* api_send_json: answer with a jansson value (taken over: decref'd here). */
+static void api_send_json(struct api_req *r, int status, json_t *v, const char *const *headers)
+{
+    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(v);
+    if (!text) {
+        static const char oom[] = "{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}";
+        api_send_json_text(r, 500, oom, NULL);
+        return;
+    }
+    api_send_json_text(r, status, text, headers);
+    free(text);
+}
+
+/* api_error_x: an error reply with extra keys in the error object (extra borrowed) and headers. */
+static void api_error_x(struct api_req *r, enum hutil_error e, const char *message, json_t *extra,
+                        const char *const *headers)
+{
+    char *text = hutil_error_body(e, message, extra);
+    if (!text) {
+        static const char oom[] = "{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}";
+        api_send_json_text(r, 500, oom, NULL);
+        return;
+    }
+    api_send_json_text(r, hutil_error_status(e), text, headers);
+    free(text);
+}
+
+static void api_error(struct api_req *r, enum hutil_error e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void api_error(struct api_req *r, enum hutil_error e, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const char *const retry[] = {"Retry-After", "1", NULL};
+    api_error_x(r, e, msg, NULL, hutil_error_status(e) == 503 ? retry : NULL);
+}
+
+/* ---- queries ------------------------------------------------------------------------------------ */
+
+/* api_db_error: the default mapping of a failed query to a reply. */
+static void api_db_error(struct api_req *r, const struct db_error *err)
+{
+    const char *st = err->sqlstate;
+    bool body_route = r->route == ROUTE_TASK_CREATE || r->route == ROUTE_TEMPLATE_REGISTER ||
+                      r->route == ROUTE_STEP_RESOLVE || r->route == ROUTE_DLQ_UPDATE;
+    if (strcmp(st, "TK400") == 0) {
+        api_error(r, r->route == ROUTE_TEMPLATE_REGISTER ? HUTIL_ERR_INVALID_TEMPLATE : HUTIL_ERR_INVALID_REQUEST,
+                  "%s", err->message);
+    } else if (strcmp(st, "TK404") == 0) {
+        api_error(r, r->route == ROUTE_TASK_CREATE ? HUTIL_ERR_TEMPLATE_NOT_FOUND : HUTIL_ERR_NOT_FOUND, "%s",
+                  err->message);
+    } else if (strcmp(st, "TK409") == 0) {
+        api_error(r, r->route == ROUTE_TEMPLATE_REGISTER ? HUTIL_ERR_TEMPLATE_IN_USE : HUTIL_ERR_CONFLICT, "%s",
+                  err->message);
+    } else if (body_route && (strcmp(st, "22P02") == 0 || strcmp(st, "22P05") == 0 || strcmp(st, "22021") == 0)) {
+        /* text jansson accepts but PostgreSQL's json does not store (\u0000, lone surrogates) */
+        log_info("http", "%s: body refused by the database: SQLSTATE %s: %s", route_label(r->route), st, err->message);
+        api_error(r, HUTIL_ERR_INVALID_JSON, "the body contains text the database cannot store (such as \\u0000 or "
+                                             "an unpaired surrogate)");
+    } else if (body_route && strncmp(st, "22", 2) == 0) {
+        log_info("http", "%s: value refused by the database: SQLSTATE %s: %s", route_label(r->route), st, err->message);
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "a value in the request is malformed or out of range");
+    } else if (!st[0] || strncmp(st, "08", 2) == 0 || strncmp(st, "53", 2) == 0 || strncmp(st, "57P", 3) == 0 ||
+               strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "57014") == 0) {
+        /* the pool's own failures (no SQLSTATE), lost connections, overload, shutdown, conflicts
+         * worth retrying, statement timeouts */
+        log_warn("http", "%s: database unavailable: %s%s%s", route_label(r->route), err->message,
+                 st[0] ? " SQLSTATE " : "", st);
+        api_error(r, HUTIL_ERR_UNAVAILABLE, "the database is not available right now; retry later");
+    } else {
+        log_error("http", "%s: unexpected database error SQLSTATE %s: %s", route_label(r->route), st, err->message);
+        api_error(r, HUTIL_ERR_INTERNAL, "internal error (the daemon's log has the detail)");
+    }
+}
+
+static void api_on_result(void *arg, const struct db_rows *rows, const struct db_error *err)
+{
+    struct api_req *r = arg;
+    r->pending--;
+    if (r->req) {
+        if (err) {
+            r->h->o->metrics.query_errors += err->sqlstate[0] == 'T' ? 0 : 1;
+            if (r->on_error)
+                r->on_error(r, err);
+            else
+                api_db_error(r, err);
+        } else {
+            r->on_rows(r, rows);
+        }
+        if (r->req) {
+            log_error("http", "%s: handler did not answer", route_label(r->route));
+            api_error(r, HUTIL_ERR_INTERNAL, "internal error (no response)");
+        }
+    }
+    api_done(r);
+}
+
+static void api_on_deadline(evutil_socket_t fd, short what, void *arg);
+
+/* api_query: run a statement for r; on_rows gets the rows, on_error (or the default mapping) a
+ * failure. When the pool refuses the query (stopping, breaker open) r is answered 503 here.
+ * Returns whether the query was sent. */
+static bool api_query(struct api_req *r, int stmt, const char *const *params, int n, api_rows_fn on_rows,
+                      api_err_fn on_error)
+{
+    struct http_api *h = r->h;
+    r->on_rows = on_rows;
+    r->on_error = on_error;
+    if (!r->deadline) {
+        r->deadline = evtimer_new(h->o->base, api_on_deadline, r);
+        if (r->deadline) {
+            bool health = r->route == ROUTE_HEALTH || r->route == ROUTE_HEALTH_READY;
+            int ms = h->o->conf.web_request_timeout_ms;
+            timer_in_ms(r->deadline, health && ms > HTTP_HEALTH_TIMEOUT_MS ? HTTP_HEALTH_TIMEOUT_MS : ms);
+        }
+    }
+    if (!db_pool_query(h->o->pool, stmt, params, n, api_on_result, r)) {
+        struct db_error e = {.sqlstate = "", .connection_lost = false};
+        snprintf(e.message, sizeof e.message, "%s",
+                 h->o->stopping ? "shutting down" : "database unavailable (circuit breaker open)");
+        if (on_error) {
+            on_error(r, &e);
+        } else if (h->o->stopping) {
+            api_error(r, HUTIL_ERR_SHUTTING_DOWN, "this daemon is shutting down; retry on another");
+        } else {
+            char secs[16];
+            snprintf(secs, sizeof secs, "%d", h->o->conf.pool_breaker_open_secs);
+            const char *const hdr[] = {"Retry-After", secs, NULL};
+            api_error_x(r, HUTIL_ERR_UNAVAILABLE, "the database is unreachable (circuit breaker open); retry later",
+                        NULL, hdr);
+        }
+        return false;
+    }
+    r->pending++;
+    return true;
+}
+
+/* ---- health ------------------------------------------------------------------------------------- */
+
+static json_t *pool_json(struct http_api *h)
+{
+    struct db_pool_stats st;
+    db_pool_stats(h->o->pool, &st);
+    return json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:I, s:I, s:I, s:I, s:I}", "total", st.total, "idle",
+                     st.idle, "busy", st.busy, "connecting", st.connecting, "queued", st.queued, "max", st.max,
+                     "breaker_open", st.breaker_open, "queries_ok", (json_int_t)st.queries_ok, "queries_failed",
+                     (json_int_t)st.queries_failed, "acquire_timeouts", (json_int_t)st.acquire_timeouts,
+                     "connects_failed", (json_int_t)st.connects_failed, "connects_ok", (json_int_t)st.connects_ok);
+}
+
+/* health_reply: GET /health — db (from the query: true = it answered), pool, listener,
+ * namespaces (names, or NULL when the query failed), version, uptime. */
+static void health_reply(struct api_req *r, bool db_ok, json_t *names, const char *db_error)
+{
+    struct http_api *h = r->h;
+    struct orchd *o = h->o;
+    bool listening = listener_connected(o->listener);
+    bool healthy = db_ok && !o->stopping;
+    json_t *db = json_pack("{s:s}", "status", db_ok ? "up" : "down");
+    if (!db_ok && db_error)
+        json_object_set_new(db, "error", json_string(db_error));
+    json_t *root = json_pack("{s:s, s:s, s:s, s:I, s:b, s:{s:o, s:{s:s, s:I}, s:{s:s, s:i}}, s:o, s:o, s:i}",
+                             "status", healthy ? "healthy" : "unhealthy", "version", TASKER_VERSION, "processor_id",
+                             o->actor, "uptime_seconds", (json_int_t)((mono_us() / 1000 - h->started_ms) / 1000),
+                             "stopping", o->stopping, "checks", "database", db, "listener", "status",
+                             listening ? "up" : "down", "notifications",
+                             (json_int_t)listener_notifications(o->listener), "http", "status", "up", "port", h->port,
+                             "pool", pool_json(h), "namespaces", names ? names : json_array(), "namespace_count",
+                             (int)completions_namespace_count(o->completions));
+    api_send_json(r, healthy ? 200 : 503, root, NULL);
+}
+
+static void health_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    json_t *names = json_array();
+    for (int i = 0; i < db_rows_count(rows); i++)
+        json_array_append_new(names, json_string(db_rows_text(rows, i, 0)));
+    health_reply(r, true, names, NULL);
+}
+
+static void health_on_error(struct api_req *r, const struct db_error *err)
+{
+    log_warn("http", "health: database check failed: %s", err->message);
+    health_reply(r, false, NULL, err->sqlstate[0] ? "query failed" : "unreachable");
+}
+
+static void handle_health(struct api_req *r)
+{
+    if (!r->h->o->db_up) {
+        health_reply(r, false, NULL, "no connection");
+        return;
+    }
+    (void)api_query(r, STMT_NAMESPACES, NULL, 0, health_on_rows, health_on_error);
+}
+
+static void handle_live(struct api_req *r)
+{
+    struct http_api *h = r->h;
+    api_send_json(r, 200,
+                  json_pack("{s:s, s:f, s:I}", "status", "alive", "loop_lag_seconds", h->lag_last_s, "uptime_seconds",
+                            (json_int_t)((mono_us() / 1000 - h->started_ms) / 1000)),
+                  NULL);
+}
+
+/* ready_reply: GET /health/ready — 200 only when the database answered, LISTEN is up and we are
+ * not stopping. */
+static void ready_reply(struct api_req *r, const char *db)
+{
+    struct orchd *o = r->h->o;
+    bool listening = listener_connected(o->listener);
+    bool ready = strcmp(db, "up") == 0 && listening && !o->stopping;
+    api_send_json(r, ready ? 200 : 503,
+                  json_pack("{s:s, s:{s:s, s:s, s:b}}", "status", ready ? "ready" : "not_ready", "checks", "database",
+                            db, "listener", listening ? "up" : "down", "stopping", o->stopping),
+                  NULL);
+}
+
+static void ready_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    (void)rows;
+    ready_reply(r, "up");
+}
+
+static void ready_on_error(struct api_req *r, const struct db_error *err)
+{
+    log_warn("http", "readiness: database ping failed: %s", err->message);
+    ready_reply(r, "down");
+}
+
+static void handle_ready(struct api_req *r)
+{
+    struct orchd *o = r->h->o;
+    if (o->stopping || !listener_connected(o->listener) || !o->db_up) {
+        ready_reply(r, o->db_up ? "up" : "down");
+        return;
+    }
+    (void)api_query(r, STMT_PING, NULL, 0, ready_on_rows, ready_on_error);
+}
+
+/* ---- metrics ------------------------------------------------------------------------------------ */
+
+static void metrics_reply(struct api_req *r)
+{
+    struct http_api *h = r->h;
+    struct orchd *o = h->o;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        api_error(r, HUTIL_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    char label[160], l2[160];
+    metrics_write_header(f, "tasker_build_info", "gauge", "Always 1; the labels say which build runs.");
+    metrics_write_sample(f, "tasker_build_info", metrics_label(label, sizeof label, "version", TASKER_VERSION), 1);
+    metrics_write_header(f, "tasker_uptime_seconds", "gauge", "Seconds since the daemon started.");
+    metrics_write_sample(f, "tasker_uptime_seconds", NULL, (double)(mono_us() / 1000 - h->started_ms) / 1000.0);
+    metrics_write_header(f, "tasker_database_up", "gauge", "1 while the pool has a working connection.");
+    metrics_write_sample(f, "tasker_database_up", NULL, o->db_up);
+    metrics_write_header(f, "tasker_stopping", "gauge", "1 once SIGTERM was received (draining).");
+    metrics_write_sample(f, "tasker_stopping", NULL, o->stopping);
+    metrics_write_header(f, "tasker_namespaces", "gauge", "Namespaces whose completion queues this daemon consumes.");
+    metrics_write_sample(f, "tasker_namespaces", NULL, (double)completions_namespace_count(o->completions));
+
+    metrics_render(&o->metrics, f);
+
+    struct db_pool_stats st;
+    db_pool_stats(o->pool, &st);
+    metrics_write_header(f, "tasker_db_pool_connections", "gauge", "Pool connections by state.");
+    metrics_write_sample(f, "tasker_db_pool_connections", "state=\"idle\"", st.idle);
+    metrics_write_sample(f, "tasker_db_pool_connections", "state=\"busy\"", st.busy);
+    metrics_write_sample(f, "tasker_db_pool_connections", "state=\"connecting\"", st.connecting);
+    metrics_write_header(f, "tasker_db_pool_connections_open", "gauge", "Pool connections open or opening.");
+    metrics_write_sample(f, "tasker_db_pool_connections_open", NULL, st.total);
+    metrics_write_header(f, "tasker_db_pool_max_connections", "gauge", "database.pool.max_connections.");
+    metrics_write_sample(f, "tasker_db_pool_max_connections", NULL, st.max);
+    metrics_write_header(f, "tasker_db_pool_queued_queries", "gauge", "Queries waiting for a pool connection.");
+    metrics_write_sample(f, "tasker_db_pool_queued_queries", NULL, st.queued);
+    metrics_write_header(f, "tasker_db_pool_breaker_open", "gauge", "1 while the pool's circuit breaker is open.");
+    metrics_write_sample(f, "tasker_db_pool_breaker_open", NULL, st.breaker_open);
+    metrics_write_header(f, "tasker_db_pool_queries_total", "counter", "Pool queries by outcome.");
+    metrics_write_sample(f, "tasker_db_pool_queries_total", "result=\"ok\"", (double)st.queries_ok);
+    metrics_write_sample(f, "tasker_db_pool_queries_total", "result=\"failed\"", (double)st.queries_failed);
+    metrics_write_header(f, "tasker_db_pool_acquire_timeouts_total", "counter",
+                         "Queries failed after waiting database.pool.acquire_timeout_secs for a connection.");
+    metrics_write_sample(f, "tasker_db_pool_acquire_timeouts_total", NULL, (double)st.acquire_timeouts);
+    metrics_write_header(f, "tasker_db_pool_connects_total", "counter", "Connection attempts by outcome.");
+    metrics_write_sample(f, "tasker_db_pool_connects_total", "result=\"ok\"", (double)st.connects_ok);
+    metrics_write_sample(f, "tasker_db_pool_connects_total", "result=\"failed\"", (double)st.connects_failed);
+
+    metrics_write_header(f, "tasker_listener_connected", "gauge", "1 while the LISTEN connection is up.");
+    metrics_write_sample(f, "tasker_listener_connected", NULL, listener_connected(o->listener));
+    metrics_write_header(f, "tasker_listener_notifications_total", "counter", "NOTIFYs received.");
+    metrics_write_sample(f, "tasker_listener_notifications_total", NULL,
+                         (double)listener_notifications(o->listener));
+
+    metrics_write_header(f, "tasker_queue_depth", "gauge",
+                         "Messages in a PGMQ queue (visible or not), read at most every 5 s.");
+    for (size_t i = 0; i < h->nqueues; i++) {
+        const char *q = h->queues[i].name;
+        bool dispatch = strncmp(q, "tasker_dispatch_", 16) == 0;
+        const char *ns = q + (dispatch ? 16 : strlen("tasker_completion_"));
+        snprintf(label, sizeof label, "%s,", metrics_label(l2, sizeof l2, "queue", q));
+        size_t used = strlen(label);
+        snprintf(label + used, sizeof label - used, "%s,kind=\"%s\"", metrics_label(l2, sizeof l2, "namespace", ns),
+                 dispatch ? "dispatch" : "completion");
+        metrics_write_sample(f, "tasker_queue_depth", label, (double)h->queues[i].length);
+    }
+    metrics_write_header(f, "tasker_queue_oldest_message_age_seconds", "gauge",
+                         "Age of the oldest message in a PGMQ queue (0 when empty).");
+    for (size_t i = 0; i < h->nqueues; i++) {
+        metrics_write_sample(f, "tasker_queue_oldest_message_age_seconds",
+                             metrics_label(label, sizeof label, "queue", h->queues[i].name),
+                             (double)(h->queues[i].oldest_age_secs < 0 ? 0 : h->queues[i].oldest_age_secs));
+    }
+    metrics_write_header(f, "tasker_queue_metrics_up", "gauge", "1 when the last read of the queue depths succeeded.");
+    metrics_write_sample(f, "tasker_queue_metrics_up", NULL, h->queues_ok);
+    metrics_write_header(f, "tasker_queue_metrics_age_seconds", "gauge", "Age of the queue depths shown.");
+    metrics_write_sample(f, "tasker_queue_metrics_age_seconds", NULL,
+                         h->queues_read_ms ? (double)(mono_us() / 1000 - h->queues_read_ms) / 1000.0 : -1);
+
+    metrics_write_header(f, "tasker_event_loop_lag_last_seconds", "gauge",
+                         "How late the last 250 ms loop-lag probe timer fired.");
+    metrics_write_sample(f, "tasker_event_loop_lag_last_seconds", NULL, h->lag_last_s);
+    metrics_write_header(f, "tasker_event_loop_lag_seconds", "histogram",
+                         "How late each 250 ms loop-lag probe timer fired (time the loop was busy or blocked).");
+    metrics_write_hist(f, "tasker_event_loop_lag_seconds", NULL, &h->lag_hist, METRICS_HIST_SECONDS);
+
+    metrics_write_header(f, "tasker_http_requests_total", "counter",
+                         "HTTP requests answered, by route and status class.");
+    static const char *const classes[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (int rt = 0; rt <= ROUTE_COUNT; rt++) {
+        for (int c = 0; c < 5; c++) {
+            if (!h->requests[rt][c])
+                continue;
+            snprintf(label, sizeof label, "route=\"%s\",code=\"%s\"",
+                     route_label(rt < ROUTE_COUNT ? (enum route_id)rt : ROUTE_NONE), classes[c]);
+            metrics_write_sample(f, "tasker_http_requests_total", label, (double)h->requests[rt][c]);
+        }
+    }
+    metrics_write_header(f, "tasker_http_requests_in_flight", "gauge", "HTTP requests not yet answered.");
+    metrics_write_sample(f, "tasker_http_requests_in_flight", NULL, h->in_flight - 1); /* not counting this one */
+    metrics_write_header(f, "tasker_http_request_duration_seconds", "histogram",
+                         "From a request's arrival to its answer.");
+    metrics_write_hist(f, "tasker_http_request_duration_seconds", NULL, &h->duration, METRICS_HIST_SECONDS);
+
+    if (fclose(f) != 0 || !text) {
+        free(text);
+        api_error(r, HUTIL_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    api_send(r, 200, text, len, "text/plain; version=0.0.4; charset=utf-8", NULL);
+    free(text);
+}
+
+static void queues_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    struct http_api *h = r->h;
+    int n = db_rows_count(rows);
+    struct queue_depth *q = n > 0 ? calloc((size_t)n, sizeof *q) : NULL;
+    if (n > 0 && !q) {
+        metrics_reply(r);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        snprintf(q[i].name, sizeof q[i].name, "%s", db_rows_text(rows, i, 0));
+        q[i].length = db_rows_int(rows, i, 1);
+        q[i].oldest_age_secs = db_rows_isnull(rows, i, 2) ? -1 : db_rows_int(rows, i, 2);
+    }
+    free(h->queues);
+    h->queues = q;
+    h->nqueues = (size_t)n;
+    h->queues_read_ms = mono_us() / 1000;
+    h->queues_ok = true;
+    metrics_reply(r);
+}
+
+static void queues_on_error(struct api_req *r, const struct db_error *err)
+{
+    log_warn("http", "metrics: reading the queue depths failed: %s", err->message);
+    r->h->queues_ok = false;
+    metrics_reply(r);
+}
+
+static void handle_metrics(struct api_req *r)
+{
+    struct http_api *h = r->h;
+    long long now_ms = mono_us() / 1000;
+    if (!h->o->db_up || h->o->stopping || (h->queues_read_ms && now_ms - h->queues_read_ms < HTTP_QUEUE_CACHE_MS)) {
+        if (!h->o->db_up)
+            h->queues_ok = false;
+        metrics_reply(r);
+        return;
+    }
+    (void)api_query(r, STMT_API_QUEUE_DEPTHS, NULL, 0, queues_on_rows, queues_on_error);
+}
+
+/* ---- input ---------------------------------------------------------------------------------------- */
+
+/* body_object: parse r's body as a JSON object into r->json (r->body keeps the text). optional:
+ * an empty body is fine (r->json stays NULL). false after answering 400/413. */
+static bool body_object(struct api_req *r, bool optional)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+    size_t n = in ? evbuffer_get_length(in) : 0;
+    if (n == 0) {
+        if (optional)
+            return true;
+        api_error(r, HUTIL_ERR_INVALID_JSON, "the request body is empty; a JSON object is expected");
+        return false;
+    }
+    if (n > (size_t)r->h->o->conf.web_max_body_bytes) {
+        api_error(r, HUTIL_ERR_PAYLOAD_TOO_LARGE, "the request body is larger than %d bytes (web.max_body_bytes)",
+                  r->h->o->conf.web_max_body_bytes);
+        return false;
+    }
+    r->body = malloc(n + 1);
+    if (!r->body) {
+        api_error(r, HUTIL_ERR_INTERNAL, "out of memory");
+        return false;
+    }
+    evbuffer_copyout(in, r->body, n);
+    r->body[n] = '\0';
+    if (memchr(r->body, '\0', n)) {
+        api_error(r, HUTIL_ERR_INVALID_JSON, "the body contains a NUL byte");
+        return false;
+    }
+    json_error_t jerr;
+    /* Integers as reals: a 30-digit number in a context is valid JSON; the text is what the
+     * database gets, so no digit is lost. Duplicate keys are refused (which one would count?). */
+    r->json = json_loadb(r->body, n, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+    if (!r->json) {
+        api_error(r, HUTIL_ERR_INVALID_JSON, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
+                  jerr.text);
+        return false;
+    }
+    if (!json_is_object(r->json)) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "the body must be a JSON object");
+        return false;
+    }
+    return true;
+}
+
+enum field_type {
+    FT_STRING,     /* a string */
+    FT_NONEMPTY,   /* a non-empty string */
+    FT_OBJECT,     /* an object */
+    FT_STRINGS,    /* an array of strings */
+    FT_INTEGER,    /* a number without a fraction */
+    FT_UUID,       /* a string holding a UUID */
+    FT_ANY         /* anything (only presence matters) */
+};
+
+/* field_check: obj[key] is absent (or null, unless required) or of type t; else answer 400
+ * invalid_request naming the field, and return false. */
+static bool field_check(struct api_req *r, const char *key, enum field_type t, bool required)
+{
+    json_t *v = json_object_get(r->json, key);
+    if (!v || (json_is_null(v) && t != FT_ANY)) {
+        if (!required)
+            return true;
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "%s is required", key);
+        return false;
+    }
+    const char *want = NULL;
+    switch (t) {
+    case FT_STRING:
+        if (!json_is_string(v))
+            want = "a string";
+        break;
+    case FT_NONEMPTY:
+        if (!json_is_string(v) || json_string_length(v) == 0)
+            want = "a non-empty string";
+        break;
+    case FT_OBJECT:
+        if (!json_is_object(v))
+            want = "a JSON object";
+        break;
+    case FT_STRINGS: {
+        size_t i;
+        json_t *e;
+        if (!json_is_array(v))
+            want = "an array of strings";
+        json_array_foreach(v, i, e) {
+            if (!json_is_string(e))
+                want = "an array of strings";
+        }
+        break;
+    }
+    case FT_INTEGER: {
+        double d = json_number_value(v);
+        if (!json_is_number(v) || d != floor(d) || fabs(d) > 2147483647.0)
+            want = "an integer";
+        break;
+    }
+    case FT_UUID:
+        if (!json_is_string(v) || !hutil_uuid_valid(json_string_value(v)))
+            want = "a UUID (8-4-4-4-12 hex digits)";
+        break;
+    case FT_ANY:
+        break;
+    }
+    if (want) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "%s must be %s", key, want);
+        return false;
+    }
+    return true;
+}
+
+/* body_string: obj[key] as a string, or NULL. */
+static const char *body_string(struct api_req *r, const char *key)
+{
+    return json_string_value(json_object_get(r->json, key));
+}
+
+/* set_actor: who acts, for audit rows — the caller's own `by` field when given, else the API key's
+ * name, else "api". */
+static void set_actor(struct api_req *r, const char *by)
+{
+    if (by && *by)
+        snprintf(r->actor, sizeof r->actor, "%s", by);
+    else if (r->key_name[0])
+        snprintf(r->actor, sizeof r->actor, "api:%s", r->key_name);
+    else
+        snprintf(r->actor, sizeof r->actor, "api");
+}
+
+/* uuid_params: the first n path parameters are UUIDs; else answer 400 invalid_uuid. */
+static bool uuid_params(struct api_req *r, int n)
+{
+    static const char *const what[] = {"task", "step"};
+    for (int i = 0; i < n && i < r->m.nparams; i++) {
+        if (!hutil_uuid_valid(r->m.params[i])) {
+            api_error(r, HUTIL_ERR_INVALID_UUID, "%s id \"%.64s\" is not a UUID",
+                      r->route == ROUTE_DLQ_UPDATE ? "DLQ entry" : what[i < 2 ? i : 1], r->m.params[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Query string: the parameters a route takes, parsed and checked. */
+struct query {
+    struct evkeyvalq kv;
+    bool parsed;
+};
+
+static const char *query_get(struct query *q, const char *key)
+{
+    const char *v = q->parsed ? evhttp_find_header(&q->kv, key) : NULL;
+    return v && *v ? v : NULL; /* an empty value is no filter */
+}
+
+static void query_free(struct query *q)
+{
+    if (q->parsed)
+        evhttp_clear_headers(&q->kv);
+    q->parsed = false;
+}
+
+/* query_parse: parse r's query string, refusing parameters not in allowed (NULL-terminated).
+ * false after answering 400 (nothing to free then); otherwise the caller calls query_free. */
+static bool query_parse(struct api_req *r, struct query *q, const char *const *allowed)
+{
+    TAILQ_INIT(&q->kv);
+    q->parsed = false;
+    const char *qs = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
+    if (!qs || !*qs)
+        return true;
+    if (evhttp_parse_query_str(qs, &q->kv) != 0) {
+        evhttp_clear_headers(&q->kv);
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "malformed query string");
+        return false;
+    }
+    q->parsed = true;
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, &q->kv, next) {
+        bool ok = false;
+        for (const char *const *a = allowed; a && *a && !ok; a++)
+            ok = strcmp(kv->key, *a) == 0;
+        if (!ok) {
+            api_error(r, HUTIL_ERR_INVALID_REQUEST, "unknown query parameter \"%.64s\"%s", kv->key,
+                      allowed && allowed[0] ? "" : " (this endpoint takes none)");
+            query_free(q);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* query_page: page (>= 1, default 1) and per_page (1..100, default 25) as decimal text. */
+static bool query_page(struct api_req *r, struct query *q, char page[16], char per_page[16])
+{
+    long p = 1, pp = HTTP_DEFAULT_PER_PAGE;
+    const char *v = evhttp_find_header(&q->kv, "page");
+    if (q->parsed && v && !hutil_parse_int(v, 1, 1000000000L, &p)) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "page must be an integer >= 1");
+        return false;
+    }
+    v = q->parsed ? evhttp_find_header(&q->kv, "per_page") : NULL;
+    if (v && !hutil_parse_int(v, 1, 100, &pp)) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "per_page must be an integer between 1 and 100");
+        return false;
+    }
+    snprintf(page, 16, "%ld", p);
+    snprintf(per_page, 16, "%ld", pp);
+    return true;
+}
+
+/* ---- /v1 handlers ------------------------------------------------------------------------------ */
+
+/* reply_document: the one-column JSON document of rows; NULL means "no such thing" → 404. */
+static void reply_document(struct api_req *r, const struct db_rows *rows, const char *what)
+{
+    if (db_rows_count(rows) != 1 || db_rows_isnull(rows, 0, 0)) {
+        if (r->m.nparams >= 2 && (r->route == ROUTE_STEP_GET || r->route == ROUTE_STEP_AUDIT))
+            api_error(r, HUTIL_ERR_NOT_FOUND, "unknown step %s in task %s", r->m.params[1], r->m.params[0]);
+        else if (r->route == ROUTE_TEMPLATE_GET)
+            api_error(r, HUTIL_ERR_NOT_FOUND, "unknown template %.64s/%.128s@%.64s", r->m.params[0], r->m.params[1],
+                      r->m.params[2]);
+        else
+            api_error(r, HUTIL_ERR_NOT_FOUND, "unknown %s %s", what, r->m.nparams ? r->m.params[0] : "");
+        return;
+    }
+    api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
+}
+
+static void doc_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    const char *what = r->route == ROUTE_DLQ_UPDATE ? "DLQ entry" : "task";
+    reply_document(r, rows, what);
+}
+
+static void create_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    if (db_rows_count(rows) != 1) {
+        api_error(r, HUTIL_ERR_INTERNAL, "internal error (create_task returned no row)");
+        return;
+    }
+    const char *uuid = db_rows_text(rows, 0, 1);
+    if (strcmp(db_rows_text(rows, 0, 0), "t") != 0) {
+        json_t *extra = json_pack("{s:s, s:s}", "task_uuid", uuid, "state", db_rows_text(rows, 0, 2));
+        api_error_x(r, HUTIL_ERR_DUPLICATE_TASK,
+                    "a task with the same identity already exists (same template and context, or the same "
+                    "idempotency_key)",
+                    extra, NULL);
+        json_decref(extra);
+        return;
+    }
+    metrics_task_created(&r->h->o->metrics, r->ns, db_rows_int(rows, 0, 4));
+    log_info("http", "created task %s in namespace %s%s%s", uuid, r->ns, r->key_name[0] ? " by key " : "",
+             r->key_name);
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/tasks/%s", uuid);
+    const char *const hdr[] = {"Location", loc, NULL};
+    api_send_json_text(r, 201, db_rows_text(rows, 0, 3), hdr);
+}
+
+static void handle_task_create(struct api_req *r)
+{
+    if (!body_object(r, false) || !field_check(r, "name", FT_NONEMPTY, true) ||
+        !field_check(r, "namespace", FT_STRING, false) || !field_check(r, "version", FT_STRING, false) ||
+        !field_check(r, "context", FT_OBJECT, false) || !field_check(r, "initiator", FT_STRING, false) ||
+        !field_check(r, "source_system", FT_STRING, false) || !field_check(r, "reason", FT_STRING, false) ||
+        !field_check(r, "tags", FT_STRINGS, false) || !field_check(r, "priority", FT_INTEGER, false) ||
+        !field_check(r, "correlation_id", FT_UUID, false) ||
+        !field_check(r, "parent_correlation_id", FT_UUID, false) ||
+        !field_check(r, "idempotency_key", FT_STRING, false) || !field_check(r, "requested_at", FT_STRING, false))
+        return;
+    const char *ns = body_string(r, "namespace");
+    if (!ns)
+        ns = "default";
+    if (!hutil_namespace_valid(ns)) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "namespace must match ^[a-z][a-z0-9_]{0,28}$");
+        return;
+    }
+    snprintf(r->ns, sizeof r->ns, "%s", ns);
+    const char *params[1] = {r->body};
+    (void)api_query(r, STMT_API_CREATE_TASK, params, 1, create_on_rows, NULL);
+}
+
+static void handle_tasks_list(struct api_req *r)
+{
+    static const char *const allowed[] = {"page", "per_page", "namespace", "state", "status",
+                                          "name", "initiator", "source_system", NULL};
+    struct query q;
+    char page[16], per_page[16];
+    if (!query_parse(r, &q, allowed))
+        return;
+    if (!query_page(r, &q, page, per_page)) {
+        query_free(&q);
+        return;
+    }
+    const char *ns = query_get(&q, "namespace");
+    const char *state = query_get(&q, "state");
+    const char *status = query_get(&q, "status");
+    enum task_state ts;
+    if (state && status && strcmp(state, status) != 0) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "state and status are the same filter; give one");
+    } else if (ns && !hutil_namespace_valid(ns)) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "namespace must match ^[a-z][a-z0-9_]{0,28}$");
+    } else if ((state || status) && !task_state_parse(state ? state : status, &ts)) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "unknown task state \"%.64s\"", state ? state : status);
+    } else {
+        const char *params[7] = {ns, state ? state : status, query_get(&q, "name"), query_get(&q, "initiator"),
+                                 query_get(&q, "source_system"), page, per_page};
+        (void)api_query(r, STMT_API_LIST_TASKS, params, 7, doc_on_rows, NULL);
+    }
+    query_free(&q);
+}
+
+static void handle_task_get(struct api_req *r)
+{
+    if (!uuid_params(r, 1))
+        return;
+    const char *params[1] = {r->m.params[0]};
+    (void)api_query(r, STMT_API_GET_TASK, params, 1, doc_on_rows, NULL);
+}
+
+static void cancel_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    if (db_rows_count(rows) != 1) {
+        api_error(r, HUTIL_ERR_INTERNAL, "internal error (cancel_task returned no row)");
+        return;
+    }
+    r->h->o->metrics.tasks_cancelled++;
+    log_info("http", "cancelled task %s (by %s)", r->m.params[0], r->actor);
+    api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
+}
+
+/* DELETE takes no body (evhttp does not read one for DELETE): reason and cancelled_by come in the
+ * query string. */
+static void handle_task_cancel(struct api_req *r)
+{
+    static const char *const allowed[] = {"reason", "cancelled_by", NULL};
+    struct query q;
+    if (!uuid_params(r, 1) || !query_parse(r, &q, allowed))
+        return;
+    set_actor(r, query_get(&q, "cancelled_by"));
+    const char *params[3] = {r->m.params[0], query_get(&q, "reason"), r->actor};
+    (void)api_query(r, STMT_API_CANCEL_TASK, params, 3, cancel_on_rows, NULL);
+    query_free(&q);
+}
+
+static void steps_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    reply_document(r, rows, "task");
+}
+
+static void handle_steps_list(struct api_req *r)
+{
+    if (!uuid_params(r, 1))
+        return;
+    const char *params[1] = {r->m.params[0]};
+    (void)api_query(r, STMT_API_LIST_STEPS, params, 1, steps_on_rows, NULL);
+}
+
+static void handle_step_get(struct api_req *r)
+{
+    if (!uuid_params(r, 2))
+        return;
+    const char *params[2] = {r->m.params[0], r->m.params[1]};
+    (void)api_query(r, r->route == ROUTE_STEP_AUDIT ? STMT_API_STEP_AUDIT : STMT_API_GET_STEP, params, 2,
+                    steps_on_rows, NULL);
+}
+
+static void resolve_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    if (db_rows_count(rows) != 1) {
+        api_error(r, HUTIL_ERR_INTERNAL, "internal error (resolve_step returned no row)");
+        return;
+    }
+    struct metrics *m = &r->h->o->metrics;
+    m->steps_resolved++;
+    m->steps_enqueued += (unsigned long long)(db_rows_int(rows, 0, 1) > 0 ? db_rows_int(rows, 0, 1) : 0);
+    log_info("http", "%s on step %s of task %s (by %s)", body_string(r, "action_type"), r->m.params[1],
+             r->m.params[0], r->actor);
+    api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
+}
+
+static void handle_step_resolve(struct api_req *r)
+{
+    if (!uuid_params(r, 2) || !body_object(r, false) || !field_check(r, "action_type", FT_STRING, true) ||
+        !field_check(r, "reason", FT_STRING, false))
+        return;
+    const char *action = body_string(r, "action_type");
+    const char *by_key;
+    if (strcmp(action, "reset_for_retry") == 0) {
+        by_key = "reset_by";
+    } else if (strcmp(action, "resolve_manually") == 0) {
+        by_key = "resolved_by";
+    } else if (strcmp(action, "complete_manually") == 0) {
+        by_key = "completed_by";
+        if (!field_check(r, "completion_data", FT_OBJECT, true))
+            return;
+        if (!json_object_get(json_object_get(r->json, "completion_data"), "result")) {
+            api_error(r, HUTIL_ERR_INVALID_REQUEST, "completion_data.result is required for complete_manually");
+            return;
+        }
+    } else {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST,
+                  "action_type must be reset_for_retry, resolve_manually or complete_manually");
+        return;
+    }
+    if (!field_check(r, by_key, FT_STRING, false))
+        return;
+    set_actor(r, body_string(r, by_key));
+    const char *params[4] = {r->m.params[0], r->m.params[1], r->body, r->actor};
+    (void)api_query(r, STMT_API_RESOLVE_STEP, params, 4, resolve_on_rows, NULL);
+}
+
+static void register_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    if (db_rows_count(rows) != 1) {
+        api_error(r, HUTIL_ERR_INTERNAL, "internal error (register_task_template returned no row)");
+        return;
+    }
+    const char *status = db_rows_text(rows, 0, 0);
+    bool created = strcmp(status, "created") == 0;
+    if (strcmp(status, "unchanged") != 0) {
+        r->h->o->metrics.templates_registered++;
+        log_info("http", "template %s/%s@%s %s%s%s", body_string(r, "namespace_name"), body_string(r, "name"),
+                 body_string(r, "version") ? body_string(r, "version") : "0.1.0", status,
+                 r->key_name[0] ? " by key " : "", r->key_name);
+    }
+    api_send_json_text(r, created ? 201 : 200, db_rows_text(rows, 0, 1), NULL);
+}
+
+static void handle_template_register(struct api_req *r)
+{
+    if (!body_object(r, false))
+        return;
+    const char *params[1] = {r->body};
+    (void)api_query(r, STMT_API_REGISTER_TEMPLATE, params, 1, register_on_rows, NULL);
+}
+
+static void handle_templates_list(struct api_req *r)
+{
+    static const char *const allowed[] = {"page", "per_page", "namespace", NULL};
+    struct query q;
+    char page[16], per_page[16];
+    if (!query_parse(r, &q, allowed))
+        return;
+    if (query_page(r, &q, page, per_page)) {
+        const char *ns = query_get(&q, "namespace");
+        if (ns && !hutil_namespace_valid(ns)) {
+            api_error(r, HUTIL_ERR_INVALID_REQUEST, "namespace must match ^[a-z][a-z0-9_]{0,28}$");
+        } else {
+            const char *params[3] = {ns, page, per_page};
+            (void)api_query(r, STMT_API_LIST_TEMPLATES, params, 3, doc_on_rows, NULL);
+        }
+    }
+    query_free(&q);
+}
+
+static void handle_template_get(struct api_req *r)
+{
+    const char *params[3] = {r->m.params[0], r->m.params[1], r->m.params[2]};
+    (void)api_query(r, STMT_API_GET_TEMPLATE, params, 3, steps_on_rows, NULL);
+}
+
+static void handle_dlq_list(struct api_req *r)
+{
+    static const char *const allowed[] = {"page", "per_page", "resolution_status", NULL};
+    struct query q;
+    char page[16], per_page[16];
+    if (!query_parse(r, &q, allowed))
+        return;
+    if (query_page(r, &q, page, per_page)) {
+        const char *params[3] = {query_get(&q, "resolution_status"), page, per_page};
+        (void)api_query(r, STMT_API_LIST_DLQ, params, 3, doc_on_rows, NULL);
+    }
+    query_free(&q);
+}
+
+static void dlq_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    if (db_rows_count(rows) == 1 && !db_rows_isnull(rows, 0, 0))
+        log_info("http", "DLQ entry %s updated (by %s)", r->m.params[0], r->actor);
+    reply_document(r, rows, "DLQ entry");
+}
+
+static void handle_dlq_update(struct api_req *r)
+{
+    if (!uuid_params(r, 1) || !body_object(r, false) || !field_check(r, "resolution_status", FT_STRING, false) ||
+        !field_check(r, "resolution_notes", FT_STRING, false) || !field_check(r, "resolved_by", FT_STRING, false) ||
+        !field_check(r, "metadata", FT_OBJECT, false))
+        return;
+    set_actor(r, body_string(r, "resolved_by"));
+    const char *params[3] = {r->m.params[0], r->body, r->actor};
+    (void)api_query(r, STMT_API_UPDATE_DLQ, params, 3, dlq_on_rows, NULL);
+}
+
+typedef void (*api_handler_fn)(struct api_req *r);
+
+static const api_handler_fn handlers[ROUTE_COUNT] = {
+    [ROUTE_HEALTH] = handle_health,
+    [ROUTE_HEALTH_LIVE] = handle_live,
+    [ROUTE_HEALTH_READY] = handle_ready,
+    [ROUTE_METRICS] = handle_metrics,
+    [ROUTE_TASKS_LIST] = handle_tasks_list,
+    [ROUTE_TASK_CREATE] = handle_task_create,
+    [ROUTE_TASK_GET] = handle_task_get,
+    [ROUTE_TASK_CANCEL] = handle_task_cancel,
+    [ROUTE_STEPS_LIST] = handle_steps_list,
+    [ROUTE_STEP_GET] = handle_step_get,
+    [ROUTE_STEP_RESOLVE] = handle_step_resolve,
+    [ROUTE_STEP_AUDIT] = handle_step_get,
+    [ROUTE_TEMPLATES_LIST] = handle_templates_list,
+    [ROUTE_TEMPLATE_REGISTER] = handle_template_register,
+    [ROUTE_TEMPLATE_GET] = handle_template_get,
+    [ROUTE_DLQ_LIST] = handle_dlq_list,
+    [ROUTE_DLQ_UPDATE] = handle_dlq_update,
+};
+
+/* ---- dispatch ----------------------------------------------------------------------------------- */
+
+/* takes_query: the /v1 routes that read query parameters (the others refuse any). */
+static bool takes_query(enum route_id id)
+{
+    return id == ROUTE_TASKS_LIST || id == ROUTE_TEMPLATES_LIST || id == ROUTE_DLQ_LIST || id == ROUTE_TASK_CANCEL;
+}
+
+static bool has_query(struct evhttp_request *req)
+{
+    const char *qs = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    return qs && *qs;
+}
+
+static void api_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct api_req *r = arg;
+    if (!r->req)
+        return;
+    log_warn("http", "%s: no answer within the deadline; answering 503 (the query may still finish)",
+             route_label(r->route));
+    if (r->route == ROUTE_HEALTH)
+        health_reply(r, false, NULL, "timeout");
+    else if (r->route == ROUTE_HEALTH_READY)
+        ready_reply(r, "timeout");
+    else if (r->route == ROUTE_METRICS)
+        metrics_reply(r);
+    else
+        api_error(r, HUTIL_ERR_TIMEOUT, "no answer within %d ms; the request may or may not have taken effect",
+                  r->h->o->conf.web_request_timeout_ms);
+    api_done(r);
+}
+
+static unsigned method_bit(enum evhttp_cmd_type t)
+{
+    switch (t) {
+    case EVHTTP_REQ_GET: return RM_GET;
+    case EVHTTP_REQ_POST: return RM_POST;
+    case EVHTTP_REQ_PATCH: return RM_PATCH;
+    case EVHTTP_REQ_DELETE: return RM_DELETE;
+    case EVHTTP_REQ_PUT: return RM_PUT;
+    case EVHTTP_REQ_HEAD: return RM_HEAD;
+    case EVHTTP_REQ_OPTIONS: return RM_OPTIONS;
+    default: return RM_OTHER;
+    }
+}
+
+/* auth_refresh: (re)parse the configured keys when their text changed (a SIGHUP). */
+static void auth_refresh(struct http_api *h)
+{
+    const char *text = h->o->conf.web_auth_api_keys;
+    if (h->keys_parsed && strcmp(text, h->auth_text) == 0)
+        return;
+    char err[256];
+    if (!auth_keys_parse(text, &h->keys, err, sizeof err)) {
+        /* conf validation ran first, so this does not happen; refuse everyone rather than no one */
+        log_error("http", "web.auth.api_keys: %s; refusing every key", err);
+        memset(&h->keys, 0, sizeof h->keys);
+    }
+    snprintf(h->auth_text, sizeof h->auth_text, "%s", text);
+    h->keys_parsed = true;
+    log_info("http", "API auth: %d key(s) loaded", h->keys.n);
+}
+
+/* authorize: when auth is on and the route needs a permission, check the presented key; false
+ * after answering 401/403. */
+static bool authorize(struct api_req *r, struct evhttp_request *req)
+{
+    struct http_api *h = r->h;
+    enum auth_perm perm;
+    if (!h->o->conf.web_auth_enabled || !route_permission(r->route, &perm))
+        return true;
+    auth_refresh(h);
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    char presented[AUTH_SECRET_MAX + 1];
+    const char *const challenge[] = {"WWW-Authenticate", "Bearer realm=\"tasker-orchestratord\"", NULL};
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    if (!auth_presented(evhttp_find_header(in, "X-API-Key"), evhttp_find_header(in, "Authorization"), presented,
+                        sizeof presented)) {
+        log_info("http", "401 %s from %s: no API key", route_label(r->route), peer ? peer : "?");
+        api_error_x(r, HUTIL_ERR_UNAUTHORIZED, "an API key is required (X-API-Key: KEY or Authorization: Bearer KEY)",
+                    NULL, challenge);
+        return false;
+    }
+    const struct auth_key *k = auth_lookup(&h->keys, presented);
+    explicit_bzero(presented, sizeof presented);
+    if (!k) {
+        log_info("http", "401 %s from %s: unknown API key", route_label(r->route), peer ? peer : "?");
+        api_error_x(r, HUTIL_ERR_UNAUTHORIZED, "unknown API key", NULL, challenge);
+        return false;
+    }
+    snprintf(r->key_name, sizeof r->key_name, "%s", k->name);
+    if (!auth_allows(k->grants, perm)) {
+        log_info("http", "403 %s from %s: key %s lacks %s", route_label(r->route), peer ? peer : "?", k->name,
+                 auth_perm_name(perm));
+        api_error(r, HUTIL_ERR_FORBIDDEN, "API key %s lacks the permission %s", k->name, auth_perm_name(perm));
+        return false;
+    }
+    return true;
+}
+
+/* apply_settings: re-apply reloadable evhttp settings when the configuration changed. They take
+ * effect for connections accepted from now on. */
+static void apply_settings(struct http_api *h)
+{
+    const struct conf *c = &h->o->conf;
+    if (h->applied_max_body != c->web_max_body_bytes) {
+        evhttp_set_max_body_size(h->http, c->web_max_body_bytes);
+        h->applied_max_body = c->web_max_body_bytes;
+    }
+    if (h->applied_timeout_ms != c->web_request_timeout_ms) {
+        struct timeval tv = {.tv_sec = c->web_request_timeout_ms / 1000,
+                             .tv_usec = (c->web_request_timeout_ms % 1000) * 1000};
+        evhttp_set_timeout_tv(h->http, &tv);
+        h->applied_timeout_ms = c->web_request_timeout_ms;
+    }
+}
+
+static void http_on_request(struct evhttp_request *req, void *arg)
+{
+    struct http_api *h = arg;
+    struct orchd *o = h->o;
+    apply_settings(h);
+    struct api_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        log_error("http", "out of memory");
+        evhttp_send_error(req, 503, NULL);
+        return;
+    }
+    r->h = h;
+    r->req = req;
+    r->start_us = mono_us();
+    r->route = ROUTE_NONE;
+    r->method = method_bit(evhttp_request_get_command(req));
+    r->next = h->live;
+    if (h->live)
+        h->live->prev = r;
+    h->live = r;
+    h->in_flight++;
+
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    enum route_result rr = route_match(path, r->method == RM_OPTIONS ? RM_GET : r->method, &r->m);
+    char allow[64];
+    route_allow_header(r->m.allow, allow, sizeof allow);
+    if (rr == ROUTE_BAD_PATH) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "malformed path (bad percent-encoding or a segment too long)");
+    } else if (rr == ROUTE_NOT_FOUND) {
+        api_error(r, HUTIL_ERR_NOT_FOUND, "no such endpoint: %s %.200s", method_name(r->method), path ? path : "");
+    } else if (r->method == RM_OPTIONS) {
+        const char *const hdr[] = {"Allow", allow, NULL};
+        api_send(r, 204, NULL, 0, NULL, hdr);
+    } else if (rr == ROUTE_METHOD_NOT_ALLOWED) {
+        const char *const hdr[] = {"Allow", allow, NULL};
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s is not allowed here; use %s", method_name(r->method), allow);
+        api_error_x(r, HUTIL_ERR_METHOD_NOT_ALLOWED, msg, NULL, hdr);
+    } else {
+        r->route = r->m.id;
+        bool public_route = r->route == ROUTE_HEALTH || r->route == ROUTE_HEALTH_LIVE ||
+                            r->route == ROUTE_HEALTH_READY || r->route == ROUTE_METRICS;
+        if (!public_route && (o->stopping || h->stopping)) {
+            const char *const hdr[] = {"Retry-After", "1", NULL};
+            api_error_x(r, HUTIL_ERR_SHUTTING_DOWN, "this daemon is shutting down; retry on another", NULL, hdr);
+        } else if (authorize(r, req)) {
+            struct db_pool_stats st;
+            db_pool_stats(o->pool, &st);
+            if (!public_route && st.queued >= o->conf.web_backpressure_queue_depth) {
+                log_warn("http", "backpressure: %d queries wait for a connection; refusing %s", st.queued,
+                         route_label(r->route));
+                api_error(r, HUTIL_ERR_OVERLOADED, "too many requests in flight (%d queries waiting); retry shortly",
+                          st.queued);
+            } else if (!public_route && !takes_query(r->route) && has_query(req)) {
+                api_error(r, HUTIL_ERR_INVALID_REQUEST, "this endpoint takes no query parameters");
+            } else {
+                handlers[r->route](r);
+            }
+        }
+    }
+    if (r->req && r->pending == 0) {
+        log_error("http", "%s: handler neither answered nor queried", route_label(r->route));
+        api_error(r, HUTIL_ERR_INTERNAL, "internal error (no response)");
+    }
+    api_done(r);
+}
+
+/* ---- loop lag ---------------------------------------------------------------------------------- */
+
+static void lag_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_api *h = arg;
+    long long now = mono_us();
+    double lag = h->lag_due_us ? (double)(now - h->lag_due_us) / 1e6 : 0;
+    if (lag < 0)
+        lag = 0;
+    h->lag_last_s = lag;
+    if (h->lag_due_us)
+        metrics_hist_observe(&h->lag_hist, METRICS_HIST_SECONDS, lag);
+    h->lag_due_us = now + HTTP_LAG_INTERVAL_MS * 1000LL;
+    if (!h->stopping)
+        timer_in_ms(h->lag_timer, HTTP_LAG_INTERVAL_MS);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------------- */
+
+struct http_api *http_api_new(struct orchd *o)
+{
+    struct http_api *h = calloc(1, sizeof *h);
+    if (!h) {
+        log_error("http", "out of memory");
+        return NULL;
+    }
+    h->o = o;
+    h->started_ms = mono_us() / 1000;
+    if (!o->conf.web_enabled)
+        return h;
+    h->http = evhttp_new(o->base);
+    h->lag_timer = evtimer_new(o->base, lag_on_timer, h);
+    if (!h->http || !h->lag_timer) {
+        log_error("http", "out of memory");
+        http_api_free(h);
+        return NULL;
+    }
+    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+    evhttp_set_max_headers_size(h->http, HTTP_MAX_HEADERS_BYTES);
+    /* Read the rest of an oversized body before answering 413, so the client sees the answer
+     * instead of a connection reset. */
+    evhttp_set_flags(h->http, EVHTTP_SERVER_LINGERING_CLOSE);
+    evhttp_set_default_content_type(h->http, "application/json; charset=utf-8");
+    evhttp_set_gencb(h->http, http_on_request, h);
+    apply_settings(h);
+    return h;
+}
+
+/* split_bind: "host:port" or "[v6]:port" → host (brackets removed) and port. conf validated it. */
+static bool split_bind(const char *addr, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(addr, ':');
+    if (!colon)
+        return false;
+    const char *hs = addr, *he = colon;
+    if (*hs == '[' && he > hs && he[-1] == ']') {
+        hs++;
+        he--;
+    }
+    if ((size_t)(he - hs) >= hostlen)
+        return false;
+    memcpy(host, hs, (size_t)(he - hs));
+    host[he - hs] = '\0';
+    *port = atoi(colon + 1);
+    return *port >= 0 && *port <= 65535;
+}
+
+bool http_api_start(struct http_api *h)
+{
+    if (!h->http)
+        return true; /* web.enabled = false */
+    char host[CONF_NAME_MAX];
+    int port;
+    if (!split_bind(h->o->conf.web_bind_address, host, sizeof host, &port)) {
+        log_error("http", "web.bind_address %s is not host:port", h->o->conf.web_bind_address);
+        return false;
+    }
+    h->sock = evhttp_bind_socket_with_handle(h->http, host, (ev_uint16_t)port);
+    if (!h->sock) {
+        log_error("http", "cannot listen on %s (address in use, or not an address of this machine)",
+                  h->o->conf.web_bind_address);
+        return false;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    h->port = port;
+    if (getsockname(evhttp_bound_socket_get_fd(h->sock), (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            h->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6)
+            h->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    log_info("http", "HTTP API listening on %s (port %d)%s", h->o->conf.web_bind_address, h->port,
+             h->o->conf.web_auth_enabled ? ", API keys required on /v1" : "");
+    if (h->o->conf.web_auth_enabled)
+        auth_refresh(h);
+    timer_in_ms(h->lag_timer, 0);
+    return true;
+}
+
+bool http_api_bound(const struct http_api *h)
+{
+    return h && h->sock != NULL;
+}
+
+int http_api_port(const struct http_api *h)
+{
+    return h ? h->port : 0;
+}
+
+void http_api_stop(struct http_api *h)
+{
+    if (!h || !h->http)
+        return;
+    h->stopping = true;
+    if (h->sock) {
+        evhttp_del_accept_socket(h->http, h->sock);
+        h->sock = NULL;
+        log_info("http", "HTTP listener closed; %d request(s) in flight", h->in_flight);
+    }
+    if (h->lag_timer)
+        evtimer_del(h->lag_timer);
+}
+
+void http_api_free(struct http_api *h)
+{
+    if (!h)
+        return;
+    while (h->live) {
+        struct api_req *r = h->live;
+        if (r->req)
+            api_error(r, HUTIL_ERR_SHUTTING_DOWN, "this daemon is shutting down");
+        r->pending = 0; /* the pool is gone: no callback will come */
+        api_req_free(r);
+    }
+    if (h->http)
+        evhttp_free(h->http);
+    if (h->lag_timer)
+        event_free(h->lag_timer);
+    explicit_bzero(&h->keys, sizeof h->keys);
+    explicit_bzero(h->auth_text, sizeof h->auth_text);
+    free(h->queues);
+    free(h);
+}
