@@ -145,8 +145,12 @@ CREATE TABLE tasker.workflow_steps (
   named_step_uuid    uuid NOT NULL REFERENCES tasker.named_steps,
   name               text NOT NULL,
   state              text NOT NULL REFERENCES tasker.step_states,
-  attempts           integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),  -- runs started
+  attempts           integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),  -- runs started since creation or the last reset_for_retry
   max_attempts       integer NOT NULL CHECK (max_attempts >= 1),         -- counts the first
+  -- The number of the current (or last) attempt, counting every run ever started and never
+  -- reset: the fencing token. Messages, leases, hand-backs and audit rows name an attempt by it,
+  -- so a late hand-back from before a reset_for_retry can never pass for the new run.
+  attempt_no         integer NOT NULL DEFAULT 0 CHECK (attempt_no >= attempts),
   retryable          boolean NOT NULL,
   -- Parents not yet complete/resolved_manually: the hot-path form of "dependencies satisfied".
   -- get_step_readiness_status() recomputes it from the edges; a test checks both agree.

@@ -48,7 +48,7 @@ BEGIN
   INSERT INTO tasker.workflow_step_transitions
     (workflow_step_uuid, task_uuid, from_state, to_state, event, attempt, metadata, processor)
   SELECT n.workflow_step_uuid, n.task_uuid, NULL, n.state,
-         coalesce(nullif(current_setting('tasker.event', true), ''), e.event), n.attempts,
+         coalesce(nullif(current_setting('tasker.event', true), ''), e.event), n.attempt_no,
          jsonb_strip_nulls(jsonb_build_object('msg_id', n.dispatch_msg_id,
                                               'reason', nullif(current_setting('tasker.reason', true), ''))),
          tasker.current_actor()
@@ -71,7 +71,7 @@ BEGIN
       (workflow_step_uuid, task_uuid, from_state, to_state, event, attempt, metadata, processor)
     SELECT c.workflow_step_uuid, c.task_uuid, c.from_state, c.state,
            coalesce(nullif(current_setting('tasker.event', true), ''), e.event, 'illegal'),
-           c.attempts,
+           c.attempt_no,
            jsonb_strip_nulls(jsonb_build_object(
              'reason', nullif(current_setting('tasker.reason', true), ''),
              'msg_id', CASE WHEN c.state IN ('enqueued', 'in_progress') THEN c.dispatch_msg_id END,

@@ -42,7 +42,7 @@ BEGIN
                         WHERE x.task_uuid = t.task_uuid AND x.state = 'error')
     )
     SELECT l.namespace,
-           array_agg(tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempts + 1, l.correlation_id)) AS msgs
+           array_agg(tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempt_no + 1, l.correlation_id)) AS msgs
     FROM live l
     JOIN tasker.workflow_steps s ON s.task_uuid = l.task_uuid
     WHERE s.state IN ('pending', 'waiting_for_retry')
@@ -324,7 +324,8 @@ END $$;
 
 -- tasker.resolve_step: an operator's hand on one step of an unfinished task, then the task moves
 -- on at once (tasker-core forgets that part):
---   reset_for_retry   error → pending with attempts back to 0 (dispatched again if ready)
+--   reset_for_retry   error → pending with a fresh set of attempts (attempts back to 0; attempt_no,
+--                     the fencing token, keeps counting), dispatched again if ready
 --   resolve_manually  any unfinished step → resolved_manually (satisfies its children)
 --   complete_manually any unfinished step → complete, with p_result as its results
 -- TK400 unknown action, TK404 unknown task/step, TK409 the step or task is in the wrong state.

@@ -24,7 +24,7 @@ END $$;
 
 -- tasker.tasker_claim_and_execute_step(namespace, qty, lease_secs, worker_id): take up to qty
 -- dispatched steps of a namespace. Reads dispatch messages (skip-locked, invisible for
--- lease_secs), swaps each step enqueued → in_progress (attempts + 1, lease until now +
+-- lease_secs), swaps each step enqueued → in_progress (attempts + 1, attempt_no + 1, lease until now +
 -- lease_secs) and returns what the handler needs: handler, initialization, inputs, the task's
 -- context, the results of every ancestor step. A message that does not match its step's
 -- current attempt in state enqueued (a duplicate, a cancelled step, an attempt the sweep already
@@ -68,11 +68,11 @@ BEGIN
     FROM unnest(v_ids, v_msgs) AS u(msg_id, message)
   ), claimed AS (
     UPDATE tasker.workflow_steps s
-    SET state = 'in_progress', attempts = s.attempts + 1, claimed_by = v_worker,
+    SET state = 'in_progress', attempts = s.attempts + 1, attempt_no = s.attempt_no + 1, claimed_by = v_worker,
         lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_secs),
         dispatch_msg_id = m.msg_id, last_attempted_at = now(), updated_at = now()
     FROM m
-    WHERE s.workflow_step_uuid = m.step AND s.state = 'enqueued' AND s.attempts + 1 = m.attempt
+    WHERE s.workflow_step_uuid = m.step AND s.state = 'enqueued' AND s.attempt_no + 1 = m.attempt
     RETURNING s.workflow_step_uuid, m.msg_id
   )
   SELECT array_agg(c.workflow_step_uuid), array_agg(c.msg_id) INTO v_claimed, v_claimed_ids FROM claimed c;
@@ -89,7 +89,7 @@ BEGIN
     ARRAY(SELECT i FROM unnest(v_ids) AS i WHERE NOT i = ANY (coalesce(v_claimed_ids, '{}'))));
 
   RETURN QUERY
-  SELECT c.msg_id, s.task_uuid, s.workflow_step_uuid, s.attempts, s.name, n.handler_callable,
+  SELECT c.msg_id, s.task_uuid, s.workflow_step_uuid, s.attempt_no, s.name, n.handler_callable,
          n.handler_initialization, s.inputs, t.context, tasker.ancestor_results(s.workflow_step_uuid),
          n.timeout_seconds, s.lease_expires_at, t.correlation_id, t.namespace, tt.name
   FROM unnest(v_claimed, v_claimed_ids) AS c(step, msg_id)
@@ -146,7 +146,7 @@ BEGIN
         lease_expires_at = NULL,
         updated_at = now()
     FROM inp i
-    WHERE s.workflow_step_uuid = i.step AND s.attempts = i.attempt AND s.state = 'in_progress'
+    WHERE s.workflow_step_uuid = i.step AND s.attempt_no = i.attempt AND s.state = 'in_progress'
       AND i.success IS NOT NULL
     RETURNING s.workflow_step_uuid
   )
@@ -155,7 +155,7 @@ BEGIN
   -- Completion messages and dispatch archives, one statement of each per namespace.
   FOR r IN
     SELECT t.namespace,
-           array_agg(tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempts, t.correlation_id)) AS msgs,
+           array_agg(tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempt_no, t.correlation_id)) AS msgs,
            array_agg(s.dispatch_msg_id) FILTER (WHERE s.dispatch_msg_id IS NOT NULL) AS dispatch_ids
     FROM tasker.workflow_steps s
     JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
@@ -214,7 +214,7 @@ BEGIN
   UPDATE tasker.workflow_steps s
   SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_secs)
   FROM tasker.tasks t
-  WHERE s.workflow_step_uuid = p_step_uuid AND s.attempts = p_attempt AND s.state = 'in_progress'
+  WHERE s.workflow_step_uuid = p_step_uuid AND s.attempt_no = p_attempt AND s.state = 'in_progress'
     AND t.task_uuid = s.task_uuid
   RETURNING t.namespace, s.dispatch_msg_id INTO v_ns, v_msg;
   IF NOT FOUND THEN

@@ -85,7 +85,7 @@ BEGIN
            n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts, s.retry_after_secs,
            s.updated_at AS handed_back_at
     FROM (SELECT DISTINCT m.step, m.attempt FROM m) m
-    JOIN tasker.workflow_steps s ON s.workflow_step_uuid = m.step AND s.attempts = m.attempt
+    JOIN tasker.workflow_steps s ON s.workflow_step_uuid = m.step AND s.attempt_no = m.attempt
     JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
     WHERE s.state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')
   ), upd AS (
@@ -142,6 +142,7 @@ BEGIN
      JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
      WHERE s.state = 'waiting_for_retry' AND s.next_retry_at <= now()
        AND t.state NOT IN ('blocked_by_failures', 'complete', 'error', 'cancelled', 'resolved_manually')
+       AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x WHERE x.task_uuid = s.task_uuid AND x.state = 'error')
      ORDER BY s.next_retry_at
      LIMIT p_limit)
     UNION ALL
@@ -150,6 +151,8 @@ BEGIN
      JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
      WHERE s.state = 'pending' AND s.unfinished_parents = 0
        AND t.state NOT IN ('blocked_by_failures', 'complete', 'error', 'cancelled', 'resolved_manually')
+       -- a task with a step in error dispatches nothing new (advance_tasks' rule): not a candidate
+       AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x WHERE x.task_uuid = s.task_uuid AND x.state = 'error')
      LIMIT p_limit)
   ) c;
 
@@ -238,15 +241,15 @@ BEGIN
             next_retry_at = CASE WHEN s.retryable AND s.attempts < s.max_attempts
                                  THEN now() + tasker.backoff_delay(n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts) END,
             error = jsonb_build_object('message', format('lease expired: worker %s did not hand back attempt %s in time',
-                                                        s.claimed_by, s.attempts), 'error_type', 'lease_expired'),
+                                                        s.claimed_by, s.attempt_no), 'error_type', 'lease_expired'),
             lease_expires_at = NULL, updated_at = now()
         FROM tasker.named_steps n
         WHERE n.named_step_uuid = s.named_step_uuid AND s.task_uuid = ANY (v_tasks)
           AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp()
-        RETURNING s.task_uuid, s.workflow_step_uuid, s.state, s.claimed_by, s.attempts
+        RETURNING s.task_uuid, s.workflow_step_uuid, s.state, s.claimed_by, s.attempt_no
       )
       SELECT 'lease_expired'::text, u.task_uuid, u.workflow_step_uuid,
-             format('attempt %s on %s: now %s', u.attempts, u.claimed_by, u.state)
+             format('attempt %s on %s: now %s', u.attempt_no, u.claimed_by, u.state)
       FROM upd u;
       PERFORM set_config('tasker.reason', '', true);
       PERFORM tasker.advance_tasks(v_tasks);
@@ -272,13 +275,13 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH locked AS (
-      SELECT s.workflow_step_uuid, s.task_uuid, s.attempts, s.dispatch_msg_id AS old_msg
+      SELECT s.workflow_step_uuid, s.task_uuid, s.attempt_no, s.dispatch_msg_id AS old_msg
       FROM tasker.workflow_steps s
       WHERE s.workflow_step_uuid = ANY (v_ids) AND s.state = 'enqueued'
       FOR UPDATE SKIP LOCKED
     ), sent AS (
       SELECT * FROM tasker.send_messages(tasker.dispatch_queue(v_ns.name), v_ns.name,
-        ARRAY(SELECT tasker.step_message(l.task_uuid, l.workflow_step_uuid, l.attempts + 1, t.correlation_id)
+        ARRAY(SELECT tasker.step_message(l.task_uuid, l.workflow_step_uuid, l.attempt_no + 1, t.correlation_id)
               FROM locked l JOIN tasker.tasks t ON t.task_uuid = l.task_uuid))
     ), upd AS (
       UPDATE tasker.workflow_steps s SET dispatch_msg_id = sent.msg_id, updated_at = now()

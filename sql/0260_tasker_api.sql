@@ -64,6 +64,7 @@ LANGUAGE sql AS $$
              'retry_eligible', r.retry_eligible,
              'retryable', s.retryable,
              'attempts', s.attempts,
+             'attempt_no', s.attempt_no,
              'max_attempts', s.max_attempts,
              'next_retry_at', s.next_retry_at,
              'last_failure_at', r.last_failure_at,

@@ -199,8 +199,13 @@ static void dbc_prepare_done(struct db_conn *c, PGresult *res)
         snprintf(msg, sizeof msg, "cannot prepare statement %s (%s): %s", s->name,
                  PQresultErrorField(res, PG_DIAG_SQLSTATE) ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "?",
                  PQresultErrorMessage(res));
+        /* Only errors saying the SQL does not fit the schema (class 42: undefined function, table,
+         * column, type mismatch…; 0A000 feature not supported) mean "not our schema". A prepare
+         * cancelled by statement_timeout, a lock wait or an operator is a transient failure: the
+         * connection is dropped and the pool reconnects with backoff. */
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        c->prepare_failed = state && (strncmp(state, "42", 2) == 0 || strcmp(state, "0A000") == 0);
         PQclear(res);
-        c->prepare_failed = true;
         dbc_broken(c, msg);
         return;
     }

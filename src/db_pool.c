@@ -218,6 +218,8 @@ static void slot_on_event(void *arg, struct db_conn *c, enum db_conn_event ev, c
     }
     if (p->up && pool_live(p) == 0) {
         p->up = false;
+        /* Nothing will serve the queue soon: fail it now rather than at each acquire timeout. */
+        pool_fail_queue(p, "database unreachable");
         p->on_event(p->arg, DB_POOL_EV_DOWN, p->st.last_error);
     }
 }
@@ -328,8 +330,11 @@ static void pool_tick(evutil_socket_t fd, short what, void *arg)
         request_fail(p, r, "timed out waiting for a database connection");
     }
 
-    if (!p->queue_head && pool_count(p, SLOT_BUSY) == 0)
-        p->progress++; /* idle and nothing waiting counts as progress for the watchdog */
+    /* No query running on any connection counts as progress for the watchdog: queries waiting for
+     * a connection during an outage are not a wedge (the acquire timeout and breaker deal with
+     * them); a query stuck on a live connection is. */
+    if (pool_count(p, SLOT_BUSY) == 0)
+        p->progress++;
 
     if (!p->stopping) {
         if (pool_live(p) < p->conf->pool_min_connections && pool_may_connect(p, now))

@@ -40,7 +40,9 @@ static void poller_on_result(void *arg, const struct db_rows *rows, const struct
         p->o->metrics.steps_enqueued += (unsigned long long)enqueued;
         if (enqueued > 0)
             log_debug("poller", "dispatched %lld step(s) of %lld task(s)", enqueued, touched);
-        if (touched >= p->o->conf.poller_batch_size)
+        /* A full batch that dispatched something: more may be waiting. A full batch that dispatched
+         * nothing (tasks held back by a failed step) must not turn into a busy loop. */
+        if (touched >= p->o->conf.poller_batch_size && enqueued > 0)
             next_ms = 0;
         else if (!db_rows_isnull(rows, 0, 2) && db_rows_int(rows, 0, 2) < next_ms)
             next_ms = db_rows_int(rows, 0, 2) + 1; /* just after the earliest retry is due */

@@ -3,9 +3,6 @@
 # (one value, unaligned), ok/fail/is (TAP-style lines; `fail` makes the script exit non-zero at end).
 # Expects SERVER_URL (sandbox URL without database) and BIN (directory of the binaries).
 
-# Quiet the server's NOTICEs (e.g. "database … does not exist, skipping") in test output.
-export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
-
 TESTS_FAILED=0
 TESTS_RUN=0
 
@@ -28,7 +25,8 @@ psql_at() { psql "$1" -X -v ON_ERROR_STOP=1 -qAtc "$2"; }
 # fresh_db NAME: drop and recreate NAME, then migrate it with our binary; prints the URL.
 fresh_db() {
   local url; url=$(db_url "$1")
-  psql "$(db_url postgres)" -X -qc "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
+  # client_min_messages: no "database … does not exist, skipping" NOTICE in the test output.
+  PGOPTIONS="-c client_min_messages=warning" psql "$(db_url postgres)" -X -qc "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
   psql "$(db_url postgres)" -X -qc "CREATE DATABASE \"$1\"" >/dev/null
   DATABASE_URL="$url" "$BIN/tasker-orchestratord" migrate >/dev/null || { echo "migrate of $1 failed" >&2; return 1; }
   echo "$url"
@@ -37,7 +35,8 @@ fresh_db() {
 # empty_db NAME: drop and recreate NAME without migrating it; prints the URL.
 empty_db() {
   local url; url=$(db_url "$1")
-  psql "$(db_url postgres)" -X -qc "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
+  # client_min_messages: no "database … does not exist, skipping" NOTICE in the test output.
+  PGOPTIONS="-c client_min_messages=warning" psql "$(db_url postgres)" -X -qc "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
   psql "$(db_url postgres)" -X -qc "CREATE DATABASE \"$1\"" >/dev/null
   echo "$url"
 }
