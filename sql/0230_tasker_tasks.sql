@@ -196,7 +196,7 @@ BEGIN
   JOIN tasker.task_namespaces n ON n.task_namespace_uuid = tt.task_namespace_uuid
   WHERE n.name = v_ns AND tt.name = v_name AND (v_version IS NULL OR tt.version = v_version)
   -- Latest = highest numeric version (1.10 > 1.9), then most recently registered.
-  ORDER BY string_to_array(regexp_replace(tt.version, '[^0-9.]', '', 'g'), '.')::numeric[] DESC NULLS LAST,
+  ORDER BY array_remove(string_to_array(regexp_replace(tt.version, '[^0-9.]', '', 'g'), '.'), '')::numeric[] DESC NULLS LAST,
            tt.created_at DESC
   LIMIT 1;
   IF NOT FOUND THEN

@@ -116,6 +116,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   r record;
   v_accepted uuid[];
+  v_accepted_attempts integer[];
 BEGIN
   IF p_results IS NULL OR jsonb_typeof(p_results) <> 'array' THEN
     RAISE EXCEPTION 'results must be a JSON array of result objects' USING ERRCODE = 'TK400';
@@ -123,7 +124,10 @@ BEGIN
   PERFORM tasker.audit_context(NULL);
 
   WITH inp AS (
-    SELECT tasker.uuid_or_null(x->>'step_uuid') AS step,
+    -- One entry per (step, attempt): the first valid one, so a duplicate in the same batch can
+    -- neither win nor be confused with the one that did.
+    SELECT DISTINCT ON (tasker.uuid_or_null(x->>'step_uuid'), tasker.int_or_null(x->'attempt'))
+           tasker.uuid_or_null(x->>'step_uuid') AS step,
            tasker.int_or_null(x->'attempt') AS attempt,
            CASE WHEN jsonb_typeof(x->'success') = 'boolean' THEN (x->'success')::text::boolean END AS success,
            nullif(x->'result', 'null'::jsonb) AS result,
@@ -134,7 +138,9 @@ BEGIN
            nullif(x->>'worker_id', '') AS worker_id,
            tasker.int_or_null(x->'execution_ms') AS execution_ms,
            tasker.int_or_null(x->'retry_after_secs') AS retry_after_secs
-    FROM jsonb_array_elements(p_results) AS x
+    FROM jsonb_array_elements(p_results) WITH ORDINALITY AS e(x, n)
+    WHERE jsonb_typeof(x->'success') = 'boolean'
+    ORDER BY tasker.uuid_or_null(x->>'step_uuid'), tasker.int_or_null(x->'attempt'), n
   ), upd AS (
     UPDATE tasker.workflow_steps s
     SET state = CASE WHEN i.success THEN 'enqueued_for_orchestration' ELSE 'enqueued_as_error_for_orchestration' END,
@@ -147,10 +153,9 @@ BEGIN
         updated_at = now()
     FROM inp i
     WHERE s.workflow_step_uuid = i.step AND s.attempt_no = i.attempt AND s.state = 'in_progress'
-      AND i.success IS NOT NULL
-    RETURNING s.workflow_step_uuid
+    RETURNING s.workflow_step_uuid, s.attempt_no
   )
-  SELECT array_agg(u.workflow_step_uuid) INTO v_accepted FROM upd u;
+  SELECT array_agg(u.workflow_step_uuid), array_agg(u.attempt_no) INTO v_accepted, v_accepted_attempts FROM upd u;
 
   -- Completion messages and dispatch archives, one statement of each per namespace.
   FOR r IN
@@ -166,18 +171,24 @@ BEGIN
     PERFORM tasker.archive_messages(tasker.dispatch_queue(r.namespace), r.dispatch_ids);
   END LOOP;
 
+  -- Statuses per entry. Accepted is the first valid entry of an accepted (step, attempt); a
+  -- later entry for the same attempt in this batch is a duplicate of it.
   RETURN QUERY
   SELECT i.step, i.attempt,
          CASE WHEN i.step IS NULL OR i.attempt IS NULL OR i.success IS NULL THEN 'invalid'
-              WHEN i.step = ANY (coalesce(v_accepted, '{}')) THEN 'accepted'
+              WHEN acc.step IS NOT NULL AND i.first_of_attempt THEN 'accepted'
               WHEN s.workflow_step_uuid IS NULL THEN 'unknown_step'
-              WHEN EXISTS (SELECT 1 FROM tasker.workflow_step_result_audit a
+              WHEN acc.step IS NOT NULL
+                OR EXISTS (SELECT 1 FROM tasker.workflow_step_result_audit a
                            WHERE a.workflow_step_uuid = i.step AND a.attempt = i.attempt) THEN 'duplicate'
               ELSE 'stale' END,
          s.state
-  FROM (SELECT tasker.uuid_or_null(x.v->>'step_uuid') AS step, tasker.int_or_null(x.v->'attempt') AS attempt,
-               CASE WHEN jsonb_typeof(x.v->'success') = 'boolean' THEN true END AS success, x.n
-        FROM jsonb_array_elements(p_results) WITH ORDINALITY AS x(v, n)) i
+  FROM (SELECT e.*, e.n = min(e.n) FILTER (WHERE e.success) OVER (PARTITION BY e.step, e.attempt) AS first_of_attempt
+        FROM (SELECT tasker.uuid_or_null(x.v->>'step_uuid') AS step, tasker.int_or_null(x.v->'attempt') AS attempt,
+                     CASE WHEN jsonb_typeof(x.v->'success') = 'boolean' THEN true END AS success, x.n
+              FROM jsonb_array_elements(p_results) WITH ORDINALITY AS x(v, n)) e) i
+  LEFT JOIN unnest(v_accepted, v_accepted_attempts) AS acc(step, attempt)
+         ON acc.step = i.step AND acc.attempt = i.attempt
   LEFT JOIN tasker.workflow_steps s ON s.workflow_step_uuid = i.step
   ORDER BY i.n;
 END $$;
