@@ -37,6 +37,7 @@ struct db_pool_stats {
     long long connects_ok;
     long long connects_failed;
     char last_error[512];
+    long long last_error_age_ms; /* how long ago last_error happened; -1 = never */
 };
 
 /* db_pool_new: a pool for statements[0..n) (each prepared on every connection). Opens nothing yet.

@@ -154,12 +154,17 @@ static void ns_run(struct ns_state *s)
         s->in_flight = true;
 }
 
-void completions_kick_all(struct completions *c)
+static void completions_run_known(struct completions *c)
 {
     for (size_t i = 0; i < c->nns; i++)
         ns_run(c->ns[i]);
-    /* New namespaces (or none known yet, at start): re-read the list now rather than at the next
-     * refresh; each one found is run as soon as it is. */
+}
+
+void completions_kick_all(struct completions *c)
+{
+    completions_run_known(c);
+    /* After a (re)connect there may be namespaces we never heard of (none at all, at start):
+     * re-read the list now rather than at the next refresh; each one found runs at once. */
     timer_in_ms(c->refresh, 0);
 }
 
@@ -177,7 +182,7 @@ static void completions_on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct completions *c = arg;
-    completions_kick_all(c);
+    completions_run_known(c); /* the namespace list has its own, slower refresh */
     if (!c->stopping)
         timer_in_ms(c->timer, c->o->conf.completions_interval_ms);
 }

@@ -210,7 +210,7 @@ static bool daemon_check_schema(const struct conf *c)
     bool ok = migrate_check_current(pg, err, sizeof err);
     PQfinish(pg);
     if (!ok)
-        log_error("daemon", "the database is not migrated for this build: %s; run `tasker-orchestratord migrate`", err);
+        log_error("daemon", "the database is not migrated for this build: %s", err); /* err says to run migrate */
     return ok;
 }
 

@@ -71,6 +71,7 @@ struct db_pool {
     long long next_connect_ms;
     long long breaker_until_ms; /* 0 = closed */
     unsigned long long progress;
+    long long last_error_ms; /* monotonic time of st.last_error; 0 = none */
     struct db_pool_stats st;
 };
 
@@ -82,6 +83,13 @@ static long long now_ms(void)
 }
 
 static void pool_dispatch(struct db_pool *p);
+
+/* Remember the latest error, for STATUS= and /health (which show it with its age). */
+static void pool_note_error(struct db_pool *p, const char *msg)
+{
+    snprintf(p->st.last_error, sizeof p->st.last_error, "%s", msg);
+    p->last_error_ms = now_ms();
+}
 
 static void request_free(struct db_request *r)
 {
@@ -146,7 +154,7 @@ static void slot_on_result(void *arg, const struct db_rows *rows, const struct d
     p->progress++;
     if (err) {
         p->st.queries_failed++;
-        snprintf(p->st.last_error, sizeof p->st.last_error, "%s", err->message);
+        pool_note_error(p, err->message);
     } else {
         p->st.queries_ok++;
     }
@@ -190,7 +198,7 @@ static void slot_on_event(void *arg, struct db_conn *c, enum db_conn_event ev, c
 
     bool was_connecting = s->state == SLOT_CONNECTING;
     s->state = SLOT_BROKEN; /* freed on the next tick: we are inside the connection's callback */
-    snprintf(p->st.last_error, sizeof p->st.last_error, "%s", db_conn_last_error(s->conn));
+    pool_note_error(p, db_conn_last_error(s->conn));
     if (db_conn_prepare_failed(s->conn)) {
         log_error("pool", "%s — the database schema does not match this build; run `tasker-orchestratord migrate`",
                   db_conn_last_error(s->conn));
@@ -462,6 +470,7 @@ void db_pool_stats(const struct db_pool *p, struct db_pool_stats *out)
     out->total = out->idle + out->busy + out->connecting;
     out->queued = p->queued;
     out->breaker_open = p->breaker_until_ms != 0;
+    out->last_error_age_ms = p->last_error_ms ? now_ms() - p->last_error_ms : -1;
 }
 
 unsigned long long db_pool_progress(const struct db_pool *p)

@@ -36,13 +36,17 @@ static void svc_summary(struct svc *s, char *buf, size_t len)
     struct db_pool_stats st;
     db_pool_stats(s->o->pool, &st);
     const struct metrics *m = &s->o->metrics;
+    /* An error from long ago says nothing about now: show the last one for five minutes. */
+    char err[600] = "";
+    if (st.last_error[0] && st.last_error_age_ms >= 0 && st.last_error_age_ms < 300000)
+        snprintf(err, sizeof err, "; last error %llds ago: %s", st.last_error_age_ms / 1000, st.last_error);
     snprintf(buf, len,
              "%s; db %s, connections %d/%d (busy %d), queued %d; listen %s; namespaces %zu; "
-             "steps completed %llu, dispatched %llu; tasks completed %llu%s%s",
+             "steps completed %llu, dispatched %llu; tasks completed %llu%s",
              s->o->stopping ? "draining" : "running", s->o->db_up ? "up" : "DOWN", st.total, st.max, st.busy,
              st.queued, s->o->listener && listener_connected(s->o->listener) ? "up" : "down",
              s->o->completions ? completions_namespace_count(s->o->completions) : (size_t)0, m->steps_completed,
-             m->steps_enqueued, m->tasks_completed, st.last_error[0] ? "; last error: " : "", st.last_error);
+             m->steps_enqueued, m->tasks_completed, err);
 }
 
 static void svc_on_status(evutil_socket_t fd, short what, void *arg)

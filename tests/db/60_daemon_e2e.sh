@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
-. tests/db/60_daemon_lib.sh
+. tests/daemon_lib.sh
 
 NS=e2e
 TASKS=${E2E_TASKS:-1000}

@@ -17,7 +17,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
-. tests/db/60_daemon_lib.sh
+. tests/daemon_lib.sh
 
 DB=tasker_wdog
 NS=wdog

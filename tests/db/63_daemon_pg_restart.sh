@@ -8,12 +8,12 @@
 # pg-sandbox restarts the cluster on its old port unless another process took that port while it
 # was down (e.g. another sandbox starting at that moment): then the URL changes and no client can
 # follow it. This test notices that, says so, skips the reconnect checks, and restarts the
-# daemon and workers on the new URL so the run still completes (tests/db/60_daemon_lib.sh takes
+# daemon and workers on the new URL so the run still completes (tests/daemon_lib.sh takes
 # SERVER_URL from the sandbox, so the later daemon tests follow the new port too).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
-. tests/db/60_daemon_lib.sh
+. tests/daemon_lib.sh
 
 NS=pgr
 TASKS=300

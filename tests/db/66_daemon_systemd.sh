@@ -10,7 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
-. tests/db/60_daemon_lib.sh
+. tests/daemon_lib.sh
 
 url=$(fresh_db tasker_sd) || { fail "fresh database tasker_sd"; finish; exit 1; }
 q() { psql_at "$url" "$1"; }

@@ -18,7 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
-. tests/db/60_daemon_lib.sh
+. tests/daemon_lib.sh
 
 NS=spin
 TASKS=150                  # > poller.batch_size (100, dt_conf)

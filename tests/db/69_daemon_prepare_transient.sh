@@ -17,7 +17,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
-. tests/db/60_daemon_lib.sh
+. tests/daemon_lib.sh
 
 NS=prep
 url=$(fresh_db tasker_prep) || { fail "fresh database tasker_prep"; finish; exit 1; }

@@ -1,12 +1,8 @@
 # shellcheck shell=bash
-# 60_daemon_lib.sh — helpers of the end-to-end daemon tests (tests/db/6*_daemon_*.sh): real
+# daemon_lib.sh — helpers of the end-to-end daemon tests (tests/db/6*_daemon_*.sh): real
 # tasker-orchestratord and tasker-worker processes against the sandbox, their configs and logs in a
 # temporary directory, templates of mixed shapes, and the invariants every run must keep.
-# Sourced after tests/lib.sh. Run on its own (run-db-tests runs every tests/db/*.sh) it tests nothing.
-if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
-  echo "1..0 # SKIP helper library of the 6*_daemon_* tests, nothing to run on its own"
-  exit 0
-fi
+# Sourced after tests/lib.sh.
 
 # The sandbox the harness started. Its port can change when it is restarted (63_daemon_pg_restart
 # does) if another process took the old one meanwhile: always take the URL from the sandbox.
