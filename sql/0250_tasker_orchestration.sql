@@ -213,6 +213,7 @@ DECLARE
   v_ids uuid[];
   v_states text[];
   v_stale record;
+  v_steps_snapshot jsonb;
 BEGIN
   IF NOT pg_try_advisory_xact_lock(hashtext('tasker.sweep')) THEN
     RETURN QUERY SELECT 'skipped_locked'::text, NULL::uuid, NULL::uuid, 'another sweep is running'::text;
@@ -342,6 +343,9 @@ BEGIN
       CONTINUE;
     END IF;
     CONTINUE WHEN cardinality(tasker.lock_tasks(ARRAY[v_stale.task_uuid], true)) = 0;
+    -- The snapshot shows the steps as they were when we gave up, before cancelling the open ones.
+    SELECT jsonb_object_agg(s.name, s.state) INTO v_steps_snapshot
+    FROM tasker.workflow_steps s WHERE s.task_uuid = v_stale.task_uuid;
     PERFORM set_config('tasker.reason', CASE WHEN v_stale.state = 'blocked_by_failures' THEN 'blocked_timeout'
                                              ELSE 'staleness_timeout' END, true);
     PERFORM tasker.cancel_open_steps(ARRAY[v_stale.task_uuid]);
@@ -356,8 +360,7 @@ BEGIN
               'idle_minutes', round(v_stale.idle_minutes), 'threshold_minutes', v_stale.threshold,
               'age_hours', round(v_stale.age_hours, 2), 'correlation_id', v_stale.correlation_id,
               'priority', v_stale.priority, 'requested_at', v_stale.requested_at, 'created_at', v_stale.created_at,
-              'steps', (SELECT jsonb_object_agg(s.name, s.state) FROM tasker.workflow_steps s
-                        WHERE s.task_uuid = v_stale.task_uuid),
+              'steps', v_steps_snapshot,
               'snapshot_at', now()),
             jsonb_build_object('detected_by', tasker.current_actor()))
     ON CONFLICT (task_uuid) WHERE resolution_status = 'pending' DO NOTHING;
