@@ -17,9 +17,8 @@
 --
 -- Reproducible: the seed is printed as a TAP comment; rerun a failure with
 --   TASKER_TAP_SEED=<seed> make check-db ONLY=sql      (or pg_prove … with that variable set)
--- (setseed() drives every choice, made over rows in creation order, never in uuid order; a rerun
--- on a fresh database — as make check-db makes — replays the same run. In a database that held
--- other data before, plans and so message order can differ, and with them the run.)
+-- (setseed() drives every choice, made over rows in creation order, never in uuid or queue
+-- order, so the same seed replays the same run.)
 -- Hand-backs, heartbeats and messages name an attempt by attempt_no (the fencing token, never
 -- reset); attempts (reset by reset_for_retry) is the retry budget that readiness looks at.
 
@@ -170,12 +169,14 @@ BEGIN
   PERFORM set_config('enable_seqscan', 'on', true);
 END $$;
 
--- Workers: claim a random number of steps.
+-- Workers: claim every dispatched step. (Everything, not a random number: which messages a partial
+-- read returns follows queue order, and that follows UUIDv7 tie-breaks that setseed() does not
+-- control, so a seed would not replay. What happens to each claimed step is random below.)
 CREATE FUNCTION pg_temp.phase_claim(p_round integer) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE n integer;
 BEGIN
-  SELECT count(*) INTO n FROM tasker.tasker_claim_and_execute_step('tap_rdy', 1 + pg_temp.rnd(40), 300, 'w' || pg_temp.rnd(3));
+  SELECT count(*) INTO n FROM tasker.tasker_claim_and_execute_step('tap_rdy', 1000, 300, 'w' || pg_temp.rnd(3));
   PERFORM pg_temp.bump('claimed', n);
 EXCEPTION WHEN others THEN
   PERFORM pg_temp.err(p_round, 'claim', 'tasker_claim_and_execute_step', SQLSTATE, SQLERRM);
@@ -261,13 +262,14 @@ BEGIN
   END;
 END $$;
 
--- The orchestrator consumes completions (a random batch size, once or twice).
+-- The orchestrator consumes the completions (all of them, in one or two batches: a partial
+-- batch would depend on queue order, see phase_claim).
 CREATE FUNCTION pg_temp.phase_complete(p_round integer) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE p record;
 BEGIN
   FOR i IN 1 .. 1 + pg_temp.rnd(2) LOOP
-    SELECT * INTO p FROM tasker.process_completions('tap_rdy', 1 + pg_temp.rnd(60), 30);
+    SELECT * INTO p FROM tasker.process_completions('tap_rdy', 10000, 30);
     PERFORM pg_temp.bump('completions processed', p.messages);
     IF p.rejected > 0 THEN
       INSERT INTO inv VALUES (p_round, 'complete', 'well-formed completion rejected', p.rejected_details::text);
@@ -299,7 +301,7 @@ BEGIN
   END LOOP;
   IF pg_temp.chance(0.6) THEN
     BEGIN
-      SELECT steps_enqueued INTO n FROM tasker.enqueue_ready_steps(1 + pg_temp.rnd(100));
+      SELECT steps_enqueued INTO n FROM tasker.enqueue_ready_steps(1000);
       PERFORM pg_temp.bump('enqueued by the poller', n);
     EXCEPTION WHEN others THEN
       PERFORM pg_temp.err(p_round, 'time', 'enqueue_ready_steps', SQLSTATE, SQLERRM);
@@ -386,8 +388,18 @@ END $$;
 -- ---------------------------------------------------------------------------------------------
 -- Run: 10 random templates, 40 rounds.
 -- ---------------------------------------------------------------------------------------------
+-- Planner trap: the tasker tables hold whatever earlier rolled-back runs left (dead rows, and
+-- pg_class.reltuples/relpages from autovacuum, e.g. reltuples = 0 over many pages). The planner
+-- scales that density to the pages our transaction fills and believes them nearly empty: the run
+-- went from 3 s to minutes. So ANALYZE once this run's first rows are in (ANALYZE counts our own
+-- uncommitted rows). Note: ANALYZE writes reltuples/relpages in place, so those two planner numbers
+-- outlive the ROLLBACK (autovacuum rewrites them); nothing else does.
 SELECT pg_temp.make_templates(10) \g /dev/null
-SELECT pg_temp.run_round(k) FROM generate_series(1, 40) k \g /dev/null
+SELECT pg_temp.run_round(k) FROM generate_series(1, 2) k \g /dev/null
+ANALYZE tasker.tasks, tasker.workflow_steps, tasker.workflow_step_edges, tasker.workflow_step_transitions,
+        tasker.workflow_step_result_audit, tasker.task_transitions, tasker.named_steps, tasker.named_step_edges,
+        tasker.task_templates, tasker.task_namespaces;
+SELECT pg_temp.run_round(k) FROM generate_series(3, 40) k \g /dev/null
 
 SELECT diag(format('templates: %s (steps %s, edges %s); tasks: %s; steps: %s', (SELECT count(*) FROM tpls),
                    (SELECT string_agg(n_steps::text, ',' ORDER BY seq) FROM tpls), (SELECT sum(n_edges) FROM tpls),
@@ -413,7 +425,7 @@ SELECT is((SELECT count(*) FROM cmp c WHERE c.round = k AND c.unfinished IS DIST
                                                    FROM cmp c WHERE c.round = k AND c.unfinished IS DISTINCT FROM c.total - c.completed LIMIT 1), '')))
 FROM generate_series(1, 40) k;
 SELECT cmp_ok((SELECT count(*) FROM cmp), '>=', 2000::bigint, format('hundreds of comparisons at least (%s)', (SELECT count(*) FROM cmp)));
-SELECT cmp_ok((SELECT count(*) FROM cmp WHERE def), '>=', 100::bigint,
+SELECT cmp_ok((SELECT count(*) FROM cmp WHERE def), '>=', 50::bigint,
               format('many of them on ready steps (%s ready, %s not ready)', (SELECT count(*) FROM cmp WHERE def), (SELECT count(*) FROM cmp WHERE NOT def)));
 SELECT cmp_ok((SELECT count(*) FROM cmp WHERE state IN ('pending', 'waiting_for_retry') AND NOT def), '>=', 100::bigint,
               'many on pending/retrying steps that are not ready (parents, attempts or backoff)');

@@ -13,14 +13,17 @@
 --     and staleness by back-dating state_changed_at / updated_at. Nothing here sleeps.
 -- The advisory lock of the sweep is held by a second session through dblink (skipped when the
 -- dblink extension is not installable).
--- Known bugs documented here by failing tests (see the report of the change that added this file):
---   * submit_step_results reports the status per step, not per (step, attempt) entry;
---   * create_task's "latest version" ordering casts '' to numeric for versions like '1..2' or '2.';
---   * the sweep's DLQ snapshot lists the steps after cancelling them (all "cancelled").
+-- Regression tests for bugs found while writing this file (all fixed in sql/ since):
+--   * reset_for_retry reused attempt numbers, so the re-run's hand-back collided with the first
+--     run's result-audit row (now: attempt_no, a fencing token that is never reset);
+--   * submit_step_results decided statuses per step, not per (step, attempt) entry;
+--   * create_task's "latest version" ordering cast '' to numeric for versions like '2.';
+--   * the sweep's DLQ snapshot listed the steps after cancelling them (all "cancelled");
+--   * enqueue_ready_steps raised 55000 when it found nothing to do.
 
 BEGIN;
 SET LOCAL client_min_messages = warning;
-SELECT plan(329);
+SELECT plan(331);
 
 -- ---------------------------------------------------------------------------------------------
 -- Helpers (temporary, gone with the transaction)
@@ -390,8 +393,8 @@ SELECT is((SELECT s.name FROM tasker.workflow_steps s WHERE s.task_uuid = :'ver_
           'v1_10', 'create_task: without a version the latest (1.10.0 over 1.9.0 and 0.5) is used');
 SELECT is((SELECT s.name FROM tasker.workflow_steps s WHERE s.task_uuid = :'ver_19'),
           'v1_9', 'create_task: an explicit version is used');
--- BUG (fails until fixed): a valid version string with an empty numeric part ('1..2', '2.') breaks
--- the "latest" ordering with 22P02 for every create_task of that template name.
+-- Regression: a valid version string with an empty numeric part ('1..2', '2.') broke the "latest"
+-- ordering with 22P02 for every create_task of that template name.
 SELECT pg_temp.tpl('tap_api_ct', 'ver2', ARRAY[pg_temp.s('x')], '{"version": "1.0"}') \g /dev/null
 SELECT pg_temp.tpl('tap_api_ct', 'ver2', ARRAY[pg_temp.s('y')], '{"version": "2."}') \g /dev/null
 SELECT lives_ok($$SELECT * FROM tasker.create_task('{"name": "ver2", "namespace": "tap_api_ct"}')$$,
@@ -588,7 +591,7 @@ SELECT is((SELECT error FROM tasker.workflow_steps WHERE workflow_step_uuid = pg
           '{"message": "x", "code": 7}'::jsonb, 'submit: an error object is kept as is');
 SELECT is((SELECT error FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'sb2', 'b')),
           '{"message": "step failed (no error given)"}'::jsonb, 'submit: a failure without error gets a default message');
--- BUG (fails until fixed): statuses are decided per step, not per (step, attempt) entry.
+-- Regression: statuses were decided per step, not per (step, attempt) entry.
 SELECT pg_temp.new_task('tap_api_sb', 'pair') AS sb3 \gset
 SELECT pg_temp.claim('tap_api_sb', 10, 'w-sb') \g /dev/null
 SELECT is(ARRAY(SELECT status FROM tasker.submit_step_results(jsonb_build_array(
@@ -599,6 +602,13 @@ SELECT is(ARRAY(SELECT status FROM tasker.submit_step_results(jsonb_build_array(
              jsonb_build_object('step_uuid', pg_temp.sid(:'sb3', 'b'), 'attempt', 1, 'success', false),
              jsonb_build_object('step_uuid', pg_temp.sid(:'sb3', 'b'), 'attempt', 1, 'success', true)))),
           ARRAY['accepted', 'duplicate'], 'submit_step_results: the second hand-back of one attempt in a batch is a duplicate');
+SELECT is(pg_temp.st(:'sb3', 'b'), 'enqueued_as_error_for_orchestration', 'submit_step_results: … and the first one is the one applied');
+SELECT pg_temp.new_task('tap_api_sb', 'pair') AS sb4 \gset
+SELECT pg_temp.claim('tap_api_sb', 10, 'w-sb') \g /dev/null
+SELECT is(ARRAY(SELECT status FROM tasker.submit_step_results(jsonb_build_array(
+             jsonb_build_object('step_uuid', pg_temp.sid(:'sb4', 'a'), 'attempt', 1, 'success', 'yes'),
+             jsonb_build_object('step_uuid', pg_temp.sid(:'sb4', 'a'), 'attempt', 1, 'success', true)))),
+          ARRAY['invalid', 'accepted'], 'submit_step_results: an invalid entry does not shadow a valid one for the same attempt');
 
 -- =============================================================================================
 -- 5. process_completions
@@ -896,8 +906,8 @@ SELECT is((SELECT row(count(*), min(original_state), min(dlq_reason), min(resolu
            FROM tasker.tasks_dlq WHERE task_uuid = :'sw4'),
           '(1,steps_in_process,staleness_timeout,pending,steps_in_process,one,30)',
           'sweep: exactly one DLQ row with the original state, reason and a snapshot');
--- BUG (fails until fixed): the snapshot's steps are taken after cancel_open_steps, so every step
--- reads "cancelled" and the investigator cannot see which step was stuck where.
+-- Regression: the snapshot's steps were taken after cancel_open_steps, so every step read
+-- "cancelled" and the investigator could not see which step was stuck where.
 SELECT is((SELECT task_snapshot->'steps' FROM tasker.tasks_dlq WHERE task_uuid = :'sw4'), '{"a": "enqueued"}'::jsonb,
           'sweep: the DLQ snapshot shows the steps as they were when the task was given up');
 SELECT is((SELECT count(*) FROM pg_temp.sweep() AS (action text, task_uuid uuid, workflow_step_uuid uuid, detail text) WHERE task_uuid = :'sw4'),
