@@ -185,7 +185,7 @@ BEGIN
     IF jsonb_typeof(v_retry) <> 'object' THEN
       RAISE EXCEPTION '%: retry must be an object', v_where USING ERRCODE = 'TK400';
     END IF;
-    IF v_retry ? 'retryable' AND jsonb_typeof(v_retry->'retryable') <> 'boolean' THEN
+    IF v_retry ? 'retryable' AND jsonb_typeof(v_retry->'retryable') NOT IN ('boolean', 'null') THEN
       RAISE EXCEPTION '%: retry.retryable must be true or false', v_where USING ERRCODE = 'TK400';
     END IF;
     IF coalesce(v_retry->>'backoff', 'exponential') NOT IN ('none', 'linear', 'exponential', 'fibonacci') THEN

@@ -77,14 +77,19 @@ BEGIN
   )
   SELECT array_agg(c.workflow_step_uuid), array_agg(c.msg_id) INTO v_claimed, v_claimed_ids FROM claimed c;
 
-  -- Everything read but not claimed leaves the queue; malformed messages are recorded.
+  -- Everything read but not claimed leaves the queue; malformed messages, and messages naming a
+  -- step that does not exist, are recorded (a stale or duplicate one is normal and is not).
   INSERT INTO tasker.rejected_messages (queue_name, msg_id, message, reason)
   SELECT v_queue, u.msg_id, u.message,
          CASE WHEN jsonb_typeof(u.message) IS DISTINCT FROM 'object' THEN 'message is not a JSON object'
               WHEN tasker.uuid_or_null(u.message->>'step_uuid') IS NULL THEN 'step_uuid missing or not a UUID'
-              ELSE 'attempt missing or not an integer' END
+              WHEN tasker.int_or_null(u.message->'attempt') IS NULL THEN 'attempt missing or not an integer'
+              ELSE 'unknown step ' || (u.message->>'step_uuid') END
   FROM unnest(v_ids, v_msgs) AS u(msg_id, message)
-  WHERE tasker.uuid_or_null(u.message->>'step_uuid') IS NULL OR tasker.int_or_null(u.message->'attempt') IS NULL;
+  WHERE NOT u.msg_id = ANY (coalesce(v_claimed_ids, '{}'))
+    AND (tasker.uuid_or_null(u.message->>'step_uuid') IS NULL OR tasker.int_or_null(u.message->'attempt') IS NULL
+         OR NOT EXISTS (SELECT 1 FROM tasker.workflow_steps s
+                        WHERE s.workflow_step_uuid = tasker.uuid_or_null(u.message->>'step_uuid')));
   PERFORM tasker.archive_messages(v_queue,
     ARRAY(SELECT i FROM unnest(v_ids) AS i WHERE NOT i = ANY (coalesce(v_claimed_ids, '{}'))));
 

@@ -134,6 +134,9 @@ DECLARE
   v_tasks uuid[];
   v_enqueued integer := 0;
 BEGIN
+  IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
+    RAISE EXCEPTION 'limit must be between 1 and 10000 (got %)', p_limit USING ERRCODE = 'TK400';
+  END IF;
   PERFORM tasker.audit_context(NULL);
   SELECT array_agg(DISTINCT c.task_uuid) INTO v_tasks
   FROM (
@@ -212,9 +215,14 @@ DECLARE
   v_ns record;
   v_ids uuid[];
   v_states text[];
+  v_msg_ids bigint[];
+  v_details text[];
   v_stale record;
   v_steps_snapshot jsonb;
 BEGIN
+  IF p_batch_size IS NULL OR p_batch_size NOT BETWEEN 1 AND 10000 THEN
+    RAISE EXCEPTION 'batch_size must be between 1 and 10000 (got %)', p_batch_size USING ERRCODE = 'TK400';
+  END IF;
   IF NOT pg_try_advisory_xact_lock(hashtext('tasker.sweep')) THEN
     RETURN QUERY SELECT 'skipped_locked'::text, NULL::uuid, NULL::uuid, 'another sweep is running'::text;
     RETURN;
@@ -235,7 +243,6 @@ BEGIN
     ELSE
       v_tasks := tasker.lock_tasks(v_tasks, true);
       PERFORM set_config('tasker.reason', 'lease expired', true);
-      RETURN QUERY
       WITH upd AS (
         UPDATE tasker.workflow_steps s
         SET state = CASE WHEN s.retryable AND s.attempts < s.max_attempts THEN 'waiting_for_retry' ELSE 'error' END,
@@ -247,11 +254,28 @@ BEGIN
         FROM tasker.named_steps n
         WHERE n.named_step_uuid = s.named_step_uuid AND s.task_uuid = ANY (v_tasks)
           AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp()
-        RETURNING s.task_uuid, s.workflow_step_uuid, s.state, s.claimed_by, s.attempt_no
+        RETURNING s.task_uuid, s.workflow_step_uuid, s.state, s.claimed_by, s.attempt_no, s.dispatch_msg_id
       )
-      SELECT 'lease_expired'::text, u.task_uuid, u.workflow_step_uuid,
-             format('attempt %s on %s: now %s', u.attempt_no, u.claimed_by, u.state)
+      SELECT array_agg(u.workflow_step_uuid), array_agg(u.dispatch_msg_id),
+             array_agg(format('attempt %s on %s: now %s', u.attempt_no, u.claimed_by, u.state))
+      INTO v_ids, v_msg_ids, v_details
       FROM upd u;
+      RETURN QUERY
+      SELECT 'lease_expired'::text, s.task_uuid, x.step, x.detail
+      FROM unnest(v_ids, v_details) AS x(step, detail)
+      JOIN tasker.workflow_steps s ON s.workflow_step_uuid = x.step;
+      -- The expired attempt's dispatch message would come back after its vt only to be archived
+      -- by the next claim that reads it: archive it now.
+      FOR v_ns IN
+        SELECT t.namespace AS name, array_agg(m.id) AS ids
+        FROM unnest(v_ids, v_msg_ids) AS m(step, id)
+        JOIN tasker.workflow_steps s ON s.workflow_step_uuid = m.step
+        JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+        WHERE m.id IS NOT NULL
+        GROUP BY t.namespace
+      LOOP
+        PERFORM tasker.archive_messages(tasker.dispatch_queue(v_ns.name), v_ns.ids);
+      END LOOP;
       PERFORM set_config('tasker.reason', '', true);
       PERFORM tasker.advance_tasks(v_tasks);
     END IF;

@@ -23,7 +23,7 @@
 
 BEGIN;
 SET LOCAL client_min_messages = warning;
-SELECT plan(331);
+SELECT plan(336);
 
 -- ---------------------------------------------------------------------------------------------
 -- Helpers (temporary, gone with the transaction)
@@ -233,6 +233,10 @@ SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "step
   'template x: step a: retry.backoff must be none, linear, exponential or fibonacci (got "quadratic")', 'refused: unknown backoff');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"retryable": "yes"}}]}',
   'template x: step a: retry.retryable must be true or false', 'refused: retryable not a boolean');
+SELECT task_template_uuid AS nullretry FROM tasker.register_task_template(
+  '{"name": "nullretry", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"retryable": null}}]}') \gset
+SELECT is((SELECT n.retryable FROM tasker.named_steps n WHERE n.task_template_uuid = :'nullretry'),
+          true, 'retry.retryable null means the default (true), like every other optional field');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": 5}]}',
   'template x: step a: retry must be an object', 'refused: retry not an object');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "type": "decision"}]}',
@@ -480,6 +484,10 @@ SELECT ok(pg_temp.qhas('tasker_dispatch_tap_api_cl', :m1, 'a') AND pg_temp.qhas(
           'claim: malformed messages are archived');
 SELECT is((SELECT message FROM tasker.rejected_messages WHERE msg_id = :m1 AND queue_name = 'tasker_dispatch_tap_api_cl'), '"junk"'::jsonb,
           'claim: the rejected message body is kept');
+SELECT pgmq.send('tasker_dispatch_tap_api_cl', jsonb_build_object('step_uuid', '00000000-0000-7000-8000-000000000001', 'attempt', 1)) AS m5 \gset
+SELECT is(pg_temp.claim('tap_api_cl'), 0::bigint, 'claim: a message naming no existing step claims nothing');
+SELECT is((SELECT reason FROM tasker.rejected_messages WHERE msg_id = :m5 AND queue_name = 'tasker_dispatch_tap_api_cl'),
+          'unknown step 00000000-0000-7000-8000-000000000001', 'claim: a message naming no existing step is recorded as rejected');
 -- The worker id defaults to worker-<backend pid>.
 SELECT pg_temp.new_task('tap_api_cl', 'chain') AS cl3 \gset
 SELECT workflow_step_uuid AS cl3a FROM tasker.tasker_claim_and_execute_step('tap_api_cl', 1, 300, '') \gset
@@ -812,7 +820,8 @@ SELECT is(pg_temp.st(:'eq3', 'a'), 'waiting_for_retry', 'enqueue_ready_steps: a 
 SELECT is(pg_temp.eq(100), row(0, 0, (SELECT next_retry_at FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'eq2', 'a')))::text,
           'enqueue_ready_steps: a second pass finds nothing');
 UPDATE tasker.workflow_steps SET next_retry_at = now() WHERE workflow_step_uuid = pg_temp.sid(:'eq2', 'a');  -- TEST-ONLY
-SELECT is(pg_temp.eq(0), '(0,0,)', 'enqueue_ready_steps: limit 0 does nothing');
+SELECT throws_ok($$SELECT * FROM tasker.enqueue_ready_steps(0)$$, 'TK400', NULL,
+                 'enqueue_ready_steps: a limit below 1 is refused as a bad request');
 SELECT is(pg_temp.eq(1), '(1,1,)',
           'enqueue_ready_steps: next_retry_at = now() counts as passed');
 
@@ -859,6 +868,11 @@ SELECT is((SELECT row(pg_temp.st(:'sw2', 'a'), pg_temp.tst(:'sw2'), pg_temp.tst(
           '(error,blocked_by_failures,waiting_for_retry)', 'sweep: the step out of attempts is in error, its task blocked');
 SELECT is((SELECT status FROM tasker.submit_step_result(pg_temp.sid(:'sw1', 'a'), 1, true)), 'stale',
           'sweep: the late hand-back of the expired attempt is stale');
+SELECT is((SELECT count(*) FROM pgmq.q_tasker_dispatch_tap_api_sw q
+           WHERE q.message->>'step_uuid' IN (pg_temp.sid(:'sw1', 'a')::text, pg_temp.sid(:'sw2', 'a')::text)),
+          0::bigint, 'sweep: the expired attempts'' dispatch messages are archived, not left to reappear');
+SELECT throws_ok($$SELECT * FROM tasker.detect_and_transition_stuck_tasks(-1)$$, 'TK400', NULL,
+                 'sweep: a batch size below 1 is refused as a bad request');
 -- Missing dispatch message → re-sent.
 SELECT pg_temp.new_task('tap_api_sw', 'one') AS sw3 \gset
 SELECT dispatch_msg_id AS sw3_old FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'sw3', 'a') \gset

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# 90_demo.sh — `make demo` works from a clean state while the test harness's own PostgreSQL runs:
+# scripts/demo starts a second sandbox (on another port), the daemon and a worker, creates its six
+# sample tasks through the HTTP API, prints a summary and stops everything. We check its exit
+# status, that every task ended as the templates say it must (from the summary it prints: its
+# PostgreSQL is gone once it exits), and that it left nothing running.
+#
+# The demo runs from a private tree under var/ whose scripts/ and etc/ are links to ours: the very
+# same script, but its var/demo (database, logs) is a fresh one, so a developer's own var/demo —
+# perhaps still running after DEMO_KEEP=1 — is neither reused nor stopped by this test.
+set -uo pipefail
+unset DEMO_KEEP
+cd "$(dirname "$0")/../.."
+. tests/lib.sh
+
+ROOT=$(pwd)
+ABS_BIN=$(cd "${BIN:-bin}" && pwd)
+T=$(mktemp -d "$ROOT/var/test-demo.XXXXXX")
+chmod 755 "$T"   # the sandbox's data directory lives below; PostgreSQL's user must reach it
+ln -s "$ROOT/scripts" "$T/scripts"
+ln -s "$ROOT/etc" "$T/etc"
+cleanup() {
+  # Only if the demo failed to stop its cluster itself.
+  "$ROOT/scripts/pg-sandbox" stop "$T/var/demo/pg" >/dev/null 2>&1 || true
+  if [ "$TESTS_FAILED" -gt 0 ]; then
+    echo "# demo output and logs kept in $T"
+  else
+    rm -rf "$T"
+  fi
+}
+trap cleanup EXIT
+
+start=$(date +%s)
+BIN=$ABS_BIN "$T/scripts/demo" >"$T/demo.out" 2>&1
+rc=$?
+is "$rc" 0 "scripts/demo exits 0 ($(( $(date +%s) - start )) s)"
+if [ "$rc" != 0 ]; then
+  sed 's/^/#   /' "$T/demo.out" | tail -n 40
+  for f in "$T"/var/demo/daemon.log "$T"/var/demo/worker.log; do
+    [ -f "$f" ] && { echo "# ---- $f"; tail -n 15 "$f" | sed 's/^/#   /'; }
+  done
+fi
+# Without colours, for the greps below.
+out=$(sed 's/\x1b\[[0-9;]*m//g' "$T/demo.out")
+
+# Its own PostgreSQL, on a port other than the harness's.
+demo_port=$(sed -n 's/^==> PostgreSQL: postgresql:\/\/[^@]*@[^:]*:\([0-9]*\)\/.*/\1/p' <<<"$out" | head -n 1)
+harness_port=$(sed -n 's/^postgresql:\/\/[^@]*@[^:]*:\([0-9]*\)\/.*/\1/p' <<<"$SERVER_URL")
+if [ -n "$demo_port" ] && [ "$demo_port" != "$harness_port" ]; then
+  ok "the demo ran its own PostgreSQL (port $demo_port; the harness's is $harness_port)"
+else
+  fail "the demo's PostgreSQL port ('$demo_port') differs from the harness's ($harness_port)"
+fi
+
+grep -q '^==> registering templates' <<<"$out" && ok "templates registered" || fail "templates registered"
+is "$(grep -Ec '^  (demo_[a-z_]+) +(created|unchanged|updated)$' <<<"$out")" 4 "4 templates registered through POST /v1/templates"
+is "$(grep -Ec '^  [a-z_]+ +[0-9a-f-]{36}$' <<<"$out")" 6 "6 tasks created through POST /v1/tasks"
+
+# The "Tasks" table of the summary: task | template | state | steps | attempts | took_ms.
+tasks=$(awk '/^Tasks$/ { on = 1; next } /^Steps/ { on = 0 } on && /\|/ && !/template/' <<<"$out" |
+        awk -F'|' '{ for (i = 1; i <= NF; i++) gsub(/^ +| +$/, "", $i); print $2, $3, $4, $5, $6 }')
+is "$(wc -l <<<"$tasks" | tr -d ' ')" 6 "the summary lists 6 tasks"
+# template → "state steps attempts" every one of its tasks must show.
+declare -A want=(
+  [linear_pipeline]="complete 4 4"   # extract → transform → load → report
+  [diamond]="complete 4 4"           # fetch → {score_credit, score_fraud} → decide
+  [fan_out_fan_in]="complete 22 22"  # split → 20 shards → merge
+  [flaky_payment]="complete 3 5"     # charge fails twice, succeeds on its third attempt
+)
+declare -A count=([linear_pipeline]=2 [diamond]=2 [fan_out_fan_in]=1 [flaky_payment]=1)
+for tpl in "${!want[@]}"; do
+  got=$(awk -v t="$tpl" '$1 == t { print $2, $3, $4 }' <<<"$tasks" | sort -u)
+  n=$(awk -v t="$tpl" '$1 == t' <<<"$tasks" | wc -l | tr -d ' ')
+  is "$n:$got" "${count[$tpl]}:${want[$tpl]}" "$tpl: ${count[$tpl]} task(s), each state/steps/attempts ${want[$tpl]}"
+done
+# The flaky step's history: two failed attempts sent to waiting_for_retry, then complete.
+charge=$(awk '/^How the flaky charge step got there$/ { on = 1; next } on && /\|/' <<<"$out")
+is "$(grep -c 'enqueued_as_error_for_orchestration *| *waiting_for_retry' <<<"$charge")" 2 \
+  "flaky_payment/charge: two failures went to waiting_for_retry"
+is "$(grep -c 'enqueued_for_orchestration *| *complete' <<<"$charge")" 1 "flaky_payment/charge: then it completed"
+grep -Eq '^==> all 6 tasks complete' <<<"$out" && ok "the demo reports all 6 tasks complete" ||
+  fail "the demo reports all 6 tasks complete"
+
+# Nothing left behind: its PostgreSQL stopped, no daemon or worker of its own still running.
+if "$ROOT/scripts/pg-sandbox" url "$T/var/demo/pg" >/dev/null 2>&1; then
+  fail "the demo stopped its PostgreSQL on exit"
+else
+  ok "the demo stopped its PostgreSQL on exit"
+fi
+left=$(pgrep -f "$ABS_BIN/tasker-(orchestratord|worker) .*" 2>/dev/null | while read -r p; do
+         [ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$T" ] && echo "$p"; done | wc -l | tr -d ' ')
+is "$left" 0 "no daemon or worker of the demo still runs"
+finish

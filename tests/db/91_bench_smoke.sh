@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# 91_bench_smoke.sh — `make bench` cannot rot: a tiny run of bench/run against the harness's
+# PostgreSQL (through DATABASE_URL: its own databases tasker_bench_smoke*, its output in a temporary
+# directory, never bench/out/) must finish and write JSON with every figure docs/performance.md
+# promises, each of them sane. The sizes are far too small to mean anything; only the plumbing is
+# under test. The harness's server has no pg_stat_statements, so this also covers the bench without
+# it (statement-level figures null, the rest there).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. tests/lib.sh
+
+D=$(mktemp -d "${TMPDIR:-/tmp}/tasker-bench-smoke.XXXXXX")
+trap 'if [ "$TESTS_FAILED" -gt 0 ]; then echo "# kept $D"; else rm -rf "$D"; fi' EXIT
+
+latest_before=$(stat -c %Y.%s bench/out/latest.json 2>/dev/null || echo none)
+start=$(date +%s)
+env -u TASKER_ENV -u TASKER_CONFIG_PATH -u BENCH_SCALE \
+  DATABASE_URL="$SERVER_URL" BIN="${BIN:-bin}" BENCH_DB=tasker_bench_smoke \
+  BENCH_OUT="$D/out.json" BENCH_RUN_DIR="$D/run" \
+  BENCH_TASKS=20 BENCH_FANOUT_TASKS=2 BENCH_LIGHT_SECS=1 BENCH_LIGHT_RATE=8 BENCH_LIGHT_FANOUT_RATE=3 \
+  BENCH_IDLE_SECS=2 BENCH_PGBENCH_SECS=1 BENCH_PGBENCH_SCALE=1 BENCH_POOL_MAX=2 BENCH_TIMEOUT=60 \
+  bench/run >"$D/bench.out" 2>&1
+rc=$?
+is "$rc" 0 "bench/run finishes ($(( $(date +%s) - start )) s)"
+[ "$rc" = 0 ] || sed 's/^/#   /' "$D/bench.out" | tail -n 40
+
+J=$D/out.json
+if ! jq -e . "$J" >/dev/null 2>&1; then
+  fail "bench/run wrote valid JSON to BENCH_OUT"
+  finish
+fi
+ok "bench/run wrote valid JSON to BENCH_OUT"
+is "$(stat -c %Y.%s bench/out/latest.json 2>/dev/null || echo none)" "$latest_before" "the smoke run left bench/out/latest.json alone"
+
+# jqt EXPR DESCRIPTION: EXPR is true of the JSON.
+jqt() {
+  if jq -e "$1" "$J" >/dev/null 2>&1; then ok "$2"; else fail "$2 ($1 → $(jq -c "$1" "$J" 2>&1 | head -c 200))"; fi
+}
+num='type == "number"'
+jqt ".pgbench_tps | $num and . > 0" "pgbench_tps is a positive number"
+jqt ".pgbench.command | startswith(\"pgbench -n -N -c 8\")" "the ceiling is pgbench -N with 8 clients"
+for s in linear diamond fanout; do
+  S=".shapes.$s"
+  jqt "$S | has(\"steps_per_sec\") and has(\"task_latency_ms_p50\") and has(\"task_latency_ms_p99\") and has(\"step_overhead_ms_p50\") and has(\"step_overhead_ms_p99\") and has(\"commits_per_step\")" \
+    "$s: every required key is there"
+  jqt "$S.steps_per_sec | $num and . > 0 and . < 1000000" "$s: steps_per_sec is sane"
+  jqt "$S | (.task_latency_ms_p50 | $num and . > 0) and .task_latency_ms_p95 >= .task_latency_ms_p50 and .task_latency_ms_p99 >= .task_latency_ms_p95 and .task_latency_ms_p99 < 60000" \
+    "$s: task latency 0 < p50 ≤ p95 ≤ p99 < 60 s"
+  jqt "$S | (.step_overhead_ms_p50 | $num and . >= 0) and .step_overhead_ms_p99 >= .step_overhead_ms_p50 and .step_overhead_ms_p99 < 60000" \
+    "$s: step overhead 0 ≤ p50 ≤ p99 < 60 s"
+  jqt "$S | (.commits_per_step | $num and . > 0 and . < 100) and (.commits_per_step_light | $num and . > 0 and . < 1000)" \
+    "$s: commits per step (full and light load) are sane"
+  jqt "$S | (.write_commits_per_step | $num and . > 0 and . < 100) and .write_commits_per_step <= .commits_per_step" \
+    "$s: write commits per step are sane and at most the commits"
+  jqt "$S | (.daemon_rss_max_kb | $num and . > 1000) and (.daemon_cpu_us_per_step | $num and . >= 0)" \
+    "$s: daemon peak RSS and CPU per step are there"
+  want_tasks=20; steps=4
+  [ "$s" = fanout ] && { want_tasks=2; steps=52; }
+  jqt "$S.throughput | .tasks == $want_tasks and .tasks_complete == $want_tasks and .steps == $((want_tasks * steps)) and .steps_complete == .steps" \
+    "$s: the backlog of $want_tasks tasks was drained completely"
+  jqt "$S.light | .tasks >= 3 and .tasks_complete == .tasks and .step_overhead_samples > 0" \
+    "$s: every light-load task completed"
+done
+jqt '.idle | (.daemon_xacts_per_sec | type == "number") and (.secs > 1)' "idle: the daemon's transactions per second are there"
+jqt '.idle_daemon_queries_per_sec | type == "number"' "idle_daemon_queries_per_sec is there"
+jqt '.server.settings.fsync == "on" and .server.settings.synchronous_commit == "on"' "measured with durability on"
+jqt '.startup_xacts.daemon > 0 and .startup_xacts.workers > 0' "the start-up calibration ran"
+jqt '.scale == null' "no scale point unless BENCH_SCALE=1"
+
+# The table: one line per figure, the JSON path at the end.
+grep -q 'steps/s' "$D/out.txt" && grep -q 'task latency p99 ms' "$D/out.txt" && grep -q "JSON: $J" "$D/out.txt" &&
+  ok "the table was printed and saved next to the JSON" || fail "the table was printed and saved next to the JSON"
+# Its databases are there for inspection but its processes are gone.
+left=$(psql_at "$(db_url postgres)" "SELECT count(*) FROM pg_stat_activity WHERE datname = 'tasker_bench_smoke' AND application_name LIKE 'tasker-%'")
+is "$left" 0 "no daemon or worker of the bench is still connected"
+PGOPTIONS="-c client_min_messages=warning" psql "$(db_url postgres)" -X -qc "DROP DATABASE IF EXISTS tasker_bench_smoke WITH (FORCE)" >/dev/null
+finish
