@@ -10,8 +10,8 @@
  *
  * Error mapping: TK400/TK404/TK409 (sql/0202) become 400/404/409 with the function's message
  * (written for humans); anything else from the database becomes 500 or 503 with a generic message
- * and the detail in the log. Bodies over web.max_body_bytes are refused by evhttp before they are
- * read (413; see docs/api.md on that reply's body).
+ * and the detail in the log. Bodies over web.max_body_bytes get a JSON 413 from us; evhttp's own
+ * hard limit (four times that) refuses absurd ones before they are buffered (see docs/api.md).
  */
 #include "http_api.h"
 
@@ -1239,7 +1239,10 @@ static void apply_settings(struct http_api *h)
 {
     const struct conf *c = &h->o->conf;
     if (h->applied_max_body != c->web_max_body_bytes) {
-        evhttp_set_max_body_size(h->http, c->web_max_body_bytes);
+        /* libevent answers bodies over its limit itself, with an HTML page (2.1 has no hook), so
+         * its limit is a hard ceiling above ours: between the two, the body reaches us and gets our
+         * JSON 413 (read_body); beyond it, it is never buffered. */
+        evhttp_set_max_body_size(h->http, (ev_ssize_t)c->web_max_body_bytes * 4 + 65536);
         h->applied_max_body = c->web_max_body_bytes;
     }
     if (h->applied_timeout_ms != c->web_request_timeout_ms) {

@@ -258,7 +258,10 @@ req POST /v1/tasks '{"name":"diamond","namespace":"'$NS'","context":{"s":"\u0000
 head -c 70000 /dev/zero | tr '\0' ' ' >"$tmp/big"
 printf '{"name":"diamond","namespace":"%s","pad":"x"}' "$NS" >>"$tmp/big"
 req POST /v1/tasks - --data-binary @"$tmp/big"
-is "$STATUS" 413 "a body over web.max_body_bytes → 413"
+expect 413 payload_too_large "a body over web.max_body_bytes → JSON 413"
+head -c 400000 /dev/zero | tr '\0' ' ' >"$tmp/huge"
+req POST /v1/tasks - --data-binary @"$tmp/huge"
+is "$STATUS" 413 "a body over 4× web.max_body_bytes is refused by the HTTP layer (still 413)"
 req POST /v1/tasks '{"name":"linear","namespace":"'$NS2'","context":{"order":2}}' -H 'Expect: 100-continue'
 is "$STATUS" 201 "after the refusals the next task is created (Expect: 100-continue)"
 T2=$(j .task_uuid)
