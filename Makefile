@@ -59,7 +59,7 @@ SQL_FILES   := $(sort $(wildcard migrations/*.sql)) $(sort $(wildcard sql/*.sql)
 TEST_TOOLS_SRC := $(wildcard tests/tools/*.c)
 TEST_TOOLS  := $(patsubst tests/tools/%.c,$(OUT)/tests/%,$(TEST_TOOLS_SRC))
 
-.PHONY: all deps check check-unit check-db check-config-coverage test-tools clean install sql-check demo \
+.PHONY: all deps check check-unit check-db check-config-coverage test-tools clean install sql-check demo bench \
         db-setup db-migrate db-reset db-check
 
 all: $(BINARIES)
@@ -121,6 +121,11 @@ check-db: all test-tools
 # The README's main command: a private PostgreSQL, the daemon, a worker, sample workflows, a summary.
 demo: all
 	$(Q)BIN=$(OUT) scripts/demo
+
+# Steps/s, latency, per-step overhead, commits per step and the pgbench ceiling, measured on a
+# private PostgreSQL under ./var/bench (or $DATABASE_URL's server); docs/performance.md reads it.
+bench: all
+	$(Q)BIN=$(OUT) bench/run
 
 # Prepare every daemon statement against a freshly migrated sandbox database.
 sql-check: all

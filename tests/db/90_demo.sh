@@ -10,7 +10,8 @@
 # perhaps still running after DEMO_KEEP=1 — is neither reused nor stopped by this test.
 set -uo pipefail
 unset DEMO_KEEP
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
+# shellcheck source=tests/lib.sh
 . tests/lib.sh
 
 ROOT=$(pwd)
@@ -52,7 +53,7 @@ else
   fail "the demo's PostgreSQL port ('$demo_port') differs from the harness's ($harness_port)"
 fi
 
-grep -q '^==> registering templates' <<<"$out" && ok "templates registered" || fail "templates registered"
+if grep -q '^==> registering templates' <<<"$out"; then ok "templates registered"; else fail "templates registered"; fi
 is "$(grep -Ec '^  (demo_[a-z_]+) +(created|unchanged|updated)$' <<<"$out")" 4 "4 templates registered through POST /v1/templates"
 is "$(grep -Ec '^  [a-z_]+ +[0-9a-f-]{36}$' <<<"$out")" 6 "6 tasks created through POST /v1/tasks"
 
@@ -78,8 +79,8 @@ charge=$(awk '/^How the flaky charge step got there$/ { on = 1; next } on && /\|
 is "$(grep -c 'enqueued_as_error_for_orchestration *| *waiting_for_retry' <<<"$charge")" 2 \
   "flaky_payment/charge: two failures went to waiting_for_retry"
 is "$(grep -c 'enqueued_for_orchestration *| *complete' <<<"$charge")" 1 "flaky_payment/charge: then it completed"
-grep -Eq '^==> all 6 tasks complete' <<<"$out" && ok "the demo reports all 6 tasks complete" ||
-  fail "the demo reports all 6 tasks complete"
+if grep -Eq '^==> all 6 tasks complete' <<<"$out"; then ok "the demo reports all 6 tasks complete"
+else fail "the demo reports all 6 tasks complete"; fi
 
 # Nothing left behind: its PostgreSQL stopped, no daemon or worker of its own still running.
 if "$ROOT/scripts/pg-sandbox" url "$T/var/demo/pg" >/dev/null 2>&1; then

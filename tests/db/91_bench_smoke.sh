@@ -6,7 +6,8 @@
 # under test. The harness's server has no pg_stat_statements, so this also covers the bench without
 # it (statement-level figures null, the rest there).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
+# shellcheck source=tests/lib.sh
 . tests/lib.sh
 
 D=$(mktemp -d "${TMPDIR:-/tmp}/tasker-bench-smoke.XXXXXX")
@@ -68,8 +69,11 @@ jqt '.startup_xacts.daemon > 0 and .startup_xacts.workers > 0' "the start-up cal
 jqt '.scale == null' "no scale point unless BENCH_SCALE=1"
 
 # The table: one line per figure, the JSON path at the end.
-grep -q 'steps/s' "$D/out.txt" && grep -q 'task latency p99 ms' "$D/out.txt" && grep -q "JSON: $J" "$D/out.txt" &&
-  ok "the table was printed and saved next to the JSON" || fail "the table was printed and saved next to the JSON"
+if grep -q 'steps/s' "$D/out.txt" && grep -q 'task latency p99 ms' "$D/out.txt" && grep -q "JSON: $J" "$D/out.txt"; then
+  ok "the table was printed and saved next to the JSON"
+else
+  fail "the table was printed and saved next to the JSON"
+fi
 # Its databases are there for inspection but its processes are gone.
 left=$(psql_at "$(db_url postgres)" "SELECT count(*) FROM pg_stat_activity WHERE datname = 'tasker_bench_smoke' AND application_name LIKE 'tasker-%'")
 is "$left" 0 "no daemon or worker of the bench is still connected"
