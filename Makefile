@@ -50,7 +50,7 @@ endif
 WORKER_SRC  := $(wildcard src/worker*.c)
 DAEMON_SRC  := $(filter-out $(WORKER_SRC),$(wildcard src/*.c))
 DAEMON_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(DAEMON_SRC)) $(OBJDIR)/embedded_sql.o
-WORKER_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(WORKER_SRC)) $(OBJDIR)/db_conn.o $(OBJDIR)/log.o $(OBJDIR)/backoff.o
+WORKER_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(WORKER_SRC)) $(OBJDIR)/db_conn.o $(OBJDIR)/log.o $(OBJDIR)/backoff.o $(OBJDIR)/names.o
 BINARIES    := $(OUT)/tasker-orchestratord $(if $(WORKER_SRC),$(OUT)/tasker-worker)
 LIB_OBJ     := $(filter-out $(OBJDIR)/main.o,$(DAEMON_OBJ))
 UNIT_SRC    := $(wildcard tests/unit/*.c)

@@ -55,7 +55,5 @@ bool hutil_uuid_valid(const char *s);
  * [min, max]; stores it in *out. */
 bool hutil_parse_int(const char *s, long min, long max, long *out);
 
-/* hutil_namespace_valid: s matches ^[a-z][a-z0-9_]{0,28}$ (DESIGN §3). */
-bool hutil_namespace_valid(const char *s);
 
 #endif

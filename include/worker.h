@@ -18,6 +18,8 @@
 
 #include <jansson.h>
 
+#include "names.h"
+
 struct event;
 struct event_base;
 struct worker;
@@ -25,7 +27,7 @@ struct worker_exec;
 struct worker_exec_result;
 
 /* Limits and defaults (units in the names). */
-#define WORKER_NAMESPACE_MAX 29             /* ^[a-z][a-z0-9_]{0,28}$ (DESIGN §3) */
+#define WORKER_NAMESPACE_MAX NAMESPACE_NAME_MAX /* names.h */
 #define WORKER_ID_MAX 128                   /* worker ids: [A-Za-z0-9._:@/+-]{1,128} */
 #define WORKER_UUID_LEN 36                  /* text form of a uuid */
 #define WORKER_DEFAULT_CONCURRENCY 10
@@ -75,8 +77,7 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
 /* worker_usage: the --help text. */
 void worker_usage(FILE *out);
 
-/* worker_namespace_valid / worker_id_valid: the accepted forms (see the limits above). */
-bool worker_namespace_valid(const char *ns);
+/* worker_id_valid: the accepted form (see the limits above); namespaces: names.h. */
 bool worker_id_valid(const char *id);
 
 /* ---- one claimed step ---------------------------------------------------------------------- */

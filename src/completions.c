@@ -11,6 +11,7 @@
 
 #include "db_pool.h"
 #include "log.h"
+#include "names.h"
 #include "orchd.h"
 #include "poller.h"
 #include "statements.h"
@@ -40,17 +41,6 @@ struct completions {
     bool stopping;
 };
 
-static bool namespace_valid(const char *name)
-{
-    size_t n = strlen(name);
-    if (n < 1 || n > 29 || name[0] < 'a' || name[0] > 'z')
-        return false;
-    for (size_t i = 1; i < n; i++)
-        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '_'))
-            return false;
-    return true;
-}
-
 static struct ns_state *ns_find(struct completions *c, const char *name)
 {
     for (size_t i = 0; i < c->nns; i++)
@@ -62,7 +52,7 @@ static struct ns_state *ns_find(struct completions *c, const char *name)
 static struct ns_state *ns_add(struct completions *c, const char *name)
 {
     struct ns_state *s = ns_find(c, name);
-    if (s || !namespace_valid(name))
+    if (s || !namespace_name_valid(name))
         return s;
     if (c->nns == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 8;

@@ -22,6 +22,7 @@
 #include "http_util.h"
 #include "listen.h"
 #include "log.h"
+#include "names.h"
 #include "metrics.h"
 #include "orchd.h"
 #include "states.h"
@@ -885,7 +886,7 @@ static void handle_task_create(struct api_req *r)
     const char *ns = body_string(r, "namespace");
     if (!ns)
         ns = "default";
-    if (!hutil_namespace_valid(ns)) {
+    if (!namespace_name_valid(ns)) {
         api_error(r, HUTIL_ERR_INVALID_REQUEST, "namespace must match ^[a-z][a-z0-9_]{0,28}$");
         return;
     }
@@ -912,7 +913,7 @@ static void handle_tasks_list(struct api_req *r)
     enum task_state ts;
     if (state && status && strcmp(state, status) != 0) {
         api_error(r, HUTIL_ERR_INVALID_REQUEST, "state and status are the same filter; give one");
-    } else if (ns && !hutil_namespace_valid(ns)) {
+    } else if (ns && !namespace_name_valid(ns)) {
         api_error(r, HUTIL_ERR_INVALID_REQUEST, "namespace must match ^[a-z][a-z0-9_]{0,28}$");
     } else if ((state || status) && !task_state_parse(state ? state : status, &ts)) {
         api_error(r, HUTIL_ERR_INVALID_REQUEST, "unknown task state \"%.64s\"", state ? state : status);
@@ -1058,7 +1059,7 @@ static void handle_templates_list(struct api_req *r)
         return;
     if (query_page(r, &q, page, per_page)) {
         const char *ns = query_get(&q, "namespace");
-        if (ns && !hutil_namespace_valid(ns)) {
+        if (ns && !namespace_name_valid(ns)) {
             api_error(r, HUTIL_ERR_INVALID_REQUEST, "namespace must match ^[a-z][a-z0-9_]{0,28}$");
         } else {
             const char *params[3] = {ns, page, per_page};

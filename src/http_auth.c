@@ -129,27 +129,37 @@ static bool parse_entry(const char *tok, size_t len, int index, struct auth_key 
     return true;
 }
 
+/* next_entry: the next whitespace-separated entry of a key list at *p (its length in *len), or
+ * NULL at the end; advances *p past it. */
+static const char *next_entry(const char **p, size_t *len)
+{
+    while (is_space(**p))
+        (*p)++;
+    if (!**p)
+        return NULL;
+    const char *tok = *p;
+    while (**p && !is_space(**p))
+        (*p)++;
+    *len = (size_t)(*p - tok);
+    return tok;
+}
+
 /* keys_parse: auth_keys_parse into keys (never NULL). */
 static bool keys_parse(const char *text, struct auth_keys *keys, char *err, size_t errlen)
 {
     memset(keys, 0, sizeof *keys);
     const char *p = text ? text : "";
     int index = 0;
-    for (;;) {
-        while (is_space(*p))
-            p++;
-        if (!*p)
-            break;
-        const char *tok = p;
-        while (*p && !is_space(*p))
-            p++;
+    const char *tok;
+    size_t len;
+    while ((tok = next_entry(&p, &len)) != NULL) {
         index++;
         if (keys->n == AUTH_KEYS_MAX) {
             snprintf(err, errlen, "more than %d keys", AUTH_KEYS_MAX);
             return false;
         }
         struct auth_key *k = &keys->keys[keys->n];
-        if (!parse_entry(tok, (size_t)(p - tok), index, k, err, errlen))
+        if (!parse_entry(tok, len, index, k, err, errlen))
             return false;
         for (int i = 0; i < keys->n; i++) {
             if (strcmp(keys->keys[i].name, k->name) == 0) {
@@ -196,15 +206,9 @@ void auth_keys_mask(const char *text, char *out, size_t outlen)
         out[0] = '\0';
     const char *p = text ? text : "";
     bool first = true;
-    for (;;) {
-        while (is_space(*p))
-            p++;
-        if (!*p)
-            break;
-        const char *tok = p;
-        while (*p && !is_space(*p))
-            p++;
-        size_t len = (size_t)(p - tok);
+    const char *tok;
+    size_t len;
+    while ((tok = next_entry(&p, &len)) != NULL) {
         if (!first)
             append(out, outlen, &used, " ", 1);
         first = false;

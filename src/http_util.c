@@ -117,14 +117,3 @@ bool hutil_parse_int(const char *s, long min, long max, long *out)
     *out = v;
     return true;
 }
-
-bool hutil_namespace_valid(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n < 1 || n > 29 || s[0] < 'a' || s[0] > 'z')
-        return false;
-    for (size_t i = 1; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
-            return false;
-    return true;
-}

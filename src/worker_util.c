@@ -3,6 +3,8 @@
 #include "worker.h"
 #include "worker_exec.h"
 
+#include "names.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -17,19 +19,6 @@ static bool wu_is_space(char c)
 }
 
 /* ---- options -------------------------------------------------------------------------------- */
-
-bool worker_namespace_valid(const char *ns)
-{
-    size_t n = strlen(ns);
-    if (n < 1 || n > WORKER_NAMESPACE_MAX || ns[0] < 'a' || ns[0] > 'z')
-        return false;
-    for (size_t i = 1; i < n; i++) {
-        char c = ns[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-            return false;
-    }
-    return true;
-}
 
 static bool wu_id_char(char c)
 {
@@ -132,7 +121,7 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
     while ((ch = getopt_long(argc, argv, ":n:c:b:l:p:w:t:d:vh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'n':
-            if (!worker_namespace_valid(optarg)) {
+            if (!namespace_name_valid(optarg)) {
                 snprintf(err, errlen, "invalid --namespace '%s': must match ^[a-z][a-z0-9_]{0,28}$", optarg);
                 return WORKER_PARSE_ERROR;
             }

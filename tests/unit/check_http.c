@@ -12,6 +12,7 @@
 #include "http_route.h"
 #include "http_util.h"
 #include "metrics.h"
+#include "names.h"
 #include "suites.h"
 
 /* ---- error bodies ----------------------------------------------------------------------------- */
@@ -105,14 +106,14 @@ START_TEST(uuid_and_ints)
     ck_assert(!hutil_parse_int("99999999999999999999999", 1, 100, &v));
     ck_assert(!hutil_parse_int(NULL, 1, 100, &v));
 
-    ck_assert(hutil_namespace_valid("a"));
-    ck_assert(hutil_namespace_valid("payments_v2"));
-    ck_assert(hutil_namespace_valid("a2345678901234567890123456789")); /* 29 */
-    ck_assert(!hutil_namespace_valid("a23456789012345678901234567890")); /* 30 */
-    ck_assert(!hutil_namespace_valid("2a"));
-    ck_assert(!hutil_namespace_valid("Ab"));
-    ck_assert(!hutil_namespace_valid("a-b"));
-    ck_assert(!hutil_namespace_valid(""));
+    ck_assert(namespace_name_valid("a"));
+    ck_assert(namespace_name_valid("payments_v2"));
+    ck_assert(namespace_name_valid("a2345678901234567890123456789")); /* 29 */
+    ck_assert(!namespace_name_valid("a23456789012345678901234567890")); /* 30 */
+    ck_assert(!namespace_name_valid("2a"));
+    ck_assert(!namespace_name_valid("Ab"));
+    ck_assert(!namespace_name_valid("a-b"));
+    ck_assert(!namespace_name_valid(""));
 }
 END_TEST
 

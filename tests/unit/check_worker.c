@@ -9,6 +9,7 @@
 #include <check.h>
 #include <stdlib.h>
 
+#include "names.h"
 #include "suites.h"
 
 /* ---- options -------------------------------------------------------------------------------- */
@@ -107,12 +108,12 @@ END_TEST
 
 START_TEST(names_valid)
 {
-    ck_assert(worker_namespace_valid("a"));
-    ck_assert(worker_namespace_valid("abcdefghijklmnopqrstuvwxyz123"));   /* 29 */
-    ck_assert(!worker_namespace_valid("abcdefghijklmnopqrstuvwxyz1234")); /* 30 */
-    ck_assert(!worker_namespace_valid(""));
-    ck_assert(!worker_namespace_valid("1a"));
-    ck_assert(!worker_namespace_valid("a-b"));
+    ck_assert(namespace_name_valid("a"));
+    ck_assert(namespace_name_valid("abcdefghijklmnopqrstuvwxyz123"));   /* 29 */
+    ck_assert(!namespace_name_valid("abcdefghijklmnopqrstuvwxyz1234")); /* 30 */
+    ck_assert(!namespace_name_valid(""));
+    ck_assert(!namespace_name_valid("1a"));
+    ck_assert(!namespace_name_valid("a-b"));
     ck_assert(worker_id_valid("w-1.host:2@x/y+z_"));
     ck_assert(!worker_id_valid(""));
     ck_assert(!worker_id_valid("a b"));
