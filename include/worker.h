@@ -42,7 +42,6 @@ struct worker_exec_result;
 #define WORKER_EXEC_LINGER_MS 2000          /* after exit, wait this long for the pipes to close */
 #define WORKER_ERR_TAIL_LINES 5             /* stderr lines quoted in an error message */
 #define WORKER_ERR_TAIL_CHARS 1000          /* … at most this many bytes of them */
-#define WORKER_FLUSH_DELAY_MS 2             /* results finishing within this window share a hand-back */
 #define WORKER_RECONNECT_MIN_MS 100         /* reconnect backoff: first delay */
 #define WORKER_RECONNECT_MAX_MS 10000       /* … capped here (±25 % jitter) */
 #define WORKER_CONNECT_TIMEOUT_MS 10000     /* give up one connection attempt after this long */

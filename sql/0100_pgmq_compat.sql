@@ -476,6 +476,8 @@ $fn$;
 -- transactions hold locked; each becomes invisible for vt seconds and gets read_ct + 1. The row
 -- locks last until the caller's transaction ends. conditional: jsonb containment on the message
 -- body; NULL or '{}' means no filter.
+-- The picked ids reach the UPDATE as an array: joined to the CTE instead, the UPDATE was planned
+-- as a hash join over a scan of the whole queue table, so a read cost grew with the backlog.
 CREATE OR REPLACE FUNCTION pgmq.read(queue_name text, vt integer, qty integer, conditional jsonb DEFAULT '{}')
 RETURNS SETOF pgmq.message_record
 LANGUAGE plpgsql
@@ -499,8 +501,7 @@ BEGIN
         ), upd AS (
             UPDATE pgmq.%1$I m
             SET vt = clock_timestamp() + $2, read_ct = m.read_ct + 1
-            FROM picked
-            WHERE m.msg_id = picked.msg_id
+            WHERE m.msg_id = ANY (ARRAY(SELECT picked.msg_id FROM picked))
             RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.message, m.headers
         )
         SELECT upd.msg_id, upd.read_ct, upd.enqueued_at, upd.vt, upd.message, upd.headers

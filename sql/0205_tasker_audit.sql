@@ -2,9 +2,10 @@
 -- transition row in the same statement, along a legal edge, and every hand-back one result-audit row.
 --
 -- Statement-level AFTER triggers with transition tables: one set-based INSERT per UPDATE statement,
--- however many rows it changed, so batched state changes stay cheap. Legality of a change is
--- enforced by the foreign key (from_state, to_state) → *_state_edges on the transition tables;
--- creation states (from NULL, which a foreign key does not check) are checked here.
+-- however many rows it changed, so batched state changes stay cheap. Legality is checked here, in
+-- the same statement: a change with no row in *_state_edges raises 23503 (foreign_key_violation,
+-- what the per-row foreign key raised before migration 0020 replaced it) and the whole statement
+-- is undone; so is a creation state with no creation edge (TK409).
 --
 -- Who and why come from transaction-local settings the tasker functions set:
 --   tasker.actor  — processor/operator id (default: the database role)
@@ -57,9 +58,23 @@ BEGIN
   RETURN NULL;
 END $$;
 
+-- tasker.refuse_move: raise for a state change that is not an edge. Called from the audit
+-- triggers' INSERT … SELECT for the first offending row, which undoes the whole statement.
+CREATE OR REPLACE FUNCTION tasker.refuse_move(p_kind text, p_uuid uuid, p_from text, p_to text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'illegal % state change % → % (% %)', p_kind, p_from, p_to, p_kind, p_uuid
+    USING ERRCODE = '23503', HINT = 'The legal changes are the rows of tasker.' || p_kind || '_state_edges.';
+END $$;
+
 CREATE OR REPLACE FUNCTION tasker.audit_step_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+  -- Read once per statement, not once per row.
+  v_event text := nullif(current_setting('tasker.event', true), '');
+  v_reason text := nullif(current_setting('tasker.reason', true), '');
+  v_actor text := tasker.current_actor();
 BEGIN
   WITH changed AS (
     SELECT o.state AS from_state, n.*
@@ -70,17 +85,18 @@ BEGIN
     INSERT INTO tasker.workflow_step_transitions
       (workflow_step_uuid, task_uuid, from_state, to_state, event, attempt, metadata, processor)
     SELECT c.workflow_step_uuid, c.task_uuid, c.from_state, c.state,
-           coalesce(nullif(current_setting('tasker.event', true), ''), e.event, 'illegal'),
+           CASE WHEN e.to_state IS NULL THEN tasker.refuse_move('step', c.workflow_step_uuid, c.from_state, c.state)
+                ELSE coalesce(v_event, e.event) END,
            c.attempt_no,
            jsonb_strip_nulls(jsonb_build_object(
-             'reason', nullif(current_setting('tasker.reason', true), ''),
+             'reason', v_reason,
              'msg_id', CASE WHEN c.state IN ('enqueued', 'in_progress') THEN c.dispatch_msg_id END,
              'lease_expires_at', CASE WHEN c.state = 'in_progress' THEN c.lease_expires_at END,
              'next_retry_at', CASE WHEN c.state = 'waiting_for_retry' THEN c.next_retry_at END,
              'error', CASE WHEN c.state IN ('enqueued_as_error_for_orchestration', 'waiting_for_retry', 'error')
                            THEN c.error->'message' END)),
            CASE WHEN c.state IN ('in_progress', 'enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')
-                THEN c.claimed_by ELSE tasker.current_actor() END
+                THEN c.claimed_by ELSE v_actor END
     FROM changed c
     LEFT JOIN tasker.step_state_edges e ON e.from_state = c.from_state AND e.to_state = c.state
     RETURNING workflow_step_transition_uuid, workflow_step_uuid, task_uuid, to_state, attempt
@@ -121,12 +137,16 @@ END $$;
 CREATE OR REPLACE FUNCTION tasker.audit_task_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+  v_event text := nullif(current_setting('tasker.event', true), '');
+  v_metadata jsonb := jsonb_strip_nulls(jsonb_build_object('reason', nullif(current_setting('tasker.reason', true), '')));
+  v_actor text := tasker.current_actor();
 BEGIN
   INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, event, metadata, processor)
   SELECT n.task_uuid, o.state, n.state,
-         coalesce(nullif(current_setting('tasker.event', true), ''), e.event, 'illegal'),
-         jsonb_strip_nulls(jsonb_build_object('reason', nullif(current_setting('tasker.reason', true), ''))),
-         tasker.current_actor()
+         CASE WHEN e.to_state IS NULL THEN tasker.refuse_move('task', n.task_uuid, o.state, n.state)
+              ELSE coalesce(v_event, e.event) END,
+         v_metadata, v_actor
   FROM old_tasks o
   JOIN new_tasks n USING (task_uuid)
   LEFT JOIN tasker.task_state_edges e ON e.from_state = o.state AND e.to_state = n.state

@@ -8,17 +8,19 @@
 -- side leaves alone except under a task lock.
 
 -- tasker.release_children: the given steps just became complete or resolved_manually; count them
--- off their children's unfinished_parents. Callers hold the tasks' locks.
+-- off their children's unfinished_parents. Callers hold the tasks' locks. plpgsql rather than
+-- SQL so that its plan is cached (a SQL function is planned again on every call).
 CREATE OR REPLACE FUNCTION tasker.release_children(p_step_uuids uuid[]) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
   UPDATE tasker.workflow_steps c
   SET unfinished_parents = c.unfinished_parents - d.n, updated_at = now()
   FROM (SELECT e.to_step_uuid, count(*)::integer AS n
         FROM tasker.workflow_step_edges e
         WHERE e.from_step_uuid = ANY (p_step_uuids)
         GROUP BY e.to_step_uuid) d
-  WHERE c.workflow_step_uuid = d.to_step_uuid
-$$;
+  WHERE c.workflow_step_uuid = d.to_step_uuid;
+END $$;
 
 -- tasker.advance_tasks: for tasks whose row locks the caller holds, dispatch every ready step
 -- (unless the task has a step in error: then nothing new starts) and move each task to the state
@@ -30,6 +32,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
   r record;
   v_n integer;
+  v_msg_ids bigint[];
+  v_steps uuid[];
 BEGIN
   steps_enqueued := 0;
   FOR r IN
@@ -49,13 +53,14 @@ BEGIN
       AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts, s.next_retry_at)
     GROUP BY l.namespace
   LOOP
-    WITH sent AS (
-      SELECT * FROM tasker.send_messages(tasker.dispatch_queue(r.namespace), r.namespace, r.msgs)
-    )
+    -- Through arrays, so the UPDATE is planned as index lookups per sent step (joined to the
+    -- function's result directly, it was planned as a scan of every step in the database).
+    SELECT array_agg(sent.msg_id), array_agg(sent.workflow_step_uuid) INTO v_msg_ids, v_steps
+    FROM tasker.send_messages(tasker.dispatch_queue(r.namespace), r.namespace, r.msgs) AS sent;
     UPDATE tasker.workflow_steps s
-    SET state = 'enqueued', dispatch_msg_id = sent.msg_id, updated_at = now()
-    FROM sent
-    WHERE s.workflow_step_uuid = sent.workflow_step_uuid AND s.state IN ('pending', 'waiting_for_retry');
+    SET state = 'enqueued', dispatch_msg_id = u.msg_id, updated_at = now()
+    FROM unnest(v_steps, v_msg_ids) AS u(step, msg_id)
+    WHERE s.workflow_step_uuid = u.step AND s.state IN ('pending', 'waiting_for_retry');
     GET DIAGNOSTICS v_n = ROW_COUNT;
     steps_enqueued := steps_enqueued + v_n;
   END LOOP;
@@ -156,7 +161,9 @@ END $$;
 -- Errors: TK400 malformed request, TK404 unknown template.
 CREATE OR REPLACE FUNCTION tasker.create_task(p_request jsonb)
 RETURNS TABLE (task_uuid uuid, created boolean, state text, steps_enqueued integer, identity_hash text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: see docs/performance.md ("Plans").
+SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
   v_name text;

@@ -1,25 +1,39 @@
 -- 0240_tasker_worker.sql — the worker protocol (DESIGN §5.2–5.3): claim steps, extend leases,
 -- hand results back. Any language's worker needs only these three functions.
 
--- tasker.ancestor_results: {step name: results} of every ancestor of a step (transitively), the
--- data a handler usually needs from upstream. Walks up one level per query (each an index lookup
--- on the child side of the edges): a recursive CTE here was planned as a scan of every edge in
--- the database, so its cost grew with the table instead of the task.
-CREATE OR REPLACE FUNCTION tasker.ancestor_results(p_step_uuid uuid) RETURNS jsonb
+-- tasker.ancestor_results: per given step, {step name: results} of every ancestor of it
+-- (transitively), the data a handler usually needs from upstream. Set-based over the whole claim
+-- batch: one query per DAG level for all steps together (each an index lookup on the child side of
+-- the edges), then one to gather the results. A recursive CTE here was planned as a scan of every
+-- edge in the database, so its cost grew with the table instead of the batch.
+DROP FUNCTION IF EXISTS tasker.ancestor_results(uuid);
+CREATE OR REPLACE FUNCTION tasker.ancestor_results(p_step_uuids uuid[])
+RETURNS TABLE (workflow_step_uuid uuid, results jsonb)
 LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
 DECLARE
-  v_front uuid[] := ARRAY[p_step_uuid];
+  v_front_of uuid[] := p_step_uuids;   -- (v_front_of[i], v_front[i]): an ancestor pair still to expand
+  v_front uuid[] := p_step_uuids;
+  v_all_of uuid[] := '{}';
   v_all uuid[] := '{}';
 BEGIN
   LOOP
-    SELECT array_agg(DISTINCT e.from_step_uuid) INTO v_front
-    FROM tasker.workflow_step_edges e
-    WHERE e.to_step_uuid = ANY (v_front) AND NOT e.from_step_uuid = ANY (v_all);
+    SELECT array_agg(p.of), array_agg(p.anc) INTO v_front_of, v_front
+    FROM (SELECT DISTINCT f.of, e.from_step_uuid AS anc
+          FROM unnest(v_front_of, v_front) AS f(of, step)
+          JOIN tasker.workflow_step_edges e ON e.to_step_uuid = f.step) p
+    WHERE NOT EXISTS (SELECT 1 FROM unnest(v_all_of, v_all) AS a(of, anc) WHERE a.of = p.of AND a.anc = p.anc);
     EXIT WHEN v_front IS NULL;
+    v_all_of := v_all_of || v_front_of;
     v_all := v_all || v_front;
   END LOOP;
-  RETURN (SELECT coalesce(jsonb_object_agg(s.name, s.results), '{}'::jsonb)
-          FROM tasker.workflow_steps s WHERE s.workflow_step_uuid = ANY (v_all));
+  RETURN QUERY
+  SELECT q.step, coalesce(r.results, '{}'::jsonb)
+  FROM unnest(p_step_uuids) AS q(step)
+  LEFT JOIN (SELECT a.of, jsonb_object_agg(s.name, s.results) AS results
+             FROM unnest(v_all_of, v_all) AS a(of, anc)
+             JOIN tasker.workflow_steps s ON s.workflow_step_uuid = a.anc
+             GROUP BY a.of) r ON r.of = q.step;
 END $$;
 
 -- tasker.tasker_claim_and_execute_step(namespace, qty, lease_secs, worker_id): take up to qty
@@ -37,7 +51,9 @@ RETURNS TABLE (msg_id bigint, task_uuid uuid, workflow_step_uuid uuid, attempt i
   handler_callable text, handler_initialization jsonb, inputs jsonb, task_context jsonb,
   dependency_results jsonb, timeout_seconds integer, lease_expires_at timestamptz,
   correlation_id uuid, namespace text, task_name text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: see docs/performance.md ("Plans").
+SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
   v_queue text;
@@ -95,9 +111,10 @@ BEGIN
 
   RETURN QUERY
   SELECT c.msg_id, s.task_uuid, s.workflow_step_uuid, s.attempt_no, s.name, n.handler_callable,
-         n.handler_initialization, s.inputs, t.context, tasker.ancestor_results(s.workflow_step_uuid),
+         n.handler_initialization, s.inputs, t.context, a.results,
          n.timeout_seconds, s.lease_expires_at, t.correlation_id, t.namespace, tt.name
   FROM unnest(v_claimed, v_claimed_ids) AS c(step, msg_id)
+  JOIN tasker.ancestor_results(v_claimed) AS a ON a.workflow_step_uuid = c.step
   JOIN tasker.workflow_steps s ON s.workflow_step_uuid = c.step
   JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
   JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
@@ -116,7 +133,9 @@ END $$;
 -- An error may be a string or an object; {"retryable": false} in it makes the failure permanent.
 CREATE OR REPLACE FUNCTION tasker.submit_step_results(p_results jsonb)
 RETURNS TABLE (workflow_step_uuid uuid, attempt integer, status text, state text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: see docs/performance.md ("Plans").
+SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
   r record;
@@ -179,23 +198,28 @@ BEGIN
   -- Statuses per entry. Accepted is the first valid entry of an accepted (step, attempt); a
   -- later entry for the same attempt in this batch is a duplicate of it.
   RETURN QUERY
-  SELECT i.step, i.attempt,
-         CASE WHEN i.step IS NULL OR i.attempt IS NULL OR i.success IS NULL THEN 'invalid'
-              WHEN acc.step IS NOT NULL AND i.first_of_attempt THEN 'accepted'
-              WHEN s.workflow_step_uuid IS NULL THEN 'unknown_step'
-              WHEN acc.step IS NOT NULL
+  SELECT x.step, x.attempt,
+         CASE WHEN x.step IS NULL OR x.attempt IS NULL OR x.success IS NULL THEN 'invalid'
+              WHEN x.accepted AND x.first_of_attempt THEN 'accepted'
+              WHEN x.state IS NULL THEN 'unknown_step'
+              WHEN x.accepted
                 OR EXISTS (SELECT 1 FROM tasker.workflow_step_result_audit a
-                           WHERE a.workflow_step_uuid = i.step AND a.attempt = i.attempt) THEN 'duplicate'
+                           WHERE a.workflow_step_uuid = x.step AND a.attempt = x.attempt) THEN 'duplicate'
               ELSE 'stale' END,
-         s.state
-  FROM (SELECT e.*, e.n = min(e.n) FILTER (WHERE e.success) OVER (PARTITION BY e.step, e.attempt) AS first_of_attempt
-        FROM (SELECT tasker.uuid_or_null(x.v->>'step_uuid') AS step, tasker.int_or_null(x.v->'attempt') AS attempt,
-                     CASE WHEN jsonb_typeof(x.v->'success') = 'boolean' THEN true END AS success, x.n
-              FROM jsonb_array_elements(p_results) WITH ORDINALITY AS x(v, n)) e) i
-  LEFT JOIN unnest(v_accepted, v_accepted_attempts) AS acc(step, attempt)
-         ON acc.step = i.step AND acc.attempt = i.attempt
-  LEFT JOIN tasker.workflow_steps s ON s.workflow_step_uuid = i.step
-  ORDER BY i.n;
+         x.state
+  FROM (
+    -- The step's state as a per-entry lookup (a subplan on the primary key): as a join it was
+    -- planned as a scan of every step in the database. OFFSET 0 keeps it from being inlined twice.
+    SELECT i.*, acc.step IS NOT NULL AS accepted,
+           (SELECT s.state FROM tasker.workflow_steps s WHERE s.workflow_step_uuid = i.step) AS state
+    FROM (SELECT e.*, e.n = min(e.n) FILTER (WHERE e.success) OVER (PARTITION BY e.step, e.attempt) AS first_of_attempt
+          FROM (SELECT tasker.uuid_or_null(x.v->>'step_uuid') AS step, tasker.int_or_null(x.v->'attempt') AS attempt,
+                       CASE WHEN jsonb_typeof(x.v->'success') = 'boolean' THEN true END AS success, x.n
+                FROM jsonb_array_elements(p_results) WITH ORDINALITY AS x(v, n)) e) i
+    LEFT JOIN unnest(v_accepted, v_accepted_attempts) AS acc(step, attempt)
+           ON acc.step = i.step AND acc.attempt = i.attempt
+    OFFSET 0) x
+  ORDER BY x.n;
 END $$;
 
 -- tasker.submit_step_result: the one-result form of submit_step_results (DESIGN §5.3 signature).
@@ -218,7 +242,9 @@ $$;
 -- cancelled, resolved or expired): the worker should stop and not hand back.
 CREATE OR REPLACE FUNCTION tasker.heartbeat_step(p_step_uuid uuid, p_attempt integer, p_lease_secs integer DEFAULT 30)
 RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: see docs/performance.md ("Plans").
+SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
   v_ns text;

@@ -17,7 +17,9 @@ CREATE OR REPLACE FUNCTION tasker.process_completions(p_namespace text, p_batch 
 RETURNS TABLE (messages integer, steps_completed integer, steps_retrying integer, steps_failed integer,
   stale integer, rejected integer, steps_enqueued integer, tasks_completed integer, tasks_blocked integer,
   rejected_details jsonb, handback_latency_ms integer[])
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: see docs/performance.md ("Plans").
+SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
   v_queue text;

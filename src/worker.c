@@ -82,12 +82,10 @@ struct worker {
 
     struct event *pump_ev;               /* activated to run worker_pump from the loop */
     struct event *poll_ev;               /* EV_PERSIST, --poll-ms */
-    struct event *flush_ev;              /* one-shot, WORKER_FLUSH_DELAY_MS after a result */
     struct event *hb_ev;                 /* EV_PERSIST, a sixth of the lease (50 ms .. 1 s) */
     struct event *drain_ev;              /* drain deadlines */
     struct event *sigterm_ev, *sigint_ev;
     bool want_claim;                     /* steps may be waiting */
-    bool flush_due;                      /* the waiting results have waited long enough */
 
     struct worker_job *jobs;             /* running handlers */
     int running;
@@ -274,8 +272,6 @@ void worker_job_finish(struct worker_job *job, struct worker_outcome *out)
         memcpy(r->step_uuid, job->step_uuid, sizeof r->step_uuid);
         r->attempt = job->attempt;
         w_rlist_push(&w->pending, r);
-        if (!w->flush_due && !evtimer_pending(w->flush_ev, NULL))
-            w_timer_ms(w->flush_ev, WORKER_FLUSH_DELAY_MS);
     }
     w_job_unlink(w, job);
     w_job_free(job);
@@ -457,7 +453,6 @@ static void w_on_submit(void *arg, const struct db_rows *rows, const struct db_e
         }
         w_rlist_prepend(&w->pending, &w->submitting);
         w_rlist_init(&w->submitting);
-        w->flush_due = w->pending.n > 0;
         w_pump_soon(w);
         w_check_drained(w);
         return;
@@ -483,8 +478,6 @@ static void w_on_submit(void *arg, const struct db_rows *rows, const struct db_e
     w->n_accepted += accepted;
     log_debug("worker", "handed back %d result(s), %d accepted", w->submitting.n, accepted);
     w_rlist_free(&w->submitting);
-    /* Results that finished while this was in flight have waited long enough. */
-    w->flush_due = w->pending.n > 0;
     w_pump_soon(w);
     w_check_drained(w);
 }
@@ -504,14 +497,12 @@ static void w_send_submit(struct worker *w)
         return;
     }
     w_rlist_prepend(&w->submitting, &w->pending); /* submitting is empty: this moves them */
-    w->flush_due = false;
     const char *params[1] = { text };
     w->op_sent_ms = w_now_ms();
     w->op = WOP_SUBMIT;
     if (!db_conn_query(w->main, true, "worker_submit", 1, params, w_on_submit, w)) {
         w->op = WOP_NONE;
         w_rlist_prepend(&w->pending, &w->submitting);
-        w->flush_due = true;
         log_debug("worker", "hand-back not sent: connection not idle");
     }
     free(text);
@@ -644,7 +635,10 @@ static void w_pump(evutil_socket_t fd, short what, void *arg)
     if (w->stopped || !w->main || !w->main_ready || w->op != WOP_NONE)
         return;
     int64_t now = w_now_ms();
-    bool submit = w->pending.n > 0 && (w->flush_due || w->drain_stage > 0);
+    /* Results go back as soon as the connection is free, with no timer: results that finish while a
+     * statement is in flight wait for it and share the next hand-back, so batches grow with load by
+     * themselves and light load pays no delay. */
+    bool submit = w->pending.n > 0;
     bool claim = w_can_claim(w);
     if (w_hb_due(w, now))
         w_send_heartbeats(w, now);
@@ -662,15 +656,6 @@ static void w_pump_soon(struct worker *w)
 {
     if (!w->stopped)
         event_active(w->pump_ev, EV_TIMEOUT, 0);
-}
-
-static void w_on_flush(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct worker *w = arg;
-    w->flush_due = true;
-    w_pump_soon(w);
 }
 
 static void w_on_poll(evutil_socket_t fd, short what, void *arg)
@@ -713,7 +698,6 @@ static void w_on_main_event(void *arg, struct db_conn *c, enum db_conn_event ev,
                  w->o.namespace_name, w->o.worker_id);
         w->main_was_up = true;
         w->want_claim = true;
-        w->flush_due = w->pending.n > 0;
         w_pump_soon(w);
         break;
     case DB_CONN_EV_BROKEN:
@@ -877,7 +861,6 @@ static void w_on_drain_deadline(evutil_socket_t fd, short what, void *arg)
                                    w->o.worker_id, w->o.handler_timeout_secs);
             worker_job_finish(job, &out);
         }
-        w->flush_due = true;
         w_pump_soon(w);
         w_timer_ms(w->drain_ev, (int64_t)WORKER_HANDBACK_GRACE_SECS * 1000);
         w_check_drained(w);
@@ -910,7 +893,6 @@ static void w_on_signal(evutil_socket_t sig, short what, void *arg)
     w->listen_dead = NULL;
     w_conn_close(&w->listen, "draining");
     w_timer_ms(w->drain_ev, (int64_t)w->o.handler_timeout_secs * 1000);
-    w->flush_due = true;
     w_pump_soon(w);
     w_check_drained(w);
 }
@@ -956,14 +938,13 @@ struct worker *worker_init(struct event_base *base, const struct worker_opts *o)
 
     w->pump_ev = event_new(base, -1, 0, w_pump, w);
     w->poll_ev = event_new(base, -1, EV_PERSIST, w_on_poll, w);
-    w->flush_ev = evtimer_new(base, w_on_flush, w);
     w->hb_ev = event_new(base, -1, EV_PERSIST, w_on_hb_tick, w);
     w->drain_ev = evtimer_new(base, w_on_drain_deadline, w);
     w->main_retry_ev = evtimer_new(base, w_on_main_retry, w);
     w->listen_retry_ev = evtimer_new(base, w_on_listen_retry, w);
     w->sigterm_ev = evsignal_new(base, SIGTERM, w_on_signal, w);
     w->sigint_ev = evsignal_new(base, SIGINT, w_on_signal, w);
-    if (!w->pump_ev || !w->poll_ev || !w->flush_ev || !w->hb_ev || !w->drain_ev || !w->main_retry_ev ||
+    if (!w->pump_ev || !w->poll_ev || !w->hb_ev || !w->drain_ev || !w->main_retry_ev ||
         !w->listen_retry_ev || !w->sigterm_ev || !w->sigint_ev) {
         log_error("worker", "out of memory creating events");
         worker_free(w);
@@ -1047,7 +1028,6 @@ void worker_free(struct worker *w)
     w_rlist_free(&w->submitting);
     w_event_free(&w->pump_ev);
     w_event_free(&w->poll_ev);
-    w_event_free(&w->flush_ev);
     w_event_free(&w->hb_ev);
     w_event_free(&w->drain_ev);
     w_event_free(&w->main_retry_ev);

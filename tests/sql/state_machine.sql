@@ -11,7 +11,7 @@
 
 BEGIN;
 SET LOCAL client_min_messages = warning;
-SELECT plan(31
+SELECT plan(35
   + (SELECT count(*)::integer FROM tasker.step_state_edges)
   + (SELECT count(*)::integer FROM tasker.task_state_edges)
   -- every ordered pair of distinct states that is not an edge
@@ -326,6 +326,18 @@ SELECT throws_ok($$UPDATE tasker.workflow_step_transitions SET event = 'rewritte
                  'step transitions refuse UPDATE');
 SELECT throws_ok($$UPDATE tasker.workflow_step_transitions SET event = event WHERE false$$, 'TK409', 'workflow_step_transitions is append-only',
                  'step transitions refuse even an UPDATE that matches nothing (statement trigger)');
+
+-- The state columns' CHECK lists (migration 0020) are exactly the state tables.
+SELECT set_eq($$SELECT unnest(regexp_matches(pg_get_constraintdef(oid), '''([a-z_]+)''', 'g'))
+                FROM pg_constraint WHERE conname = 'workflow_steps_state_check'$$,
+              $$SELECT state FROM tasker.step_states$$, 'workflow_steps.state CHECK lists exactly tasker.step_states');
+SELECT set_eq($$SELECT unnest(regexp_matches(pg_get_constraintdef(oid), '''([a-z_]+)''', 'g'))
+                FROM pg_constraint WHERE conname = 'tasks_state_check'$$,
+              $$SELECT state FROM tasker.task_states$$, 'tasks.state CHECK lists exactly tasker.task_states');
+SELECT throws_like(format('UPDATE tasker.workflow_steps SET state = %L WHERE workflow_step_uuid = %L', 'bogus', :'b2'),
+                   '%workflow_steps_state_check%', 'a step state outside the list is refused');
+SELECT throws_like(format('UPDATE tasker.workflow_steps SET state = %L WHERE workflow_step_uuid = %L', 'pending', :'b2'),
+                   'illegal step state change enqueued_for_orchestration → pending%', 'an illegal change names the move');
 
 SELECT * FROM finish();
 ROLLBACK;
