@@ -19,7 +19,7 @@ env -u TASKER_ENV -u TASKER_CONFIG_PATH -u BENCH_SCALE \
   DATABASE_URL="$SERVER_URL" BIN="${BIN:-bin}" BENCH_DB=tasker_bench_smoke \
   BENCH_OUT="$D/out.json" BENCH_RUN_DIR="$D/run" \
   BENCH_TASKS=20 BENCH_FANOUT_TASKS=2 BENCH_LIGHT_SECS=1 BENCH_LIGHT_RATE=8 BENCH_LIGHT_FANOUT_RATE=3 \
-  BENCH_IDLE_SECS=2 BENCH_PGBENCH_SECS=1 BENCH_PGBENCH_SCALE=1 BENCH_POOL_MAX=2 BENCH_TIMEOUT=60 \
+  BENCH_IDLE_SECS=2 BENCH_SUSTAIN_SECS=4 BENCH_SUSTAIN_BUCKET_SECS=2 BENCH_SUSTAIN_BACKLOG=20 BENCH_PGBENCH_SECS=1 BENCH_PGBENCH_SCALE=1 BENCH_POOL_MAX=2 BENCH_TIMEOUT=60 \
   bench/run >"$D/bench.out" 2>&1
 rc=$?
 is "$rc" 0 "bench/run finishes ($(( $(date +%s) - start )) s)"
@@ -64,6 +64,10 @@ for s in linear diamond fanout; do
 done
 jqt '.idle | (.daemon_xacts_per_sec | type == "number") and (.secs > 1)' "idle: the daemon's transactions per second are there"
 jqt '.idle_daemon_queries_per_sec | type == "number"' "idle_daemon_queries_per_sec is there"
+jqt '.sustained | .secs == 4 and .bucket_secs == 2 and (.steps_per_sec_by_bucket | length == 2 and all(type == "number" and . >= 0))' \
+  "sustained: two whole buckets of steps/s"
+jqt '.sustained | (.steps_per_sec_mean > 0) and (.tasks_created >= 20) and (.tables_at_end | length >= 2)' \
+  "sustained: steps completed, the backlog was topped up, the hot tables' vacuum figures are there"
 jqt '.server.settings.fsync == "on" and .server.settings.synchronous_commit == "on"' "measured with durability on"
 jqt '.startup_xacts.daemon > 0 and .startup_xacts.workers > 0' "the start-up calibration ran"
 jqt '.scale == null' "no scale point unless BENCH_SCALE=1"
