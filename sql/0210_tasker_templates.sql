@@ -71,6 +71,8 @@ BEGIN
   SELECT task_namespace_uuid INTO v_uuid FROM tasker.task_namespaces WHERE name = p_namespace;
   PERFORM pgmq.create(tasker.dispatch_queue(p_namespace));
   PERFORM pgmq.create(tasker.completion_queue(p_namespace));
+  PERFORM tasker.queue_accessors(tasker.dispatch_queue(p_namespace));
+  PERFORM tasker.queue_accessors(tasker.completion_queue(p_namespace));
   RETURN v_uuid;
 END $$;
 

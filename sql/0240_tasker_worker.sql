@@ -52,8 +52,8 @@ RETURNS TABLE (msg_id bigint, task_uuid uuid, workflow_step_uuid uuid, attempt i
   dependency_results jsonb, timeout_seconds integer, lease_expires_at timestamptz,
   correlation_id uuid, namespace text, task_name text)
 LANGUAGE plpgsql
--- Generic plans: see docs/performance.md ("Plans").
-SET plan_cache_mode = force_generic_plan AS $$
+-- Generic plans, costed for data in memory: see docs/performance.md ("Plans and the hot path").
+SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 #variable_conflict use_column
 DECLARE
   v_queue text;
@@ -74,7 +74,7 @@ BEGIN
   v_queue := tasker.dispatch_queue(p_namespace);
 
   SELECT array_agg(r.msg_id), array_agg(r.message) INTO v_ids, v_msgs
-  FROM pgmq.read(v_queue::text, p_lease_secs::integer, p_qty::integer) AS r;
+  FROM tasker.read_messages(v_queue, p_lease_secs, p_qty) AS r;
   IF v_ids IS NULL THEN
     RETURN;
   END IF;
@@ -134,8 +134,8 @@ END $$;
 CREATE OR REPLACE FUNCTION tasker.submit_step_results(p_results jsonb)
 RETURNS TABLE (workflow_step_uuid uuid, attempt integer, status text, state text)
 LANGUAGE plpgsql
--- Generic plans: see docs/performance.md ("Plans").
-SET plan_cache_mode = force_generic_plan AS $$
+-- Generic plans, costed for data in memory: see docs/performance.md ("Plans and the hot path").
+SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 #variable_conflict use_column
 DECLARE
   r record;
@@ -243,8 +243,8 @@ $$;
 CREATE OR REPLACE FUNCTION tasker.heartbeat_step(p_step_uuid uuid, p_attempt integer, p_lease_secs integer DEFAULT 30)
 RETURNS boolean
 LANGUAGE plpgsql
--- Generic plans: see docs/performance.md ("Plans").
-SET plan_cache_mode = force_generic_plan AS $$
+-- Generic plans, costed for data in memory: see docs/performance.md ("Plans and the hot path").
+SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 #variable_conflict use_column
 DECLARE
   v_ns text;

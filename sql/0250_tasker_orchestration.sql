@@ -18,8 +18,8 @@ RETURNS TABLE (messages integer, steps_completed integer, steps_retrying integer
   stale integer, rejected integer, steps_enqueued integer, tasks_completed integer, tasks_blocked integer,
   rejected_details jsonb, handback_latency_ms integer[])
 LANGUAGE plpgsql
--- Generic plans: see docs/performance.md ("Plans").
-SET plan_cache_mode = force_generic_plan AS $$
+-- Generic plans, costed for data in memory: see docs/performance.md ("Plans and the hot path").
+SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 #variable_conflict use_column
 DECLARE
   v_queue text;
@@ -42,7 +42,7 @@ BEGIN
   v_queue := tasker.completion_queue(p_namespace);
 
   SELECT array_agg(r.msg_id), array_agg(r.message) INTO v_ids, v_msgs
-  FROM pgmq.read(v_queue::text, p_vt::integer, p_batch::integer) AS r;
+  FROM tasker.read_messages(v_queue, p_vt, p_batch) AS r;
   IF v_ids IS NULL THEN
     RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]'::jsonb, '{}'::integer[];
     RETURN;
