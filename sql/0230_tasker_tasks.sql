@@ -25,7 +25,14 @@ END $$;
 -- tasker.advance_tasks: for tasks whose row locks the caller holds, dispatch every ready step
 -- (unless the task has a step in error: then nothing new starts) and move each task to the state
 -- its steps imply. Returns how many steps were dispatched and tasks completed/blocked.
+-- p_released_steps / p_released_counts: children whose parents just completed and whose
+-- unfinished_parents the caller has not yet counted down (step i loses p_released_counts[i]). This
+-- function counts them down itself, in the same UPDATE that dispatches a child that became ready,
+-- so the common case (a child released and dispatched in one transaction) changes its row once,
+-- not twice (release_children then dispatch).
+DROP FUNCTION IF EXISTS tasker.advance_tasks(uuid[]);
 CREATE OR REPLACE FUNCTION tasker.advance_tasks(p_task_uuids uuid[],
+  p_released_steps uuid[] DEFAULT '{}', p_released_counts integer[] DEFAULT '{}',
   OUT steps_enqueued integer, OUT tasks_completed integer, OUT tasks_blocked integer)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -34,10 +41,13 @@ DECLARE
   v_n integer;
   v_msg_ids bigint[];
   v_steps uuid[];
+  v_dispatched uuid[] := '{}';
 BEGIN
   steps_enqueued := 0;
   FOR r IN
-    WITH live AS (
+    WITH rel AS (
+      SELECT x.step, x.n FROM unnest(p_released_steps, p_released_counts) AS x(step, n)
+    ), live AS (
       SELECT t.task_uuid, t.namespace, t.correlation_id
       FROM tasker.tasks t
       WHERE t.task_uuid = ANY (p_task_uuids)
@@ -46,11 +56,14 @@ BEGIN
                         WHERE x.task_uuid = t.task_uuid AND x.state = 'error')
     )
     SELECT l.namespace,
-           array_agg(tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempt_no + 1, l.correlation_id)) AS msgs
+           array_agg(tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempt_no + 1, l.correlation_id)) AS msgs,
+           array_agg(s.workflow_step_uuid) AS steps, array_agg(coalesce(rel.n, 0)) AS released
     FROM live l
     JOIN tasker.workflow_steps s ON s.task_uuid = l.task_uuid
+    LEFT JOIN rel ON rel.step = s.workflow_step_uuid
     WHERE s.state IN ('pending', 'waiting_for_retry')
-      AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts, s.next_retry_at)
+      AND tasker.step_is_ready(s.state, s.unfinished_parents - coalesce(rel.n, 0), s.attempts, s.retryable,
+                               s.max_attempts, s.next_retry_at)
     GROUP BY l.namespace
   LOOP
     -- Through arrays, so the UPDATE is planned as index lookups per sent step (joined to the
@@ -58,12 +71,25 @@ BEGIN
     SELECT array_agg(sent.msg_id), array_agg(sent.workflow_step_uuid) INTO v_msg_ids, v_steps
     FROM tasker.send_messages(tasker.dispatch_queue(r.namespace), r.namespace, r.msgs) AS sent;
     UPDATE tasker.workflow_steps s
-    SET state = 'enqueued', dispatch_msg_id = u.msg_id, updated_at = now()
+    SET state = 'enqueued', dispatch_msg_id = u.msg_id, unfinished_parents = s.unfinished_parents - d.released,
+        updated_at = now()
     FROM unnest(v_steps, v_msg_ids) AS u(step, msg_id)
+    JOIN unnest(r.steps, r.released) AS d(step, released) ON d.step = u.step
     WHERE s.workflow_step_uuid = u.step AND s.state IN ('pending', 'waiting_for_retry');
     GET DIAGNOSTICS v_n = ROW_COUNT;
     steps_enqueued := steps_enqueued + v_n;
+    v_dispatched := v_dispatched || r.steps;
   END LOOP;
+
+  -- Released children that were not dispatched (still waiting for another parent, or their task
+  -- dispatches nothing new) are counted down here.
+  IF cardinality(p_released_steps) > cardinality(v_dispatched) OR
+     EXISTS (SELECT 1 FROM unnest(p_released_steps) AS x(step) WHERE NOT x.step = ANY (v_dispatched)) THEN
+    UPDATE tasker.workflow_steps c
+    SET unfinished_parents = c.unfinished_parents - x.n, updated_at = now()
+    FROM unnest(p_released_steps, p_released_counts) AS x(step, n)
+    WHERE c.workflow_step_uuid = x.step AND NOT x.step = ANY (v_dispatched);
+  END IF;
 
   WITH counts AS (
     SELECT t.task_uuid, t.state,
