@@ -114,7 +114,7 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
 #define ORCHESTRATION_OPTS(KEY, SECTION)                                                                             \
     SECTION(completions)                                                                                             \
     KEY(INT, "orchestration.namespace_refresh_secs",                                                                 \
-        namespace_refresh_secs, namespace_refresh_secs, 10, 1, 3600, NULL, RELOAD,                                   \
+        namespace_refresh_secs, namespace_refresh_secs, 30, 1, 3600, NULL, RELOAD,                                   \
         "how often the list of namespaces is re-read")                                                               \
     SECTION(poller)                                                                                                  \
     KEY(STR, "orchestration.processor_id",                                                                           \
@@ -129,6 +129,9 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     KEY(INT, "orchestration.completions.batch_size",                                                                 \
         batch_size, completions_batch_size, 100, 1, 10000, NULL, RELOAD,                                             \
         "messages per process_completions call")                                                                     \
+    KEY(INT, "orchestration.completions.idle_interval_ms",                                                           \
+        idle_interval_ms, completions_idle_interval_ms, 10000, 10, 3600000, NULL, RELOAD,                            \
+        "ceiling of a namespace's fallback poll while it finds nothing; below interval_ms = no backoff")             \
     KEY(INT, "orchestration.completions.interval_ms",                                                                \
         interval_ms, completions_interval_ms, 5000, 10, 3600000, NULL, RELOAD,                                       \
         "fallback poll of the completion queues; NOTIFY is the fast path")                                           \
@@ -140,6 +143,9 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     KEY(INT, "orchestration.poller.batch_size",                                                                      \
         batch_size, poller_batch_size, 100, 1, 10000, NULL, RELOAD,                                                  \
         "tasks per enqueue_ready_steps call")                                                                        \
+    KEY(INT, "orchestration.poller.idle_interval_ms",                                                                \
+        idle_interval_ms, poller_idle_interval_ms, 5000, 10, 3600000, NULL, RELOAD,                                  \
+        "ceiling of the poll interval while polls find nothing; below interval_ms = no backoff")                     \
     KEY(INT, "orchestration.poller.interval_ms",                                                                     \
         interval_ms, poller_interval_ms, 1000, 10, 3600000, NULL, RELOAD,                                            \
         "fallback poll for ready steps and due retries")
