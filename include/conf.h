@@ -50,6 +50,9 @@ struct conf {
     int stale_task_max_lifetime_hours;
     int sweeper_resend_grace_secs;          /* an enqueued step's message may be missing this long */
     int sweeper_reevaluate_after_secs;      /* re-evaluate unfinished tasks untouched this long */
+    bool vacuum_enabled;                    /* VACUUM the hot tables while completions flow */
+    int vacuum_interval_ms;                 /* period of the queue tables' vacuum */
+    int vacuum_task_tables_interval_ms;     /* period of tasker.tasks/workflow_steps' vacuum; 0 = never */
     int namespace_refresh_secs;             /* how often the list of namespaces is re-read */
     int shutdown_timeout_secs;              /* SIGTERM: how long in-flight work may take to drain */
 

@@ -21,6 +21,7 @@
 #include "poller.h"
 #include "statements.h"
 #include "timer.h"
+#include "vacuum.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -148,6 +149,7 @@ static void ns_on_result(void *arg, const struct db_rows *rows, const struct db_
         if (db_rows_int(rows, 0, 5) > 0)
             ns_log_rejected(s->name, db_rows_text(rows, 0, 9));
         poller_note_activity(c->o->poller); /* work is flowing: no idle polling meanwhile */
+        vacuum_note_completions(c->o->vacuum, s->name); /* …and leaving dead rows behind */
     }
     if (retrying > 0)
         poller_kick(c->o->poller); /* a retry time was just set: let the poller plan its wake-up */

@@ -123,7 +123,8 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     KEY(INT, "orchestration.shutdown_timeout_secs",                                                                  \
         shutdown_timeout_secs, shutdown_timeout_secs, 30, 1, 3600, NULL, RELOAD,                                     \
         "on SIGTERM, how long in-flight work may take to drain")                                                     \
-    SECTION(sweeper)
+    SECTION(sweeper)                                                                                                 \
+    SECTION(vacuum)
 
 #define COMPLETIONS_OPTS(KEY, SECTION)                                                                               \
     KEY(INT, "orchestration.completions.batch_size",                                                                 \
@@ -182,6 +183,17 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         stale_waiting_for_retry_minutes, stale_waiting_for_retry_minutes, 30, 1, 525600, NULL, RELOAD,               \
         "a task waiting for a retry this long is stale")
 
+#define VACUUM_OPTS(KEY, SECTION)                                                                                    \
+    KEY(BOOL, "orchestration.vacuum.enabled",                                                                        \
+        enabled, vacuum_enabled, true, 0, 0, NULL, RELOAD,                                                           \
+        "VACUUM the hot tables while completions flow (never while idle)")                                           \
+    KEY(INT, "orchestration.vacuum.interval_ms",                                                                     \
+        interval_ms, vacuum_interval_ms, 1000, 100, 3600000, NULL, RELOAD,                                           \
+        "how often the queue tables of namespaces with completions since are vacuumed")                              \
+    KEY(INT, "orchestration.vacuum.task_tables_interval_ms",                                                         \
+        task_tables_interval_ms, vacuum_task_tables_interval_ms, 2000, 0, 3600000, NULL, RELOAD,                    \
+        "how often tasker.tasks and tasker.workflow_steps are vacuumed while work flows; 0 = never")
+
 #define WEB_OPTS(KEY, SECTION)                                                                                       \
     SECTION(auth)                                                                                                    \
     KEY(INT, "web.backpressure_queue_depth",                                                                         \
@@ -220,7 +232,8 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
 #define ALL_OPTS(KEY, SECTION)                                                                  \
     ROOT_OPTS(KEY, SECTION) DATABASE_OPTS(KEY, SECTION) POOL_OPTS(KEY, SECTION)                 \
     ORCHESTRATION_OPTS(KEY, SECTION) COMPLETIONS_OPTS(KEY, SECTION) POLLER_OPTS(KEY, SECTION)   \
-    SWEEPER_OPTS(KEY, SECTION) WEB_OPTS(KEY, SECTION) AUTH_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)
+    SWEEPER_OPTS(KEY, SECTION) VACUUM_OPTS(KEY, SECTION) WEB_OPTS(KEY, SECTION)                 \
+    AUTH_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)
 
 #define SKIP_SECTION(name)
 
@@ -262,6 +275,7 @@ static cfg_opt_t database_opts[] = {DATABASE_OPTS(OPT_KEY, OPT_SECTION) CFG_END(
 static cfg_opt_t completions_opts[] = {COMPLETIONS_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t poller_opts[] = {POLLER_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t sweeper_opts[] = {SWEEPER_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t vacuum_opts[] = {VACUUM_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t orchestration_opts[] = {ORCHESTRATION_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t auth_opts[] = {AUTH_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t web_opts[] = {WEB_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};

@@ -7,7 +7,8 @@
 #   2. a completion message sent without a NOTIFY (a hand-back done by hand, with pgmq.send, which
 #      does not notify) is still processed, within the completion poll's idle ceiling;
 #   3. retries scheduled after the long idle period go out on time: one with a 100 ms backoff and
-#      one with 2.5 s (the poller sleeps until it is due, not until its next idle poll).
+#      one with 2.5 s (the poller sleeps until it is due, not until its next idle poll);
+#   4. the idle daemon runs no VACUUM (src/vacuum.c: only completions make tables due).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
@@ -138,6 +139,14 @@ echo "# retry dispatched after: a ${la:-?} ms (backoff 100 ms ±15 %), b ${lb:-?
   fail "a 2.5 s retry goes out on time (${lb:-none} ms, want <= 3450)"
 is "$(q "SELECT string_agg(name || ':' || attempt_no, ' ' ORDER BY name) FROM tasker.workflow_steps WHERE task_uuid = '$rtask'")" \
   "a:2 b:2" "each step of retry_twice ran twice"
+
+# ---- 4. no VACUUM while idle ----------------------------------------------------------------------
+is "$(q "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname IN ('pgmq', 'tasker')
+         AND last_vacuum >= to_timestamp($t0 / 1000.0) AND last_vacuum < to_timestamp($t1 / 1000.0)")" 0 \
+  "the idle daemon ran no VACUUM during the measurement"
+vacuumed=$(q "SELECT coalesce(string_agg(relname, ' ' ORDER BY relname), 'none') FROM pg_stat_user_tables
+              WHERE schemaname IN ('pgmq', 'tasker') AND last_vacuum >= to_timestamp($t_sent / 1000.0)")
+echo "# vacuumed since the completions began: $vacuumed"
 
 dt_stop w1 TERM 15
 dt_stop d1 TERM 15

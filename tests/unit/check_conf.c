@@ -140,6 +140,9 @@ START_TEST(defaults_are_the_seed)
     ck_assert_int_eq(c.sweeper_resend_grace_secs, 30);
     ck_assert_int_eq(c.sweeper_reevaluate_after_secs, 60);
     ck_assert_int_eq(c.namespace_refresh_secs, 30);
+    ck_assert(c.vacuum_enabled);
+    ck_assert_int_eq(c.vacuum_interval_ms, 1000);
+    ck_assert_int_eq(c.vacuum_task_tables_interval_ms, 2000);
     ck_assert_int_eq(c.shutdown_timeout_secs, 30);
     ck_assert_str_eq(c.web_bind_address, "0.0.0.0:8080");
     ck_assert(c.web_enabled);
