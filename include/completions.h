@@ -8,10 +8,11 @@ struct orchd;
 struct completions;
 
 struct completions *completions_new(struct orchd *o) __attribute__((warn_unused_result));
-/* completions_start: read the namespace list, then poll every namespace on the configured interval. */
+/* completions_start: read the namespace list; each namespace found then has its own fallback poll
+ * (completions.interval_ms, backing off to completions.idle_interval_ms while it finds nothing). */
 void completions_start(struct completions *c);
-/* completions_kick: a message arrived on `queue` (a NOTIFY); process that namespace now. Queues
- * that are not completion queues are ignored. */
+/* completions_kick: a message arrived on `queue` (a NOTIFY); process that namespace now and bring
+ * its fallback poll back to the base interval. Queues that are not completion queues are ignored. */
 void completions_kick(struct completions *c, const char *queue);
 /* completions_kick_all: process every namespace now (after a reconnect, or the database came up). */
 void completions_kick_all(struct completions *c);

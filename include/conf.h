@@ -34,9 +34,11 @@ struct conf {
     /* orchestration { … } */
     char processor_id[CONF_NAME_MAX];       /* [restart] who we are in audit rows; "" = host:pid */
     int completions_interval_ms;            /* fallback poll of the completion queues (NOTIFY is the fast path) */
+    int completions_idle_interval_ms;       /* its ceiling while a namespace's polls find nothing */
     int completions_batch_size;             /* messages per process_completions call */
     int completions_visibility_timeout_secs;/* vt of completion messages being processed */
     int poller_interval_ms;                 /* fallback poll for ready steps and retries */
+    int poller_idle_interval_ms;            /* its ceiling while polls find nothing */
     int poller_batch_size;                  /* tasks per enqueue_ready_steps call */
     int sweeper_interval_secs;              /* stuck/stale sweep period */
     int sweeper_batch_size;                 /* rows per sweep action */
@@ -48,6 +50,9 @@ struct conf {
     int stale_task_max_lifetime_hours;
     int sweeper_resend_grace_secs;          /* an enqueued step's message may be missing this long */
     int sweeper_reevaluate_after_secs;      /* re-evaluate unfinished tasks untouched this long */
+    bool vacuum_enabled;                    /* VACUUM the hot tables while completions flow */
+    int vacuum_interval_ms;                 /* period of the queue tables' vacuum */
+    int vacuum_task_tables_interval_ms;     /* period of tasker.tasks/workflow_steps' vacuum; 0 = never */
     int namespace_refresh_secs;             /* how often the list of namespaces is re-read */
     int shutdown_timeout_secs;              /* SIGTERM: how long in-flight work may take to drain */
 

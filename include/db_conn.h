@@ -54,7 +54,8 @@ struct db_conn_params {
 struct db_conn *db_conn_start(struct event_base *base, const struct db_conn_params *params,
                               db_conn_event_fn on_event, void *arg) __attribute__((warn_unused_result));
 
-/* db_conn_query: send a prepared statement (by name) or, with prepared=false, a plain SQL text.
+/* db_conn_query: send a prepared statement (by name) or, with prepared=false, a plain SQL text
+ * (with nparams = 0, as a simple query: one statement, outside any transaction block — VACUUM).
  * Only on a READY, idle connection; false if it cannot be sent (the callback is then not called).
  * params are copied by libpq during the call. The callback always runs later, from the loop —
  * never from inside this call. */

@@ -56,6 +56,13 @@ void db_pool_start(struct db_pool *p);
 bool db_pool_query(struct db_pool *p, int stmt, const char *const *params, int nparams, db_result_fn cb,
                    void *arg) __attribute__((warn_unused_result));
 
+/* db_pool_query_sql: like db_pool_query, for one parameter-free statement that is not in the
+ * prepared list, sent as a simple query (so it runs outside any transaction block: VACUUM). The text
+ * is copied. It must be built only from trusted pieces: identifiers escaped or validated, never
+ * from input. */
+bool db_pool_query_sql(struct db_pool *p, const char *sql, db_result_fn cb, void *arg)
+    __attribute__((warn_unused_result));
+
 /* db_pool_stop: accept no more queries, fail the queued ones, and call drained() (once, from the
  * loop) when no query is in flight any more. */
 void db_pool_stop(struct db_pool *p, void (*drained)(void *arg), void *arg);

@@ -16,6 +16,7 @@ struct listener;
 struct completions;
 struct poller;
 struct sweeper;
+struct vacuum;
 struct svc;
 struct http_api;
 
@@ -30,6 +31,7 @@ struct orchd {
     struct completions *completions;
     struct poller *poller;
     struct sweeper *sweeper;
+    struct vacuum *vacuum;
     struct svc *svc;
     struct http_api *http;
     struct metrics metrics;

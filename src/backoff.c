@@ -1,4 +1,5 @@
-/* backoff.c — capped exponential backoff with jitter, for reconnects (pool, listener, worker). */
+/* backoff.c — capped exponential backoff: with jitter for reconnects (pool, listener, worker), and
+ * the idle backoff of the daemon's periodic polls (poller, completions). */
 #include "backoff.h"
 
 long long backoff_ms(long long initial_ms, long long max_ms, int failures, int jitter_pct, unsigned rnd)
@@ -18,4 +19,20 @@ long long backoff_ms(long long initial_ms, long long max_ms, int failures, int j
         d = d - span + (long long)(rnd % (unsigned)(2 * span + 1));
     }
     return d < 0 ? 0 : d;
+}
+
+long long idle_backoff_next(struct idle_backoff *b, bool found, long long base_ms, long long ceiling_ms)
+{
+    if (found)
+        b->level = 0;
+    long long ms = backoff_ms(base_ms, ceiling_ms, b->level + 1, 0, 0);
+    /* Stop counting once at the ceiling: the level stays small however long the daemon idles. */
+    if (ms < ceiling_ms)
+        b->level++;
+    return ms;
+}
+
+void idle_backoff_reset(struct idle_backoff *b)
+{
+    b->level = 0;
 }

@@ -3,12 +3,17 @@
  * Each namespace runs at most one process_completions at a time (the SQL is safe with more, but
  * one in flight per namespace per daemon keeps batches full and commits few). A NOTIFY for a
  * namespace that is busy marks it to run again as soon as the call returns; a full batch also
- * runs again at once, so a backlog drains at full speed. The interval timer is the fallback when
- * notifications are lost. New namespaces are found by re-reading the list periodically, or at
- * once when a NOTIFY names one we do not know.
+ * runs again at once, so a backlog drains at full speed. Each namespace has its own fallback
+ * timer, for when notifications are lost: completions.interval_ms after a call that found
+ * messages or that a NOTIFY asked for, then doubling while its polls find nothing, up to
+ * completions.idle_interval_ms, so an idle daemon asks rarely and a busy namespace does not keep
+ * the quiet ones polling. A NOTIFY (or a reconnect) brings it back to the base interval at once.
+ * New namespaces are found by re-reading the list periodically, or at once when a NOTIFY names
+ * one we do not know.
  */
 #include "completions.h"
 
+#include "backoff.h"
 #include "db_pool.h"
 #include "log.h"
 #include "names.h"
@@ -16,6 +21,7 @@
 #include "poller.h"
 #include "statements.h"
 #include "timer.h"
+#include "vacuum.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -27,15 +33,18 @@
 struct ns_state {
     struct completions *owner;
     char name[32];
+    struct event *timer;      /* this namespace's fallback poll */
+    struct idle_backoff idle; /* its interval while polls find nothing */
     bool in_flight;
     bool again;      /* run again as soon as the call in flight returns */
+    bool kicked;     /* a NOTIFY (or reconnect) asked for the next call */
+    bool run_kicked; /* … for the call in flight */
 };
 
 struct completions {
     struct orchd *o;
     struct ns_state **ns;   /* pointers stay valid while the array grows: callbacks hold them */
     size_t nns, cap;
-    struct event *timer;    /* fallback poll of every namespace */
     struct event *refresh;  /* re-read the namespace list */
     bool refresh_in_flight;
     bool stopping;
@@ -48,6 +57,8 @@ static struct ns_state *ns_find(struct completions *c, const char *name)
             return c->ns[i];
     return NULL;
 }
+
+static void ns_on_timer(evutil_socket_t fd, short what, void *arg);
 
 static struct ns_state *ns_add(struct completions *c, const char *name)
 {
@@ -65,6 +76,10 @@ static struct ns_state *ns_add(struct completions *c, const char *name)
     s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
+    if (!(s->timer = evtimer_new(c->o->base, ns_on_timer, s))) {
+        free(s);
+        return NULL;
+    }
     s->owner = c;
     snprintf(s->name, sizeof s->name, "%s", name);
     c->ns[c->nns++] = s;
@@ -73,6 +88,13 @@ static struct ns_state *ns_add(struct completions *c, const char *name)
 }
 
 static void ns_run(struct ns_state *s);
+
+/* ns_arm: the next fallback poll of s in ms (none while stopping). */
+static void ns_arm(struct ns_state *s, long long ms)
+{
+    if (!s->owner->stopping)
+        timer_in_ms(s->timer, ms);
+}
 
 static void ns_log_rejected(const char *ns, const char *details)
 {
@@ -93,17 +115,23 @@ static void ns_on_result(void *arg, const struct db_rows *rows, const struct db_
     struct ns_state *s = arg;
     struct completions *c = s->owner;
     struct metrics *m = &c->o->metrics;
+    const struct conf *conf = &c->o->conf;
     s->in_flight = false;
     bool again = s->again;
     s->again = false;
-    if (err) {
-        m->query_errors++;
-        log_warn("completions", "process_completions(%s) failed: %s%s%s", s->name, err->message,
-                 err->sqlstate[0] ? " SQLSTATE " : "", err->sqlstate);
-        return; /* the timer tries again */
-    }
-    if (db_rows_count(rows) != 1)
+    if (err || db_rows_count(rows) != 1) {
+        if (err) {
+            m->query_errors++;
+            log_warn("completions", "process_completions(%s) failed: %s%s%s", s->name, err->message,
+                     err->sqlstate[0] ? " SQLSTATE " : "", err->sqlstate);
+        }
+        idle_backoff_reset(&s->idle);
+        if (again)
+            ns_run(s);
+        else
+            ns_arm(s, conf->completions_interval_ms); /* the timer tries again */
         return;
+    }
     long long msgs = db_rows_int(rows, 0, 0);
     long long retrying = db_rows_int(rows, 0, 2);
     if (msgs > 0) {
@@ -120,39 +148,64 @@ static void ns_on_result(void *arg, const struct db_rows *rows, const struct db_
                   db_rows_int(rows, 0, 6));
         if (db_rows_int(rows, 0, 5) > 0)
             ns_log_rejected(s->name, db_rows_text(rows, 0, 9));
+        poller_note_activity(c->o->poller); /* work is flowing: no idle polling meanwhile */
+        vacuum_note_completions(c->o->vacuum, s->name); /* …and leaving dead rows behind */
     }
     if (retrying > 0)
         poller_kick(c->o->poller); /* a retry time was just set: let the poller plan its wake-up */
-    if (again || msgs >= c->o->conf.completions_batch_size)
+    if (again || msgs >= conf->completions_batch_size)
         ns_run(s);
+    else
+        ns_arm(s, idle_backoff_next(&s->idle, msgs > 0 || s->run_kicked, conf->completions_interval_ms,
+                                    conf->completions_idle_interval_ms));
 }
 
 static void ns_run(struct ns_state *s)
 {
     struct completions *c = s->owner;
-    if (c->stopping || !c->o->db_up)
+    if (c->stopping)
         return;
     if (s->in_flight) {
         s->again = true;
+        return;
+    }
+    if (!c->o->db_up) {
+        ns_arm(s, c->o->conf.completions_interval_ms); /* and the pool's UP event kicks us */
         return;
     }
     char batch[16], vt[16];
     snprintf(batch, sizeof batch, "%d", c->o->conf.completions_batch_size);
     snprintf(vt, sizeof vt, "%d", c->o->conf.completions_visibility_timeout_secs);
     const char *params[3] = { s->name, batch, vt };
-    if (db_pool_query(c->o->pool, STMT_PROCESS_COMPLETIONS, params, 3, ns_on_result, s))
+    if (db_pool_query(c->o->pool, STMT_PROCESS_COMPLETIONS, params, 3, ns_on_result, s)) {
         s->in_flight = true;
+        s->run_kicked = s->kicked;
+        s->kicked = false;
+        evtimer_del(s->timer); /* re-armed when the call returns */
+    } else {
+        ns_arm(s, c->o->conf.completions_interval_ms);
+    }
 }
 
-static void completions_run_known(struct completions *c)
+static void ns_on_timer(evutil_socket_t fd, short what, void *arg)
 {
-    for (size_t i = 0; i < c->nns; i++)
-        ns_run(c->ns[i]);
+    (void)fd;
+    (void)what;
+    ns_run(arg);
+}
+
+/* ns_kick: run s now, as a wake-up: its next fallback poll comes after the base interval. */
+static void ns_kick(struct ns_state *s)
+{
+    s->kicked = true;
+    idle_backoff_reset(&s->idle);
+    ns_run(s);
 }
 
 void completions_kick_all(struct completions *c)
 {
-    completions_run_known(c);
+    for (size_t i = 0; i < c->nns; i++)
+        ns_kick(c->ns[i]);
     /* After a (re)connect there may be namespaces we never heard of (none at all, at start):
      * re-read the list now rather than at the next refresh; each one found runs at once. */
     timer_in_ms(c->refresh, 0);
@@ -164,17 +217,7 @@ void completions_kick(struct completions *c, const char *queue)
         return; /* dispatch queues are for workers */
     struct ns_state *s = ns_add(c, queue + strlen(COMPLETION_PREFIX));
     if (s)
-        ns_run(s);
-}
-
-static void completions_on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct completions *c = arg;
-    completions_run_known(c); /* the namespace list has its own, slower refresh */
-    if (!c->stopping)
-        timer_in_ms(c->timer, c->o->conf.completions_interval_ms);
+        ns_kick(s);
 }
 
 static void refresh_on_result(void *arg, const struct db_rows *rows, const struct db_error *err)
@@ -214,9 +257,8 @@ struct completions *completions_new(struct orchd *o)
         return NULL;
     }
     c->o = o;
-    c->timer = evtimer_new(o->base, completions_on_timer, c);
     c->refresh = evtimer_new(o->base, completions_on_refresh, c);
-    if (!c->timer || !c->refresh) {
+    if (!c->refresh) {
         log_error("completions", "out of memory");
         completions_free(c);
         return NULL;
@@ -226,27 +268,27 @@ struct completions *completions_new(struct orchd *o)
 
 void completions_start(struct completions *c)
 {
-    timer_in_ms(c->refresh, 0);
-    timer_in_ms(c->timer, c->o->conf.completions_interval_ms);
+    timer_in_ms(c->refresh, 0); /* each namespace found runs at once, then keeps its own timer */
 }
 
 void completions_stop(struct completions *c)
 {
     c->stopping = true;
-    evtimer_del(c->timer);
     evtimer_del(c->refresh);
+    for (size_t i = 0; i < c->nns; i++)
+        evtimer_del(c->ns[i]->timer);
 }
 
 void completions_free(struct completions *c)
 {
     if (!c)
         return;
-    if (c->timer)
-        event_free(c->timer);
     if (c->refresh)
         event_free(c->refresh);
-    for (size_t i = 0; i < c->nns; i++)
+    for (size_t i = 0; i < c->nns; i++) {
+        event_free(c->ns[i]->timer);
         free(c->ns[i]);
+    }
     free(c->ns);
     free(c);
 }

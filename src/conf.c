@@ -114,7 +114,7 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
 #define ORCHESTRATION_OPTS(KEY, SECTION)                                                                             \
     SECTION(completions)                                                                                             \
     KEY(INT, "orchestration.namespace_refresh_secs",                                                                 \
-        namespace_refresh_secs, namespace_refresh_secs, 10, 1, 3600, NULL, RELOAD,                                   \
+        namespace_refresh_secs, namespace_refresh_secs, 30, 1, 3600, NULL, RELOAD,                                   \
         "how often the list of namespaces is re-read")                                                               \
     SECTION(poller)                                                                                                  \
     KEY(STR, "orchestration.processor_id",                                                                           \
@@ -123,12 +123,16 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     KEY(INT, "orchestration.shutdown_timeout_secs",                                                                  \
         shutdown_timeout_secs, shutdown_timeout_secs, 30, 1, 3600, NULL, RELOAD,                                     \
         "on SIGTERM, how long in-flight work may take to drain")                                                     \
-    SECTION(sweeper)
+    SECTION(sweeper)                                                                                                 \
+    SECTION(vacuum)
 
 #define COMPLETIONS_OPTS(KEY, SECTION)                                                                               \
     KEY(INT, "orchestration.completions.batch_size",                                                                 \
         batch_size, completions_batch_size, 100, 1, 10000, NULL, RELOAD,                                             \
         "messages per process_completions call")                                                                     \
+    KEY(INT, "orchestration.completions.idle_interval_ms",                                                           \
+        idle_interval_ms, completions_idle_interval_ms, 10000, 10, 3600000, NULL, RELOAD,                            \
+        "ceiling of a namespace's fallback poll while it finds nothing; below interval_ms = no backoff")             \
     KEY(INT, "orchestration.completions.interval_ms",                                                                \
         interval_ms, completions_interval_ms, 5000, 10, 3600000, NULL, RELOAD,                                       \
         "fallback poll of the completion queues; NOTIFY is the fast path")                                           \
@@ -140,6 +144,9 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     KEY(INT, "orchestration.poller.batch_size",                                                                      \
         batch_size, poller_batch_size, 100, 1, 10000, NULL, RELOAD,                                                  \
         "tasks per enqueue_ready_steps call")                                                                        \
+    KEY(INT, "orchestration.poller.idle_interval_ms",                                                                \
+        idle_interval_ms, poller_idle_interval_ms, 5000, 10, 3600000, NULL, RELOAD,                                  \
+        "ceiling of the poll interval while polls find nothing; below interval_ms = no backoff")                     \
     KEY(INT, "orchestration.poller.interval_ms",                                                                     \
         interval_ms, poller_interval_ms, 1000, 10, 3600000, NULL, RELOAD,                                            \
         "fallback poll for ready steps and due retries")
@@ -175,6 +182,17 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     KEY(INT, "orchestration.sweeper.stale_waiting_for_retry_minutes",                                                \
         stale_waiting_for_retry_minutes, stale_waiting_for_retry_minutes, 30, 1, 525600, NULL, RELOAD,               \
         "a task waiting for a retry this long is stale")
+
+#define VACUUM_OPTS(KEY, SECTION)                                                                                    \
+    KEY(BOOL, "orchestration.vacuum.enabled",                                                                        \
+        enabled, vacuum_enabled, true, 0, 0, NULL, RELOAD,                                                           \
+        "VACUUM the hot tables while completions flow (never while idle)")                                           \
+    KEY(INT, "orchestration.vacuum.interval_ms",                                                                     \
+        interval_ms, vacuum_interval_ms, 1000, 100, 3600000, NULL, RELOAD,                                           \
+        "how often the queue tables of namespaces with completions since are vacuumed")                              \
+    KEY(INT, "orchestration.vacuum.task_tables_interval_ms",                                                         \
+        task_tables_interval_ms, vacuum_task_tables_interval_ms, 2000, 0, 3600000, NULL, RELOAD,                    \
+        "how often tasker.tasks and tasker.workflow_steps are vacuumed while work flows; 0 = never")
 
 #define WEB_OPTS(KEY, SECTION)                                                                                       \
     SECTION(auth)                                                                                                    \
@@ -214,7 +232,8 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
 #define ALL_OPTS(KEY, SECTION)                                                                  \
     ROOT_OPTS(KEY, SECTION) DATABASE_OPTS(KEY, SECTION) POOL_OPTS(KEY, SECTION)                 \
     ORCHESTRATION_OPTS(KEY, SECTION) COMPLETIONS_OPTS(KEY, SECTION) POLLER_OPTS(KEY, SECTION)   \
-    SWEEPER_OPTS(KEY, SECTION) WEB_OPTS(KEY, SECTION) AUTH_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)
+    SWEEPER_OPTS(KEY, SECTION) VACUUM_OPTS(KEY, SECTION) WEB_OPTS(KEY, SECTION)                 \
+    AUTH_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)
 
 #define SKIP_SECTION(name)
 
@@ -256,6 +275,7 @@ static cfg_opt_t database_opts[] = {DATABASE_OPTS(OPT_KEY, OPT_SECTION) CFG_END(
 static cfg_opt_t completions_opts[] = {COMPLETIONS_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t poller_opts[] = {POLLER_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t sweeper_opts[] = {SWEEPER_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t vacuum_opts[] = {VACUUM_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t orchestration_opts[] = {ORCHESTRATION_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t auth_opts[] = {AUTH_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t web_opts[] = {WEB_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};

@@ -1,8 +1,8 @@
 /* daemon.c — the daemon mode: configuration, the event loop and its components, signals.
  *
  * Start order (each step needs the previous): configuration → logging → event base → schema
- * check (blocking, before the loop runs) → pool → listener → completions, poller, sweeper → HTTP
- * (bound before the loop runs; a bind failure stops the start) → systemd. READY=1 goes out once
+ * check (blocking, before the loop runs) → pool → listener → completions, poller, sweeper, vacuum
+ * → HTTP (bound before the loop runs; a bind failure stops the start) → systemd. READY=1 goes out once
  * the pool has a working connection, LISTEN is in place and, with web.enabled, HTTP is bound.
  * Stop order is the reverse: SIGTERM closes the HTTP listener and stops the timers and LISTEN (no
  * new work), the pool drains what is in flight (HTTP requests included), then the loop ends; a
@@ -22,6 +22,7 @@
 #include "statements.h"
 #include "svc.h"
 #include "sweeper.h"
+#include "vacuum.h"
 
 #include <event2/event.h>
 #include <libpq-fe.h>
@@ -157,6 +158,7 @@ static void on_sigterm(evutil_socket_t sig, short what, void *arg)
     completions_stop(o->completions);
     poller_stop(o->poller);
     sweeper_stop(o->sweeper);
+    vacuum_stop(o->vacuum);
     listener_stop(o->listener);
     struct timeval tv = { .tv_sec = o->conf.shutdown_timeout_secs, .tv_usec = 0 };
     evtimer_add(d->shutdown_timer, &tv);
@@ -222,6 +224,7 @@ static void daemon_free(struct daemon *d)
     o->pool = NULL;
     http_api_free(o->http);
     o->http = NULL;
+    vacuum_free(o->vacuum);
     sweeper_free(o->sweeper);
     poller_free(o->poller);
     completions_free(o->completions);
@@ -277,14 +280,15 @@ int daemon_run(const char *config_path, const char *env_name)
     o->completions = completions_new(o);
     o->poller = poller_new(o);
     o->sweeper = sweeper_new(o);
+    o->vacuum = vacuum_new(o);
     o->http = http_api_new(o);
     o->svc = svc_new(o);
     d.sigterm = evsignal_new(o->base, SIGTERM, on_sigterm, &d);
     d.sigint = evsignal_new(o->base, SIGINT, on_sigterm, &d);
     d.sighup = evsignal_new(o->base, SIGHUP, on_sighup, &d);
     d.shutdown_timer = evtimer_new(o->base, on_shutdown_timeout, &d);
-    if (!o->pool || !o->listener || !o->completions || !o->poller || !o->sweeper || !o->http || !o->svc ||
-        !d.sigterm || !d.sigint || !d.sighup || !d.shutdown_timer) {
+    if (!o->pool || !o->listener || !o->completions || !o->poller || !o->sweeper || !o->vacuum || !o->http ||
+        !o->svc || !d.sigterm || !d.sigint || !d.sighup || !d.shutdown_timer) {
         log_error("daemon", "startup failed");
         daemon_free(&d);
         return 1;
@@ -298,6 +302,7 @@ int daemon_run(const char *config_path, const char *env_name)
     completions_start(o->completions);
     poller_start(o->poller);
     sweeper_start(o->sweeper);
+    vacuum_start(o->vacuum);
     if (!http_api_start(o->http)) {
         /* errors have already been logged */
         daemon_free(&d);

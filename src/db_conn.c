@@ -1,10 +1,10 @@
 /* db_conn.c — one asynchronous libpq connection driven by the event loop (connect, query, notify).
  *
  * Everything here is non-blocking (DESIGN §6): PQconnectStartParams/PQconnectPoll to connect,
- * PQsendPrepare/PQsendQueryPrepared + PQflush to send, PQconsumeInput/PQisBusy/PQgetResult to
- * read. One libevent event per connection, re-armed after every step with exactly what libpq
- * waits for. An idle connection keeps EV_READ armed so notifications and server-side
- * disconnects are seen at once.
+ * PQsendPrepare/PQsendQueryPrepared (PQsendQuery for parameter-free text) + PQflush to send,
+ * PQconsumeInput/PQisBusy/PQgetResult to read. One libevent event per connection, re-armed after
+ * every step with exactly what libpq waits for. An idle connection keeps EV_READ armed so
+ * notifications and server-side disconnects are seen at once.
  */
 #include "db_conn.h"
 
@@ -51,6 +51,21 @@ struct db_rows {
 };
 
 static void dbc_on_io(evutil_socket_t fd, short what, void *arg);
+
+/* Server notices (NOTICE, WARNING…) go to our log rather than to libpq's default, raw on stderr.
+ * A WARNING is logged as a warning, except "lock not available" (55P03): that is VACUUM
+ * (SKIP_LOCKED) skipping a table another daemon or autovacuum is vacuuming, as vacuum.c expects. */
+static void dbc_notice(void *arg, const PGresult *res)
+{
+    (void)arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (sev && strcmp(sev, "WARNING") == 0 && !(state && strcmp(state, "55P03") == 0))
+        log_warn("db", "server WARNING: %s", msg ? msg : "");
+    else
+        log_debug("db", "server %s: %s", sev ? sev : "notice", msg ? msg : "");
+}
 
 static const char *dbc_state_str(enum db_conn_state s)
 {
@@ -364,6 +379,7 @@ struct db_conn *db_conn_start(struct event_base *base, const struct db_conn_para
         return NULL;
     }
     c->state = DBC_CONNECTING;
+    PQsetNoticeReceiver(c->pg, dbc_notice, c);
     if (PQstatus(c->pg) == CONNECTION_BAD) {
         /* Defer the report so the owner sees BROKEN from the loop, never from inside this call. */
         dbc_copy_msg(c->error, sizeof c->error, PQerrorMessage(c->pg));
@@ -382,8 +398,11 @@ bool db_conn_query(struct db_conn *c, bool prepared, const char *name_or_sql, in
 {
     if (c->state != DBC_IDLE)
         return false;
-    int ok = prepared ? PQsendQueryPrepared(c->pg, name_or_sql, nparams, params, NULL, NULL, 0)
-                      : PQsendQueryParams(c->pg, name_or_sql, nparams, NULL, params, NULL, NULL, 0);
+    /* Without parameters, plain text goes as a simple query: the one protocol message in which a
+     * statement such as VACUUM, which refuses to run inside a transaction block, always works. */
+    int ok = prepared      ? PQsendQueryPrepared(c->pg, name_or_sql, nparams, params, NULL, NULL, 0)
+             : nparams > 0 ? PQsendQueryParams(c->pg, name_or_sql, nparams, NULL, params, NULL, NULL, 0)
+                           : PQsendQuery(c->pg, name_or_sql);
     if (!ok) {
         log_warn("db", "cannot send query: %s", PQerrorMessage(c->pg));
         return false;

@@ -1,5 +1,6 @@
 /* db_pool.c — the connection pool: min/max, acquire timeout, idle/lifetime recycling, jittered
- * reconnect, circuit breaker; every query a prepared statement, every call asynchronous.
+ * reconnect, circuit breaker; every query a prepared statement (but for the rare parameter-free
+ * maintenance statement, db_pool_query_sql), every call asynchronous.
  *
  * Slots hold connections; a FIFO holds queries waiting for one. A maintenance timer (every
  * POOL_TICK_MS) keeps the minimum open, closes idle and old connections, and fails queries that
@@ -33,6 +34,7 @@ enum slot_state {
 struct db_request {
     struct db_request *next;
     int stmt;
+    char *sql;             /* db_pool_query_sql: the text to send instead of statement stmt */
     db_result_fn cb;
     void *arg;
     long long deadline_ms; /* monotonic; fail with "acquire timeout" after it */
@@ -95,6 +97,7 @@ static void request_free(struct db_request *r)
 {
     for (int i = 0; i < r->nparams; i++)
         free(r->params[i]);
+    free(r->sql);
     free(r);
 }
 
@@ -282,8 +285,10 @@ static void pool_dispatch(struct db_pool *p)
         if (!s)
             break;
         struct db_request *r = p->queue_head;
-        if (!db_conn_query(s->conn, true, p->stmts[r->stmt].name, r->nparams, (const char *const *)r->params,
-                           slot_on_result, s)) {
+        bool sent = r->sql ? db_conn_query(s->conn, false, r->sql, 0, NULL, slot_on_result, s)
+                           : db_conn_query(s->conn, true, p->stmts[r->stmt].name, r->nparams,
+                                           (const char *const *)r->params, slot_on_result, s);
+        if (!sent) {
             s->state = SLOT_BROKEN;
             continue;
         }
@@ -398,21 +403,44 @@ void db_pool_start(struct db_pool *p)
         pool_open_one(p);
 }
 
-bool db_pool_query(struct db_pool *p, int stmt, const char *const *params, int nparams, db_result_fn cb, void *arg)
+/* pool_request: a new request for the queue, or NULL when the pool takes none now (stopping,
+ * breaker open) or memory ran out. */
+static struct db_request *pool_request(struct db_pool *p, db_result_fn cb, void *arg)
 {
-    if (p->stopping || stmt < 0 || (size_t)stmt >= p->nstmts || nparams > DB_MAX_PARAMS)
-        return false;
+    if (p->stopping)
+        return NULL;
     if (p->breaker_until_ms && now_ms() < p->breaker_until_ms)
-        return false;
+        return NULL;
     struct db_request *r = calloc(1, sizeof *r);
     if (!r) {
         log_error("pool", "out of memory");
-        return false;
+        return NULL;
     }
-    r->stmt = stmt;
     r->cb = cb;
     r->arg = arg;
     r->deadline_ms = now_ms() + p->conf->pool_acquire_timeout_secs * 1000LL;
+    return r;
+}
+
+static void pool_enqueue(struct db_pool *p, struct db_request *r)
+{
+    if (p->queue_tail)
+        p->queue_tail->next = r;
+    else
+        p->queue_head = r;
+    p->queue_tail = r;
+    p->queued++;
+    pool_dispatch(p);
+}
+
+bool db_pool_query(struct db_pool *p, int stmt, const char *const *params, int nparams, db_result_fn cb, void *arg)
+{
+    if (stmt < 0 || (size_t)stmt >= p->nstmts || nparams > DB_MAX_PARAMS)
+        return false;
+    struct db_request *r = pool_request(p, cb, arg);
+    if (!r)
+        return false;
+    r->stmt = stmt;
     r->nparams = nparams;
     for (int i = 0; i < nparams; i++) {
         if (params[i] && !(r->params[i] = strdup(params[i]))) {
@@ -421,13 +449,21 @@ bool db_pool_query(struct db_pool *p, int stmt, const char *const *params, int n
             return false;
         }
     }
-    if (p->queue_tail)
-        p->queue_tail->next = r;
-    else
-        p->queue_head = r;
-    p->queue_tail = r;
-    p->queued++;
-    pool_dispatch(p);
+    pool_enqueue(p, r);
+    return true;
+}
+
+bool db_pool_query_sql(struct db_pool *p, const char *sql, db_result_fn cb, void *arg)
+{
+    struct db_request *r = pool_request(p, cb, arg);
+    if (!r)
+        return false;
+    if (!(r->sql = strdup(sql))) {
+        log_error("pool", "out of memory");
+        request_free(r);
+        return false;
+    }
+    pool_enqueue(p, r);
     return true;
 }
 

@@ -243,6 +243,10 @@ void metrics_render(const struct metrics *m, FILE *out)
     counter(out, "tasker_sweep_runs_total", "Stuck/stale sweeps.", m->sweep_runs);
     counter(out, "tasker_sweep_actions_total", "Actions the sweep took (lease expiries, re-sends, DLQ moves, …).",
             m->sweep_actions);
+    counter(out, "tasker_vacuum_runs_total", "VACUUM statements this daemon ran on the hot queue and task tables.",
+            m->vacuum_runs);
+    metrics_write_header(out, "tasker_vacuum_seconds_total", "counter", "Wall time of those VACUUM statements.");
+    metrics_write_sample(out, "tasker_vacuum_seconds_total", NULL, (double)m->vacuum_ms / 1000.0);
     counter(out, "tasker_query_errors_total", "Failed orchestration queries of any kind.", m->query_errors);
 
     ns_counter(out, m, "tasker_namespace_tasks_created_total", "Tasks created through the API, by namespace.",

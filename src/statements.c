@@ -33,6 +33,22 @@ const struct db_statement statements[STMT_COUNT] = {
         "  FROM tasker.detect_and_transition_stuck_tasks($1::integer, $2::boolean, $3::integer, $4::integer,"
         "       $5::integer, $6::integer, $7::integer, $8::integer, $9::integer)",
         9 },
+    /* Which of the tables named (text[] of qualified names) exist and may be vacuumed by our role:
+     * its owner, else before PostgreSQL 17 the database's owner, from 17 on the MAINTAIN privilege
+     * (the rules VACUUM applies; a table it may not vacuum it skips with a mere WARNING). */
+    [STMT_VACUUM_CHECK] = {
+        "vacuum_check",
+        "SELECT t.name, c.oid IS NOT NULL AS present,"
+        "       coalesce(pg_has_role(c.relowner, 'USAGE') OR CASE"
+        "         WHEN current_setting('server_version_num')::integer >= 170000"
+        "           THEN has_table_privilege(c.oid, 'MAINTAIN')"
+        "         ELSE NOT c.relisshared AND pg_has_role((SELECT datdba FROM pg_database"
+        "                                                  WHERE datname = current_database()), 'USAGE')"
+        "       END, false) AS permitted"
+        "  FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i)"
+        "  LEFT JOIN pg_class c ON c.oid = to_regclass(t.name)"
+        " ORDER BY t.i",
+        1 },
 
     /* The HTTP API. Reads return the document the client gets (sql/0260_tasker_api.sql builds
      * it); writes return their function's row as json. Bodies travel as the client's own text,

@@ -63,9 +63,9 @@ trap 'exit 130' INT TERM
 
 # dt_conf NAME URL: write $DT_DIR/NAME.conf, a complete daemon configuration with small pools and
 # short intervals; prints its path. Overrides (shell variables): DT_LOG_LEVEL, DT_MAX_CONN,
-# DT_MIN_CONN, DT_SWEEP_SECS, DT_SHUTDOWN_SECS, DT_COMPLETIONS_MS, DT_POLL_MS, DT_STATEMENT_TIMEOUT_MS,
-# DT_ACQUIRE_SECS, DT_BREAKER_FAILURES, DT_WEB (true: the HTTP API on 127.0.0.1, any free port;
-# dt_http_port reads it from the log).
+# DT_MIN_CONN, DT_SWEEP_SECS, DT_SHUTDOWN_SECS, DT_COMPLETIONS_MS, DT_COMPLETIONS_IDLE_MS, DT_POLL_MS,
+# DT_POLL_IDLE_MS, DT_STATEMENT_TIMEOUT_MS, DT_ACQUIRE_SECS, DT_BREAKER_FAILURES, DT_WEB (true: the
+# HTTP API on 127.0.0.1, any free port; dt_http_port reads it from the log).
 dt_conf() {
   local f="$DT_DIR/$1.conf"
   cat >"$f" <<CONF
@@ -90,11 +90,13 @@ orchestration {
     shutdown_timeout_secs = ${DT_SHUTDOWN_SECS:-5}
     completions {
         interval_ms = ${DT_COMPLETIONS_MS:-200}
+        idle_interval_ms = ${DT_COMPLETIONS_IDLE_MS:-1000}
         batch_size = 100
         visibility_timeout_secs = 5
     }
     poller {
         interval_ms = ${DT_POLL_MS:-100}
+        idle_interval_ms = ${DT_POLL_IDLE_MS:-500}
         batch_size = 100
     }
     sweeper {

@@ -1,4 +1,5 @@
-/* check_backoff.c — reconnect backoff arithmetic: doubling, cap, jitter bounds, no overflow. */
+/* check_backoff.c — backoff arithmetic: reconnects (doubling, cap, jitter bounds, no overflow) and
+ * the idle backoff of the periodic polls (doubling to the ceiling, reset by activity). */
 #include <check.h>
 
 #include "backoff.h"
@@ -37,6 +38,50 @@ START_TEST(degenerate_inputs)
 }
 END_TEST
 
+START_TEST(idle_doubles_to_the_ceiling)
+{
+    struct idle_backoff b = { 0 };
+    /* Fresh: the first empty pass waits the base interval, then it doubles up to the ceiling. */
+    ck_assert_int_eq(idle_backoff_next(&b, false, 1000, 5000), 1000);
+    ck_assert_int_eq(idle_backoff_next(&b, false, 1000, 5000), 2000);
+    ck_assert_int_eq(idle_backoff_next(&b, false, 1000, 5000), 4000);
+    ck_assert_int_eq(idle_backoff_next(&b, false, 1000, 5000), 5000);
+    for (int i = 0; i < 100000; i++) /* no overflow however long it idles */
+        ck_assert_int_eq(idle_backoff_next(&b, false, 1000, 5000), 5000);
+    ck_assert_int_lt(b.level, 10);
+}
+END_TEST
+
+START_TEST(idle_activity_resets)
+{
+    struct idle_backoff b = { 0 };
+    for (int i = 0; i < 10; i++)
+        (void)idle_backoff_next(&b, false, 5000, 10000);
+    /* A pass that found work waits the base interval; the next empty one starts doubling again. */
+    ck_assert_int_eq(idle_backoff_next(&b, true, 5000, 10000), 5000);
+    ck_assert_int_eq(idle_backoff_next(&b, false, 5000, 10000), 10000);
+    /* Activity outside a pass: the next wait, even after an empty pass, is the base interval. */
+    idle_backoff_reset(&b);
+    ck_assert_int_eq(idle_backoff_next(&b, false, 5000, 10000), 5000);
+    ck_assert_int_eq(idle_backoff_next(&b, false, 5000, 10000), 10000);
+}
+END_TEST
+
+START_TEST(idle_ceiling_below_base_means_no_backoff)
+{
+    struct idle_backoff b = { 0 };
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(idle_backoff_next(&b, false, 1000, 500), 1000);
+    ck_assert_int_eq(idle_backoff_next(&b, false, 1000, 1000), 1000);
+    /* A ceiling that is not a power-of-two multiple is reached exactly. */
+    struct idle_backoff c = { 0 };
+    ck_assert_int_eq(idle_backoff_next(&c, false, 200, 700), 200);
+    ck_assert_int_eq(idle_backoff_next(&c, false, 200, 700), 400);
+    ck_assert_int_eq(idle_backoff_next(&c, false, 200, 700), 700);
+    ck_assert_int_eq(idle_backoff_next(&c, false, 200, 700), 700);
+}
+END_TEST
+
 Suite *make_backoff_suite(void)
 {
     Suite *s = suite_create("backoff");
@@ -45,5 +90,10 @@ Suite *make_backoff_suite(void)
     tcase_add_test(tc, jitter_stays_within_bounds);
     tcase_add_test(tc, degenerate_inputs);
     suite_add_tcase(s, tc);
+    TCase *idle = tcase_create("idle");
+    tcase_add_test(idle, idle_doubles_to_the_ceiling);
+    tcase_add_test(idle, idle_activity_resets);
+    tcase_add_test(idle, idle_ceiling_below_base_means_no_backoff);
+    suite_add_tcase(s, idle);
     return s;
 }

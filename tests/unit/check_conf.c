@@ -123,9 +123,11 @@ START_TEST(defaults_are_the_seed)
     ck_assert_int_eq(c.pool_statement_timeout_ms, 0);
     ck_assert_str_eq(c.processor_id, "");
     ck_assert_int_eq(c.completions_interval_ms, 5000);
+    ck_assert_int_eq(c.completions_idle_interval_ms, 10000);
     ck_assert_int_eq(c.completions_batch_size, 100);
     ck_assert_int_eq(c.completions_visibility_timeout_secs, 30);
     ck_assert_int_eq(c.poller_interval_ms, 1000);
+    ck_assert_int_eq(c.poller_idle_interval_ms, 5000);
     ck_assert_int_eq(c.poller_batch_size, 100);
     ck_assert_int_eq(c.sweeper_interval_secs, 30);
     ck_assert_int_eq(c.sweeper_batch_size, 100);
@@ -137,7 +139,10 @@ START_TEST(defaults_are_the_seed)
     ck_assert_int_eq(c.stale_task_max_lifetime_hours, 24);
     ck_assert_int_eq(c.sweeper_resend_grace_secs, 30);
     ck_assert_int_eq(c.sweeper_reevaluate_after_secs, 60);
-    ck_assert_int_eq(c.namespace_refresh_secs, 10);
+    ck_assert_int_eq(c.namespace_refresh_secs, 30);
+    ck_assert(c.vacuum_enabled);
+    ck_assert_int_eq(c.vacuum_interval_ms, 1000);
+    ck_assert_int_eq(c.vacuum_task_tables_interval_ms, 2000);
     ck_assert_int_eq(c.shutdown_timeout_secs, 30);
     ck_assert_str_eq(c.web_bind_address, "0.0.0.0:8080");
     ck_assert(c.web_enabled);

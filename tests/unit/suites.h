@@ -12,6 +12,7 @@
     X(conf) \
     X(states) \
     X(backoff) \
+    X(poller) \
     X(worker) \
     X(http)
 
