@@ -134,6 +134,15 @@ END $$;
 -- passed and ready steps that were never dispatched, for up to `limit` tasks; tasks another
 -- daemon holds are skipped (FOR UPDATE SKIP LOCKED), so several daemons split the work.
 -- next_retry_at is the earliest future retry, so the caller can sleep until then.
+-- Cost: both candidate lists walk a small partial index (workflow_steps_retry_idx,
+-- workflow_steps_pending_ready_idx) and look at each candidate's task by key, so an idle poll
+-- costs the same with 1,000 or 100,000 unfinished tasks. The task check is a LATERAL subquery with
+-- LIMIT 1 on purpose: the planner cannot turn it into a join, so a misestimate (state = 'pending'
+-- and unfinished_parents = 0 are correlated; it guessed 75,000 rows for none) can no longer make it
+-- read every task or every step (39 ms at 100,000 unfinished tasks); the extended statistics
+-- workflow_steps_state_parents_stats (migration 0030) fix the estimate itself, so plpgsql keeps the
+-- cached generic plan instead of planning every call. Still not flat: candidates that stay put,
+-- i.e. due retries and ready steps of tasks blocked by a failed step, are looked at on every poll.
 CREATE OR REPLACE FUNCTION tasker.enqueue_ready_steps(p_limit integer DEFAULT 100)
 RETURNS TABLE (steps_enqueued integer, tasks_touched integer, next_retry_at timestamptz)
 LANGUAGE plpgsql AS $$
@@ -150,20 +159,27 @@ BEGIN
   FROM (
     (SELECT s.task_uuid
      FROM tasker.workflow_steps s
-     JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+     CROSS JOIN LATERAL (
+       SELECT 1 FROM tasker.tasks t
+       WHERE t.task_uuid = s.task_uuid
+         AND t.state NOT IN ('blocked_by_failures', 'complete', 'error', 'cancelled', 'resolved_manually')
+         AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x WHERE x.task_uuid = t.task_uuid AND x.state = 'error')
+       LIMIT 1) live
      WHERE s.state = 'waiting_for_retry' AND s.next_retry_at <= now()
-       AND t.state NOT IN ('blocked_by_failures', 'complete', 'error', 'cancelled', 'resolved_manually')
-       AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x WHERE x.task_uuid = s.task_uuid AND x.state = 'error')
      ORDER BY s.next_retry_at
      LIMIT p_limit)
     UNION ALL
     (SELECT s.task_uuid
      FROM tasker.workflow_steps s
-     JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+     CROSS JOIN LATERAL (
+       SELECT 1 FROM tasker.tasks t
+       WHERE t.task_uuid = s.task_uuid
+         AND t.state NOT IN ('blocked_by_failures', 'complete', 'error', 'cancelled', 'resolved_manually')
+         -- a task with a step in error dispatches nothing new (advance_tasks' rule): not a candidate
+         AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x WHERE x.task_uuid = t.task_uuid AND x.state = 'error')
+       LIMIT 1) live
      WHERE s.state = 'pending' AND s.unfinished_parents = 0
-       AND t.state NOT IN ('blocked_by_failures', 'complete', 'error', 'cancelled', 'resolved_manually')
-       -- a task with a step in error dispatches nothing new (advance_tasks' rule): not a candidate
-       AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x WHERE x.task_uuid = s.task_uuid AND x.state = 'error')
+     ORDER BY s.task_uuid
      LIMIT p_limit)
   ) c;
 
@@ -198,13 +214,19 @@ $$;
 --   1. lease_expired: in_progress steps whose lease passed count as a failed attempt (retry with
 --      backoff, or error), and their tasks move on;
 --   2. resent: enqueued steps whose dispatch message is gone (older than p_resend_grace_secs)
---      get a new message for the same attempt;
+--      get a new message for the same attempt. Each call looks at no more than 10 × p_batch_size
+--      enqueued steps (index order, from where the last call stopped, wrapping around; the
+--      position is kept in tasker.sweep_cursor), so a call costs the same with 1,000 or 100,000
+--      steps waiting in queues, and a vanished message is found within
+--      ceil(enqueued steps / (10 × p_batch_size)) sweeps. Up to p_batch_size are re-sent per call;
 --   3. reevaluated: unfinished tasks nobody looked at for p_reevaluate_after_secs are re-evaluated
 --      (dispatch what is ready, fix a task state left behind);
 --   4. moved_to_dlq: tasks stuck in one state past its threshold (minutes; template lifecycle
 --      overrides) or older than p_task_max_lifetime_hours go to error with a DLQ record, and their
 --      unfinished steps are cancelled.
--- With p_dry_run nothing changes; the rows say what would happen. One row per action taken.
+-- With p_dry_run nothing changes but section 2's position; the rows say what would happen. One row
+-- per action taken. Every section reads through an index and a bounded number of rows: its batch
+-- (section 2: ten times that), whatever the number of unfinished tasks.
 CREATE OR REPLACE FUNCTION tasker.detect_and_transition_stuck_tasks(
   p_batch_size integer DEFAULT 100,
   p_dry_run boolean DEFAULT false,
@@ -227,6 +249,20 @@ DECLARE
   v_details text[];
   v_stale record;
   v_steps_snapshot jsonb;
+  v_cur_at timestamptz;
+  v_cur_step uuid;
+  v_win_steps uuid[];
+  v_win_at timestamptz[];
+  v_win_ns text[];
+  v_win_msgs bigint[];
+  v_found integer[];
+  v_pos integer[] := '{}';
+  v_last integer;
+  v_lap integer;
+  v_lo_at timestamptz;
+  v_lo_step uuid;
+  v_hi_at timestamptz;
+  v_hi_step uuid;
 BEGIN
   IF p_batch_size IS NULL OR p_batch_size NOT BETWEEN 1 AND 10000 THEN
     RAISE EXCEPTION 'batch_size must be between 1 and 10000 (got %)', p_batch_size USING ERRCODE = 'TK400';
@@ -289,18 +325,65 @@ BEGIN
     END IF;
   END IF;
 
-  -- 2. Dispatched steps whose message vanished (queue purged, message deleted by hand).
-  FOR v_ns IN SELECT n.name FROM tasker.task_namespaces n LOOP
-    EXECUTE format(
-      'SELECT array_agg(s.workflow_step_uuid) FROM (
-         SELECT s.workflow_step_uuid FROM tasker.workflow_steps s
-         JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
-         WHERE s.state = ''enqueued'' AND s.updated_at < now() - make_interval(secs => $1)
-           AND t.namespace = $2
-           AND NOT EXISTS (SELECT 1 FROM pgmq.%I q WHERE q.msg_id = s.dispatch_msg_id)
-         LIMIT $3) s', 'q_' || tasker.dispatch_queue(v_ns.name))
-      INTO v_ids USING p_resend_grace_secs, v_ns.name, p_batch_size;
-    CONTINUE WHEN v_ids IS NULL;
+  -- 2. Dispatched steps whose message vanished (queue purged, message deleted by hand). Checking
+  --    every enqueued step against its queue would cost a probe per step waiting anywhere, so a
+  --    call checks a window of 10 × batch of them, in (updated_at, step) order after the last
+  --    call's position, then from the oldest again (workflow_steps_enqueued_cursor_idx).
+  SELECT c.resend_after_updated_at, c.resend_after_step_uuid INTO v_cur_at, v_cur_step FROM tasker.sweep_cursor c;
+  -- Lap 1: after the position; lap 2 (when lap 1 did not fill the window): from the oldest up to
+  -- and including it. Bounds are parameters, never ORs, so a cached generic plan still reads only
+  -- the index range it needs.
+  FOR v_lap IN 1..2 LOOP
+    EXIT WHEN v_lap = 2 AND (v_cur_at IS NULL OR coalesce(cardinality(v_win_steps), 0) >= p_batch_size * 10);
+    IF v_lap = 1 THEN
+      v_lo_at := coalesce(v_cur_at, '-infinity'); v_lo_step := coalesce(v_cur_step, '00000000-0000-0000-0000-000000000000');
+      v_hi_at := 'infinity'; v_hi_step := 'ffffffff-ffff-ffff-ffff-ffffffffffff';
+    ELSE
+      v_lo_at := '-infinity'; v_lo_step := '00000000-0000-0000-0000-000000000000';
+      v_hi_at := v_cur_at; v_hi_step := v_cur_step;
+    END IF;
+    -- The aggregates take the rows in the subquery's (index) order: no join or sort in between.
+    SELECT v_win_steps || array_agg(w.workflow_step_uuid), v_win_at || array_agg(w.updated_at),
+           v_win_msgs || array_agg(w.dispatch_msg_id), v_win_ns || array_agg(w.namespace)
+    INTO v_win_steps, v_win_at, v_win_msgs, v_win_ns
+    FROM (SELECT s.updated_at, s.workflow_step_uuid, s.dispatch_msg_id,
+                 (SELECT t.namespace FROM tasker.tasks t WHERE t.task_uuid = s.task_uuid) AS namespace
+          FROM tasker.workflow_steps s
+          WHERE s.state = 'enqueued' AND s.updated_at < now() - make_interval(secs => p_resend_grace_secs)
+            AND (s.updated_at, s.workflow_step_uuid) > (v_lo_at, v_lo_step)
+            AND (s.updated_at, s.workflow_step_uuid) <= (v_hi_at, v_hi_step)
+          ORDER BY s.updated_at, s.workflow_step_uuid
+          LIMIT p_batch_size * 10 - coalesce(cardinality(v_win_steps), 0)) w;
+  END LOOP;
+  IF v_win_steps IS NOT NULL THEN
+    -- Positions (in the window) of the steps whose message is not in their namespace's queue.
+    FOR v_ns IN SELECT DISTINCT n.name FROM unnest(v_win_ns) AS n(name) LOOP
+      EXECUTE format(
+        'SELECT array_agg(m.i::integer) FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS m(msg, ns, i)
+         WHERE m.ns = $3 AND NOT EXISTS (SELECT 1 FROM pgmq.%I q WHERE q.msg_id = m.msg)',
+        'q_' || tasker.dispatch_queue(v_ns.name))
+        INTO v_found USING v_win_msgs, v_win_ns, v_ns.name;
+      v_pos := v_pos || coalesce(v_found, '{}');
+    END LOOP;
+    -- The first p_batch_size of them are handled now; the next call starts after the last one
+    -- handled, or after the window when all were.
+    v_last := cardinality(v_win_steps);
+    IF cardinality(v_pos) > p_batch_size THEN
+      v_pos := ARRAY(SELECT p FROM unnest(v_pos) AS p ORDER BY p LIMIT p_batch_size);
+      v_last := v_pos[p_batch_size];
+    END IF;
+    -- A dry run moves the position too (else a daemon set to dry_run would look at one window
+    -- forever), unless it runs read-only (a replica, a READ ONLY transaction).
+    IF NOT p_dry_run OR current_setting('transaction_read_only') = 'off' THEN
+      UPDATE tasker.sweep_cursor c
+      SET resend_after_updated_at = v_win_at[v_last], resend_after_step_uuid = v_win_steps[v_last];
+    END IF;
+  END IF;
+  FOR v_ns IN
+    SELECT v_win_ns[p] AS name, array_agg(v_win_steps[p]) AS ids
+    FROM unnest(v_pos) AS p GROUP BY v_win_ns[p]
+  LOOP
+    v_ids := v_ns.ids;
     IF p_dry_run THEN
       RETURN QUERY SELECT 'would_resend'::text, s.task_uuid, s.workflow_step_uuid, 'dispatch message missing'::text
         FROM tasker.workflow_steps s WHERE s.workflow_step_uuid = ANY (v_ids);
@@ -348,7 +431,14 @@ BEGIN
     UPDATE tasker.tasks t SET last_swept_at = now() WHERE t.task_uuid = ANY (v_tasks);
   END IF;
 
-  -- 4. Stale tasks → error + DLQ.
+  -- 4. Stale tasks → error + DLQ. Candidates: of the unfinished tasks quiet for the shortest
+  --    threshold (tasks_stale_idx, oldest state change first) and of those past the maximum lifetime
+  --    (tasks_unfinished_created_idx, oldest first), the batch with the oldest state change. Each
+  --    half reads at most a batch through its partial index, and the rows come straight from those
+  --    reads (no join back to tasks the planner could turn into a scan of it). The only difference
+  --    from taking the batch with the oldest state change among all of them: when more than a
+  --    batch of tasks are past the lifetime at once, the longest-lived go first (each call moves
+  --    every one it picks to the DLQ, so the rest follow in the next calls).
   FOR v_stale IN
     SELECT t.task_uuid, t.state, t.namespace, tt.name AS task_name, t.correlation_id, t.priority,
            t.requested_at, t.created_at,
@@ -359,12 +449,24 @@ BEGIN
            extract(epoch FROM now() - greatest(t.state_changed_at,
              (SELECT max(s.updated_at) FROM tasker.workflow_steps s WHERE s.task_uuid = t.task_uuid))) / 60 AS idle_minutes,
            extract(epoch FROM now() - t.created_at) / 3600 AS age_hours
-    FROM tasker.tasks t
+    FROM (
+      (SELECT t.task_uuid, t.task_template_uuid, t.state, t.namespace, t.correlation_id, t.priority,
+              t.requested_at, t.created_at, t.state_changed_at
+       FROM tasker.tasks t
+       WHERE t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
+         AND t.state_changed_at < now() - make_interval(mins => least(p_waiting_for_dependencies_minutes,
+               p_waiting_for_retry_minutes, p_steps_in_process_minutes, p_blocked_by_failures_minutes, 10))
+       ORDER BY t.state_changed_at
+       LIMIT p_batch_size)
+      UNION
+      (SELECT t.task_uuid, t.task_template_uuid, t.state, t.namespace, t.correlation_id, t.priority,
+              t.requested_at, t.created_at, t.state_changed_at
+       FROM tasker.tasks t
+       WHERE t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
+         AND t.created_at < now() - make_interval(hours => p_task_max_lifetime_hours)
+       ORDER BY t.created_at
+       LIMIT p_batch_size)) t
     JOIN tasker.task_templates tt ON tt.task_template_uuid = t.task_template_uuid
-    WHERE t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
-      AND (t.state_changed_at < now() - make_interval(mins => least(p_waiting_for_dependencies_minutes,
-             p_waiting_for_retry_minutes, p_steps_in_process_minutes, p_blocked_by_failures_minutes, 10))
-           OR t.created_at < now() - make_interval(hours => p_task_max_lifetime_hours))
     ORDER BY t.state_changed_at
     LIMIT p_batch_size
   LOOP
