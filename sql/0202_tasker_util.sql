@@ -98,10 +98,10 @@ $$;
 -- reach them through a one-line dynamic call that costs little to plan. The accessors work on PGMQ's
 -- table layout (pgmq.q_<queue>, pgmq.a_<queue>), the same with the real extension or ours, and keep
 -- its semantics: read = skip-locked, invisible for vt seconds, read_ct + 1; archive = move to a_.
-CREATE SCHEMA IF NOT EXISTS tasker_q;
-COMMENT ON SCHEMA tasker_q IS 'generated per-queue accessors (sql/0202_tasker_util.sql); do not edit';
+-- They live in schema tasker (tasker.qread_/qsend_/qarchive_<queue>), so a role that may use the
+-- tasker schema may use them: no new grant for operators.
 
--- tasker.queue_accessors(queue): (re)create tasker_q.read_<queue>, send_<queue>, archive_<queue>.
+-- tasker.queue_accessors(queue): (re)create tasker.qread_<queue>, qsend_<queue>, qarchive_<queue>.
 -- The queue name is one of ours (tasker_dispatch_/tasker_completion_ + a validated namespace).
 CREATE OR REPLACE FUNCTION tasker.queue_accessors(p_queue text) RETURNS void
 LANGUAGE plpgsql AS $fn$
@@ -112,7 +112,7 @@ BEGIN
   -- The picked ids reach the UPDATE as an array, so it is planned as primary-key lookups (joined to
   -- the CTE, it was planned as a hash join over the whole queue table).
   EXECUTE format($f$
-    CREATE OR REPLACE FUNCTION tasker_q.%1$I(p_vt integer, p_qty integer)
+    CREATE OR REPLACE FUNCTION tasker.%1$I(p_vt integer, p_qty integer)
     RETURNS TABLE (msg_id bigint, message jsonb)
     LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $b$
     BEGIN
@@ -129,9 +129,9 @@ BEGIN
         RETURNING m.msg_id, m.message
       )
       SELECT upd.msg_id, upd.message FROM upd ORDER BY upd.msg_id;
-    END $b$ $f$, 'read_' || p_queue, 'q_' || p_queue);
+    END $b$ $f$, 'qread_' || p_queue, 'q_' || p_queue);
   EXECUTE format($f$
-    CREATE OR REPLACE FUNCTION tasker_q.%1$I(p_messages jsonb[])
+    CREATE OR REPLACE FUNCTION tasker.%1$I(p_messages jsonb[])
     RETURNS TABLE (msg_id bigint, workflow_step_uuid uuid)
     LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $b$
     BEGIN
@@ -139,9 +139,9 @@ BEGIN
       INSERT INTO pgmq.%2$I AS q (vt, message)
       SELECT clock_timestamp(), m FROM unnest(p_messages) AS m
       RETURNING q.msg_id, (q.message->>'step_uuid')::uuid;
-    END $b$ $f$, 'send_' || p_queue, 'q_' || p_queue);
+    END $b$ $f$, 'qsend_' || p_queue, 'q_' || p_queue);
   EXECUTE format($f$
-    CREATE OR REPLACE FUNCTION tasker_q.%1$I(p_msg_ids bigint[]) RETURNS integer
+    CREATE OR REPLACE FUNCTION tasker.%1$I(p_msg_ids bigint[]) RETURNS integer
     LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $b$
     DECLARE
       v_n integer;
@@ -154,7 +154,7 @@ BEGIN
       SELECT gone.msg_id, gone.read_ct, gone.enqueued_at, gone.vt, gone.message, gone.headers FROM gone;
       GET DIAGNOSTICS v_n = ROW_COUNT;
       RETURN v_n;
-    END $b$ $f$, 'archive_' || p_queue, 'q_' || p_queue, 'a_' || p_queue);
+    END $b$ $f$, 'qarchive_' || p_queue, 'q_' || p_queue, 'a_' || p_queue);
 END $fn$;
 
 -- tasker.read_messages: up to qty visible messages of one of our queues, oldest first, each made
@@ -163,7 +163,7 @@ CREATE OR REPLACE FUNCTION tasker.read_messages(p_queue text, p_vt integer, p_qt
 RETURNS TABLE (msg_id bigint, message jsonb)
 LANGUAGE plpgsql AS $$
 BEGIN
-  RETURN QUERY EXECUTE format('SELECT * FROM tasker_q.%I($1, $2)', 'read_' || p_queue) USING p_vt, p_qty;
+  RETURN QUERY EXECUTE format('SELECT * FROM tasker.%I($1, $2)', 'qread_' || p_queue) USING p_vt, p_qty;
 END $$;
 
 -- tasker.send_messages: put step messages into a queue and say which msg_id went with which step
@@ -180,8 +180,8 @@ BEGIN
   IF coalesce(cardinality(p_messages), 0) = 0 THEN
     RETURN;
   END IF;
-  EXECUTE format('SELECT array_agg(s.msg_id), array_agg(s.workflow_step_uuid) FROM tasker_q.%I($1) AS s',
-                 'send_' || p_queue)
+  EXECUTE format('SELECT array_agg(s.msg_id), array_agg(s.workflow_step_uuid) FROM tasker.%I($1) AS s',
+                 'qsend_' || p_queue)
     INTO v_ids, v_steps USING p_messages;
   PERFORM pg_notify('pgmq_message_ready', json_build_object('queue', p_queue, 'namespace', p_namespace,
     'msg_id', (SELECT max(i) FROM unnest(v_ids) AS i))::text);
@@ -199,7 +199,7 @@ BEGIN
   IF coalesce(cardinality(p_msg_ids), 0) = 0 THEN
     RETURN 0;
   END IF;
-  EXECUTE format('SELECT tasker_q.%I($1)', 'archive_' || p_queue) INTO v_n USING p_msg_ids;
+  EXECUTE format('SELECT tasker.%I($1)', 'qarchive_' || p_queue) INTO v_n USING p_msg_ids;
   RETURN v_n;
 END $$;
 
