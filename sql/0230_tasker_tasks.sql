@@ -41,7 +41,8 @@ DECLARE
   v_n integer;
   v_msg_ids bigint[];
   v_steps uuid[];
-  v_dispatched uuid[] := '{}';
+  v_released_dispatched integer;
+  v_released_done integer := 0;
 BEGIN
   steps_enqueued := 0;
   FOR r IN
@@ -70,25 +71,29 @@ BEGIN
     -- function's result directly, it was planned as a scan of every step in the database).
     SELECT array_agg(sent.msg_id), array_agg(sent.workflow_step_uuid) INTO v_msg_ids, v_steps
     FROM tasker.send_messages(tasker.dispatch_queue(r.namespace), r.namespace, r.msgs) AS sent;
-    UPDATE tasker.workflow_steps s
-    SET state = 'enqueued', dispatch_msg_id = u.msg_id, unfinished_parents = s.unfinished_parents - d.released,
-        updated_at = now()
-    FROM unnest(v_steps, v_msg_ids) AS u(step, msg_id)
-    JOIN unnest(r.steps, r.released) AS d(step, released) ON d.step = u.step
-    WHERE s.workflow_step_uuid = u.step AND s.state IN ('pending', 'waiting_for_retry');
-    GET DIAGNOSTICS v_n = ROW_COUNT;
+    WITH upd AS (
+      UPDATE tasker.workflow_steps s
+      SET state = 'enqueued', dispatch_msg_id = u.msg_id, unfinished_parents = s.unfinished_parents - d.released,
+          updated_at = now()
+      FROM unnest(v_steps, v_msg_ids) AS u(step, msg_id)
+      JOIN unnest(r.steps, r.released) AS d(step, released) ON d.step = u.step
+      WHERE s.workflow_step_uuid = u.step AND s.state IN ('pending', 'waiting_for_retry')
+      RETURNING d.released
+    )
+    SELECT count(*), count(*) FILTER (WHERE upd.released > 0) INTO v_n, v_released_dispatched FROM upd;
     steps_enqueued := steps_enqueued + v_n;
-    v_dispatched := v_dispatched || r.steps;
+    v_released_done := v_released_done + v_released_dispatched;
   END LOOP;
 
   -- Released children that were not dispatched (still waiting for another parent, or their task
-  -- dispatches nothing new) are counted down here.
-  IF cardinality(p_released_steps) > cardinality(v_dispatched) OR
-     EXISTS (SELECT 1 FROM unnest(p_released_steps) AS x(step) WHERE NOT x.step = ANY (v_dispatched)) THEN
+  -- dispatches nothing new) are counted down here: every released step that is not now enqueued
+  -- (a child with an unfinished parent is never enqueued before its release, so enqueued means
+  -- dispatched just above). Released steps are distinct, so the count says whether any is left.
+  IF cardinality(p_released_steps) > v_released_done THEN
     UPDATE tasker.workflow_steps c
     SET unfinished_parents = c.unfinished_parents - x.n, updated_at = now()
     FROM unnest(p_released_steps, p_released_counts) AS x(step, n)
-    WHERE c.workflow_step_uuid = x.step AND NOT x.step = ANY (v_dispatched);
+    WHERE c.workflow_step_uuid = x.step AND c.state <> 'enqueued';
   END IF;
 
   WITH counts AS (
