@@ -41,48 +41,56 @@ DECLARE
   v_n integer;
   v_msg_ids bigint[];
   v_steps uuid[];
-  v_released_dispatched integer;
+  v_live uuid[];
   v_released_done integer := 0;
 BEGIN
   steps_enqueued := 0;
+  -- The tasks that may dispatch: not finished, and no step in error.
+  SELECT array_agg(t.task_uuid) INTO v_live
+  FROM tasker.tasks t
+  WHERE t.task_uuid = ANY (p_task_uuids)
+    AND t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
+    AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x WHERE x.task_uuid = t.task_uuid AND x.state = 'error');
+  -- Ready steps: released children whose count reaches 0 with this release, and any other ready
+  -- step of those tasks. The two sets are disjoint (a released child's stored count is still ≥ 1)
+  -- and each is reached by key from its own small driving set: a released child through its
+  -- primary key, the rest through the task index. (Joining the released list to the tasks' steps
+  -- instead was planned as a nested loop over both, quadratic in a 1→50→1 batch.)
   FOR r IN
-    WITH rel AS (
-      SELECT x.step, x.n FROM unnest(p_released_steps, p_released_counts) AS x(step, n)
-    ), live AS (
-      SELECT t.task_uuid, t.namespace, t.correlation_id
+    SELECT c.namespace, array_agg(c.msg) AS msgs, count(*) FILTER (WHERE c.released) AS n_released
+    FROM (
+      SELECT t.namespace, true AS released,
+             tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempt_no + 1, t.correlation_id) AS msg
+      FROM unnest(p_released_steps, p_released_counts) AS x(step, n)
+      JOIN tasker.workflow_steps s ON s.workflow_step_uuid = x.step
+      JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+      WHERE s.task_uuid = ANY (v_live) AND s.state IN ('pending', 'waiting_for_retry')
+        AND tasker.step_is_ready(s.state, s.unfinished_parents - x.n, s.attempts, s.retryable,
+                                 s.max_attempts, s.next_retry_at)
+      UNION ALL
+      SELECT t.namespace, false,
+             tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempt_no + 1, t.correlation_id)
       FROM tasker.tasks t
-      WHERE t.task_uuid = ANY (p_task_uuids)
-        AND t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
-        AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x
-                        WHERE x.task_uuid = t.task_uuid AND x.state = 'error')
-    )
-    SELECT l.namespace,
-           array_agg(tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempt_no + 1, l.correlation_id)) AS msgs,
-           array_agg(s.workflow_step_uuid) AS steps, array_agg(coalesce(rel.n, 0)) AS released
-    FROM live l
-    JOIN tasker.workflow_steps s ON s.task_uuid = l.task_uuid
-    LEFT JOIN rel ON rel.step = s.workflow_step_uuid
-    WHERE s.state IN ('pending', 'waiting_for_retry')
-      AND tasker.step_is_ready(s.state, s.unfinished_parents - coalesce(rel.n, 0), s.attempts, s.retryable,
-                               s.max_attempts, s.next_retry_at)
-    GROUP BY l.namespace
+      JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid
+      WHERE t.task_uuid = ANY (v_live) AND s.state IN ('pending', 'waiting_for_retry')
+        AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts,
+                                 s.next_retry_at)
+    ) c
+    GROUP BY c.namespace
   LOOP
     -- Through arrays, so the UPDATE is planned as index lookups per sent step (joined to the
-    -- function's result directly, it was planned as a scan of every step in the database).
+    -- function's result directly, it was planned as a scan of every step in the database). A
+    -- dispatched step is ready, and ready means no unfinished parent: its count becomes 0, which
+    -- also counts down a released child in the same row change.
     SELECT array_agg(sent.msg_id), array_agg(sent.workflow_step_uuid) INTO v_msg_ids, v_steps
     FROM tasker.send_messages(tasker.dispatch_queue(r.namespace), r.namespace, r.msgs) AS sent;
-    WITH upd AS (
-      UPDATE tasker.workflow_steps s
-      SET state = 'enqueued', dispatch_msg_id = u.msg_id, unfinished_parents = s.unfinished_parents - d.released,
-          updated_at = now()
-      FROM unnest(v_steps, v_msg_ids) AS u(step, msg_id)
-      JOIN unnest(r.steps, r.released) AS d(step, released) ON d.step = u.step
-      WHERE s.workflow_step_uuid = u.step AND s.state IN ('pending', 'waiting_for_retry')
-      RETURNING d.released
-    )
-    SELECT count(*), count(*) FILTER (WHERE upd.released > 0) INTO v_n, v_released_dispatched FROM upd;
+    UPDATE tasker.workflow_steps s
+    SET state = 'enqueued', dispatch_msg_id = u.msg_id, unfinished_parents = 0, updated_at = now()
+    FROM unnest(v_steps, v_msg_ids) AS u(step, msg_id)
+    WHERE s.workflow_step_uuid = u.step AND s.state IN ('pending', 'waiting_for_retry');
+    GET DIAGNOSTICS v_n = ROW_COUNT;
     steps_enqueued := steps_enqueued + v_n;
-    v_released_done := v_released_done + v_released_dispatched;
+    v_released_done := v_released_done + r.n_released;
   END LOOP;
 
   -- Released children that were not dispatched (still waiting for another parent, or their task
