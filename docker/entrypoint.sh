@@ -31,7 +31,8 @@ log() { printf 'entrypoint: %s\n' "$*" >&2; }
 # A failure that is not about reaching the server (a migration error) is not retried.
 migrate_with_retry() {
   wait_secs=${TASKER_MIGRATE_WAIT_SECS:-60}
-  start=$(date +%s)
+  # Milliseconds (GNU date): with whole seconds the wait could end up to 1 s early.
+  start_ms=$(date +%s%3N)
   while :; do
     if out=$("$daemon" migrate "$@" 2>&1); then
       printf '%s\n' "$out" >&2
@@ -40,7 +41,7 @@ migrate_with_retry() {
     case $out in
       *"could not connect"* | *"Connection refused"* | *"the database system is starting up"* | \
       *"could not translate host name"* | *"No such file or directory"* | *"timeout expired"*)
-        if [ $(( $(date +%s) - start )) -ge "$wait_secs" ]; then
+        if [ $(( $(date +%s%3N) - start_ms )) -ge $(( wait_secs * 1000 )) ]; then
           printf '%s\n' "$out" >&2
           log "the database is still unreachable after ${wait_secs}s; giving up"
           return 1
