@@ -7,19 +7,18 @@
 -- never take task locks; they only touch steps in enqueued / in_progress, which the orchestration
 -- side leaves alone except under a task lock.
 
--- tasker.release_children: the given steps just became complete or resolved_manually; count them
--- off their children's unfinished_parents. Callers hold the tasks' locks. plpgsql rather than
--- SQL so that its plan is cached (a SQL function is planned again on every call).
-CREATE OR REPLACE FUNCTION tasker.release_children(p_step_uuids uuid[]) RETURNS void
-LANGUAGE plpgsql AS $$
+-- tasker.released_children: the children of steps that just became complete or resolved_manually,
+-- each with how many of its parents are among them: what advance_tasks counts down (and dispatches,
+-- if that was the last parent). Empty arrays when there are none.
+DROP FUNCTION IF EXISTS tasker.release_children(uuid[]);
+CREATE OR REPLACE FUNCTION tasker.released_children(p_step_uuids uuid[], OUT steps uuid[], OUT counts integer[])
+LANGUAGE plpgsql STABLE AS $$
 BEGIN
-  UPDATE tasker.workflow_steps c
-  SET unfinished_parents = c.unfinished_parents - d.n, updated_at = now()
-  FROM (SELECT e.to_step_uuid, count(*)::integer AS n
-        FROM tasker.workflow_step_edges e
-        WHERE e.from_step_uuid = ANY (p_step_uuids)
-        GROUP BY e.to_step_uuid) d
-  WHERE c.workflow_step_uuid = d.to_step_uuid;
+  SELECT coalesce(array_agg(e.to_step_uuid), '{}'), coalesce(array_agg(e.n), '{}') INTO steps, counts
+  FROM (SELECT x.to_step_uuid, count(*)::integer AS n
+        FROM tasker.workflow_step_edges x
+        WHERE x.from_step_uuid = ANY (p_step_uuids)
+        GROUP BY x.to_step_uuid) e;
 END $$;
 
 -- tasker.advance_tasks: for tasks whose row locks the caller holds, dispatch every ready step
@@ -29,7 +28,7 @@ END $$;
 -- unfinished_parents the caller has not yet counted down (step i loses p_released_counts[i]). This
 -- function counts them down itself, in the same UPDATE that dispatches a child that became ready,
 -- so the common case (a child released and dispatched in one transaction) changes its row once,
--- not twice (release_children then dispatch).
+-- not twice (count down, then dispatch). tasker.released_children computes both arrays.
 DROP FUNCTION IF EXISTS tasker.advance_tasks(uuid[]);
 CREATE OR REPLACE FUNCTION tasker.advance_tasks(p_task_uuids uuid[],
   p_released_steps uuid[] DEFAULT '{}', p_released_counts integer[] DEFAULT '{}',
@@ -386,6 +385,8 @@ DECLARE
   v_ns text;
   v_to text;
   v_adv record;
+  v_released uuid[] := '{}';
+  v_released_n integer[] := '{}';
 BEGIN
   IF p_action IS NULL OR p_action NOT IN ('reset_for_retry', 'resolve_manually', 'complete_manually') THEN
     RAISE EXCEPTION 'unknown action %: use reset_for_retry, resolve_manually or complete_manually',
@@ -430,11 +431,11 @@ BEGIN
     IF v_step.state IN ('enqueued', 'in_progress') AND v_step.dispatch_msg_id IS NOT NULL THEN
       PERFORM tasker.archive_messages(tasker.dispatch_queue(v_ns), ARRAY[v_step.dispatch_msg_id]);
     END IF;
-    PERFORM tasker.release_children(ARRAY[p_step_uuid]);
+    SELECT r.steps, r.counts INTO v_released, v_released_n FROM tasker.released_children(ARRAY[p_step_uuid]) r;
   END IF;
 
   PERFORM set_config('tasker.event', '', true);  -- what follows are ordinary dispatch/evaluation edges
-  v_adv := tasker.advance_tasks(ARRAY[p_task_uuid]);
+  v_adv := tasker.advance_tasks(ARRAY[p_task_uuid], v_released, v_released_n);
   RETURN QUERY
   SELECT p_step_uuid, v_step.state::text, s.state, t.state, v_adv.steps_enqueued
   FROM tasker.workflow_steps s JOIN tasker.tasks t ON t.task_uuid = s.task_uuid

@@ -32,8 +32,8 @@ DECLARE
   v_failed integer := 0;
   v_rejected jsonb;
   v_handed_back timestamptz[];
-  v_released uuid[];
-  v_released_n integer[];
+  v_released uuid[] := '{}';
+  v_released_n integer[] := '{}';
   v_adv record;
 BEGIN
   PERFORM tasker.check_namespace(p_namespace);
@@ -115,11 +115,9 @@ BEGIN
   -- The children of the completed steps: counted down by advance_tasks, in the same UPDATE that
   -- dispatches those that became ready.
   IF v_done IS NOT NULL THEN
-    SELECT array_agg(e.to_step_uuid), array_agg(e.n) INTO v_released, v_released_n
-    FROM (SELECT e.to_step_uuid, count(*)::integer AS n FROM tasker.workflow_step_edges e
-          WHERE e.from_step_uuid = ANY (v_done) GROUP BY e.to_step_uuid) e;
+    SELECT r.steps, r.counts INTO v_released, v_released_n FROM tasker.released_children(v_done) r;
   END IF;
-  v_adv := tasker.advance_tasks(v_tasks, coalesce(v_released, '{}'), coalesce(v_released_n, '{}'));
+  v_adv := tasker.advance_tasks(v_tasks, v_released, v_released_n);
   PERFORM tasker.archive_messages(v_queue, v_ids);
 
   RETURN QUERY SELECT cardinality(v_ids), v_completed, v_retrying, v_failed,
