@@ -52,6 +52,9 @@ struct conf {
     int sweeper_reevaluate_after_secs;      /* re-evaluate unfinished tasks untouched this long */
     bool vacuum_enabled;                    /* VACUUM the hot tables while completions flow */
     int vacuum_interval_ms;                 /* period of the queue tables' vacuum */
+    int batch_max_workers;                  /* most workers one batch plan may create */
+    int decision_max_steps;                 /* most steps one decision may choose */
+    int templates_max_steps;                /* most steps a template may have */
     int vacuum_task_tables_interval_ms;     /* period of tasker.tasks/workflow_steps' vacuum; 0 = never */
     int namespace_refresh_secs;             /* how often the list of namespaces is re-read */
     int shutdown_timeout_secs;              /* SIGTERM: how long in-flight work may take to drain */

@@ -83,6 +83,11 @@ SELECT * FROM (VALUES
   ('enqueued_for_orchestration', 'complete', 'complete'),
   ('enqueued_as_error_for_orchestration', 'waiting_for_retry', 'wait_for_retry'),
   ('enqueued_as_error_for_orchestration', 'error', 'fail'),
+  -- A decision or batch outcome the orchestrator refuses (docs/dynamic-steps.md).
+  ('enqueued_for_orchestration', 'error', 'invalid_outcome'),
+  -- A batch worker's last failure under failure_strategy continue_on_failure: it stops blocking
+  -- its convergence step (an operator's resolve_manually on this edge names its own event).
+  ('enqueued_as_error_for_orchestration', 'resolved_manually', 'continue_on_failure'),
   ('error', 'pending', 'reset_for_retry')
 ) AS v(from_state, to_state, event)
 UNION ALL
@@ -92,7 +97,8 @@ FROM tasker.step_states f
 CROSS JOIN (VALUES ('cancelled', 'cancel'), ('resolved_manually', 'resolve_manually'),
                    ('complete', 'complete_manually')) AS t(to_state, event)
 WHERE NOT f.is_terminal
-  AND NOT (f.state = 'enqueued_for_orchestration' AND t.to_state = 'complete');
+  AND NOT (f.state = 'enqueued_for_orchestration' AND t.to_state = 'complete')
+  AND NOT (f.state = 'enqueued_as_error_for_orchestration' AND t.to_state = 'resolved_manually');
 
 INSERT INTO tasker.task_state_edges (from_state, to_state, event)
 SELECT from_state, to_state, event FROM tasker_task_edges_wanted

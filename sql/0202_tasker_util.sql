@@ -224,3 +224,21 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT jsonb_build_object('task_uuid', p_task_uuid, 'step_uuid', p_step_uuid,
                             'attempt', p_attempt, 'correlation_id', p_correlation_id)
 $$;
+
+-- tasker.setting_int: an integer limit the daemon sets on its connections (-c tasker.<name>=…, from
+-- its config; docs/configuration.md), or p_default where it is unset (psql, a worker, a test),
+-- clamped to [p_min, p_max] so a bad value cannot lift a limit.
+CREATE OR REPLACE FUNCTION tasker.setting_int(p_name text, p_default integer, p_min integer, p_max integer)
+RETURNS integer
+LANGUAGE sql STABLE AS $$
+  SELECT greatest(p_min, least(p_max, coalesce(
+    CASE WHEN current_setting('tasker.' || p_name, true) ~ '^\s*[0-9]{1,9}\s*$'
+         THEN current_setting('tasker.' || p_name, true)::integer END, p_default)))
+$$;
+
+-- tasker.has_control_chars: true when text holds a character that could forge or disguise a log
+-- line or an audit record: C0/C1 controls, DEL, and the Unicode direction marks and overrides.
+CREATE OR REPLACE FUNCTION tasker.has_control_chars(p text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT p ~ '[\x01-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+$$;

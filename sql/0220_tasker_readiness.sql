@@ -24,7 +24,7 @@ RETURNS TABLE (
   not_ready_reason       text)
 LANGUAGE sql STABLE AS $$
   WITH steps AS (
-    SELECT s.*, ns.position,
+    SELECT s.*, ns.position, ns.step_type,
            coalesce(p.total, 0) AS n_parents,
            coalesce(p.done, 0) AS n_done,
            p.waiting_on
@@ -33,10 +33,14 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN LATERAL (
       SELECT count(*)::integer AS total,
              count(*) FILTER (WHERE ps.state IN ('complete', 'resolved_manually'))::integer AS done,
-             string_agg(ps.name || ' (' || ps.state || ')', ', ' ORDER BY ps.name)
+             -- A decision or batch planner upstream decides what else this step waits for.
+             string_agg(CASE pn.step_type WHEN 'decision' THEN 'decision step '
+                                          WHEN 'batchable' THEN 'batch planner ' ELSE '' END
+                        || ps.name || ' (' || ps.state || ')', ', ' ORDER BY ps.name)
                FILTER (WHERE ps.state NOT IN ('complete', 'resolved_manually')) AS waiting_on
       FROM tasker.workflow_step_edges e
       JOIN tasker.workflow_steps ps ON ps.workflow_step_uuid = e.from_step_uuid
+      JOIN tasker.named_steps pn ON pn.named_step_uuid = ps.named_step_uuid
       WHERE e.to_step_uuid = s.workflow_step_uuid
     ) p ON true
     WHERE s.task_uuid = input_task_uuid
@@ -69,7 +73,11 @@ LANGUAGE sql STABLE AS $$
                                         j.attempts, j.max_attempts, CASE WHEN NOT j.retryable THEN ', not retryable' ELSE '' END)
                ELSE 'in state ' || j.state
              END
-           WHEN NOT j.deps_ok THEN format('waiting for %s of %s parent step(s): %s', j.n_parents - j.n_done, j.n_parents, j.waiting_on)
+           WHEN NOT j.deps_ok THEN
+             format('%swaiting for %s of %s %sparent step(s): %s',
+                    CASE WHEN j.step_type = 'deferred_convergence' THEN 'deferred: ' ELSE '' END,
+                    j.n_parents - j.n_done, j.n_parents,
+                    CASE WHEN j.step_type = 'deferred_convergence' THEN 'created ' ELSE '' END, j.waiting_on)
            WHEN NOT j.eligible THEN
              CASE WHEN NOT j.retryable THEN format('not retryable and already attempted %s time(s)', j.attempts)
                   ELSE format('no attempts left (%s of %s used)', j.attempts, j.max_attempts) END

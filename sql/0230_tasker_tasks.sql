@@ -21,6 +21,16 @@ BEGIN
         GROUP BY x.to_step_uuid) e;
 END $$;
 
+-- tasker.task_has_blocking_error: a step of the task is in error, so nothing new may start.
+-- A batch worker under failure_strategy isolate does not block: its siblings and the rest of the
+-- task go on, and only what depends on it waits (docs/dynamic-steps.md).
+CREATE OR REPLACE FUNCTION tasker.task_has_blocking_error(p_task_uuid uuid) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+  SELECT EXISTS (SELECT 1 FROM tasker.workflow_steps x
+                 WHERE x.task_uuid = p_task_uuid AND x.state = 'error'
+                   AND x.failure_strategy IS DISTINCT FROM 'isolate')
+$$;
+
 -- tasker.advance_tasks: for tasks whose row locks the caller holds, dispatch every ready step
 -- (unless the task has a step in error: then nothing new starts) and move each task to the state
 -- its steps imply. Returns how many steps were dispatched and tasks completed/blocked.
@@ -49,7 +59,7 @@ BEGIN
   FROM tasker.tasks t
   WHERE t.task_uuid = ANY (p_task_uuids)
     AND t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
-    AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x WHERE x.task_uuid = t.task_uuid AND x.state = 'error');
+    AND NOT tasker.task_has_blocking_error(t.task_uuid);
   -- Ready steps: released children whose count reaches 0 with this release, and any other ready
   -- step of those tasks. The two sets are disjoint (a released child's stored count is still ≥ 1)
   -- and each is reached by key from its own small driving set: a released child through its
@@ -64,6 +74,7 @@ BEGIN
       JOIN tasker.workflow_steps s ON s.workflow_step_uuid = x.step
       JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
       WHERE s.task_uuid = ANY (v_live) AND s.state IN ('pending', 'waiting_for_retry')
+        AND s.batch_parallelism IS NULL
         AND tasker.step_is_ready(s.state, s.unfinished_parents - x.n, s.attempts, s.retryable,
                                  s.max_attempts, s.next_retry_at)
       UNION ALL
@@ -72,8 +83,30 @@ BEGIN
       FROM tasker.tasks t
       JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid
       WHERE t.task_uuid = ANY (v_live) AND s.state IN ('pending', 'waiting_for_retry')
+        AND s.batch_parallelism IS NULL
         AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts,
                                  s.next_retry_at)
+      UNION ALL
+      -- Batch workers: per batch (same creating step), at most batch_parallelism in flight; the
+      -- rest wait, in name (batch_id) order, for a sibling to finish. Static workflows have none,
+      -- so this costs them one probe of workflow_steps_batch_waiting_idx per task.
+      SELECT t.namespace, false,
+             tasker.step_message(w.task_uuid, w.workflow_step_uuid, w.attempt_no + 1, t.correlation_id)
+      FROM (SELECT s.task_uuid, s.workflow_step_uuid, s.attempt_no, s.created_by, s.batch_parallelism,
+                   row_number() OVER (PARTITION BY s.created_by ORDER BY s.name) AS rn
+            FROM tasker.workflow_steps s
+            WHERE s.task_uuid = ANY (v_live) AND s.batch_parallelism IS NOT NULL
+              AND s.state IN ('pending', 'waiting_for_retry')
+              AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts,
+                                       s.next_retry_at)) w
+      JOIN tasker.tasks t ON t.task_uuid = w.task_uuid
+      -- Only the first batch_parallelism waiting workers of a batch can be let through, so only
+      -- they count its busy siblings (workflow_steps_batch_busy_idx: in-flight workers only).
+      WHERE w.rn <= w.batch_parallelism
+        AND w.rn <= w.batch_parallelism - (
+          SELECT count(*) FROM tasker.workflow_steps f
+          WHERE f.created_by = w.created_by AND f.batch_parallelism IS NOT NULL
+            AND f.state IN ('enqueued', 'in_progress', 'enqueued_for_orchestration', 'enqueued_as_error_for_orchestration'))
     ) c
     GROUP BY c.namespace
   LOOP
@@ -310,15 +343,17 @@ BEGIN
     RETURN;
   END IF;
 
+  -- The steps created with the task: all of a static template; of a dynamic one, those no
+  -- decision or batch plan has to create first (named_steps.init_created, DESIGN §12).
   SELECT array_agg(n.named_step_uuid ORDER BY n.position), array_agg(tasker.uuid_generate_v7() ORDER BY n.position)
   INTO v_named, v_ws
-  FROM tasker.named_steps n WHERE n.task_template_uuid = v_tpl.task_template_uuid;
+  FROM tasker.named_steps n WHERE n.task_template_uuid = v_tpl.task_template_uuid AND n.init_created;
 
   SELECT array_agg(tasker.step_message(v_task, x.w, 1, v_correlation))
   INTO v_msgs
   FROM unnest(v_named, v_ws) AS x(nid, w)
   JOIN tasker.named_steps n ON n.named_step_uuid = x.nid
-  WHERE n.parent_count = 0;
+  WHERE n.init_parent_count = 0;
 
   WITH sent AS (
     SELECT * FROM tasker.send_messages(tasker.dispatch_queue(v_ns), v_ns, v_msgs)
@@ -326,8 +361,8 @@ BEGIN
   INSERT INTO tasker.workflow_steps (workflow_step_uuid, task_uuid, named_step_uuid, name, state,
     attempts, max_attempts, retryable, unfinished_parents, dispatch_msg_id)
   SELECT x.w, v_task, n.named_step_uuid, n.name,
-         CASE WHEN n.parent_count = 0 THEN 'enqueued' ELSE 'pending' END,
-         0, n.max_attempts, n.retryable, n.parent_count, sent.msg_id
+         CASE WHEN n.init_parent_count = 0 THEN 'enqueued' ELSE 'pending' END,
+         0, n.max_attempts, n.retryable, n.init_parent_count, sent.msg_id
   FROM unnest(v_named, v_ws) AS x(nid, w)
   JOIN tasker.named_steps n ON n.named_step_uuid = x.nid
   LEFT JOIN sent ON sent.workflow_step_uuid = x.w;
@@ -387,6 +422,7 @@ DECLARE
   v_adv record;
   v_released uuid[] := '{}';
   v_released_n integer[] := '{}';
+  v_outcome_error text;
 BEGIN
   IF p_action IS NULL OR p_action NOT IN ('reset_for_retry', 'resolve_manually', 'complete_manually') THEN
     RAISE EXCEPTION 'unknown action %: use reset_for_retry, resolve_manually or complete_manually',
@@ -397,10 +433,11 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'unknown task %', p_task_uuid USING ERRCODE = 'TK404';
   END IF;
-  SELECT s.state, s.dispatch_msg_id INTO v_step
+  SELECT s.state, s.dispatch_msg_id, n.step_type, n.named_step_uuid INTO v_step
   FROM tasker.workflow_steps s
+  JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
   WHERE s.workflow_step_uuid = p_step_uuid AND s.task_uuid = p_task_uuid
-  FOR UPDATE;
+  FOR UPDATE OF s;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'unknown step % in task %', p_step_uuid, p_task_uuid USING ERRCODE = 'TK404';
   END IF;
@@ -424,6 +461,15 @@ BEGIN
       RAISE EXCEPTION 'step % is already %', p_step_uuid, v_step.state USING ERRCODE = 'TK409';
     END IF;
     v_to := CASE p_action WHEN 'resolve_manually' THEN 'resolved_manually' ELSE 'complete' END;
+    -- Completing a decision or batchable step by hand acts on the outcome in p_result, as if a
+    -- worker had returned it; one the orchestrator would refuse is refused here.
+    IF p_action = 'complete_manually' AND v_step.step_type IN ('decision', 'batchable') THEN
+      v_outcome_error := tasker.outcome_error(v_step.step_type, v_step.named_step_uuid, coalesce(p_result, '{}'::jsonb));
+      IF v_outcome_error IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot complete % step % with this result: %', v_step.step_type, p_step_uuid, v_outcome_error
+          USING ERRCODE = 'TK400';
+      END IF;
+    END IF;
     UPDATE tasker.workflow_steps s
     SET state = v_to, lease_expires_at = NULL, completed_at = now(), updated_at = now(),
         results = CASE WHEN p_action = 'complete_manually' THEN coalesce(p_result, '{}'::jsonb) ELSE s.results END
@@ -432,6 +478,9 @@ BEGIN
       PERFORM tasker.archive_messages(tasker.dispatch_queue(v_ns), ARRAY[v_step.dispatch_msg_id]);
     END IF;
     SELECT r.steps, r.counts INTO v_released, v_released_n FROM tasker.released_children(ARRAY[p_step_uuid]) r;
+    IF p_action = 'complete_manually' AND v_step.step_type IN ('decision', 'batchable') THEN
+      PERFORM tasker.create_dynamic_steps(ARRAY[p_step_uuid]);
+    END IF;
   END IF;
 
   PERFORM set_config('tasker.event', '', true);  -- what follows are ordinary dispatch/evaluation edges

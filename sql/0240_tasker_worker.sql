@@ -45,12 +45,16 @@ END $$;
 -- re-dispatched) is archived and skipped; a malformed one is archived and recorded in
 -- tasker.rejected_messages. The message of a claimed step stays (invisible) until the hand-back
 -- archives it. Returns one row per claimed step.
+-- The last four columns came with dynamic workflows (issue 10): handler.method and
+-- handler.resolver, the step's type, and its last checkpoint (tasker.checkpoint_step).
+DROP FUNCTION IF EXISTS tasker.tasker_claim_and_execute_step(text, integer, integer, text);
 CREATE OR REPLACE FUNCTION tasker.tasker_claim_and_execute_step(p_namespace text, p_qty integer DEFAULT 1,
   p_lease_secs integer DEFAULT 30, p_worker_id text DEFAULT NULL)
 RETURNS TABLE (msg_id bigint, task_uuid uuid, workflow_step_uuid uuid, attempt integer, step_name text,
   handler_callable text, handler_initialization jsonb, inputs jsonb, task_context jsonb,
   dependency_results jsonb, timeout_seconds integer, lease_expires_at timestamptz,
-  correlation_id uuid, namespace text, task_name text)
+  correlation_id uuid, namespace text, task_name text,
+  handler_method text, handler_resolver text, step_type text, checkpoint jsonb)
 LANGUAGE plpgsql
 -- Generic plans, costed for data in memory: see docs/performance.md ("Plans and the hot path").
 SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
@@ -112,7 +116,8 @@ BEGIN
   RETURN QUERY
   SELECT c.msg_id, s.task_uuid, s.workflow_step_uuid, s.attempt_no, s.name, n.handler_callable,
          n.handler_initialization, s.inputs, t.context, a.results,
-         n.timeout_seconds, s.lease_expires_at, t.correlation_id, t.namespace, tt.name
+         n.timeout_seconds, s.lease_expires_at, t.correlation_id, t.namespace, tt.name,
+         n.handler_method, n.handler_resolver, n.step_type, s.checkpoint
   FROM unnest(v_claimed, v_claimed_ids) AS c(step, msg_id)
   JOIN tasker.ancestor_results(v_claimed) AS a ON a.workflow_step_uuid = c.step
   JOIN tasker.workflow_steps s ON s.workflow_step_uuid = c.step
@@ -264,6 +269,39 @@ BEGIN
   END IF;
   IF v_msg IS NOT NULL THEN
     PERFORM pgmq.set_vt(tasker.dispatch_queue(v_ns)::text, v_msg::bigint, p_lease_secs::integer);
+  END IF;
+  RETURN true;
+END $$;
+
+-- tasker.checkpoint_step(step_uuid, attempt, checkpoint, lease_secs): a running attempt records
+-- how far it got, e.g. {"cursor": 420, "items_processed": 420, "accumulated_results": {...}}; the
+-- stored checkpoint gains "timestamp" and "attempt". Fenced like heartbeat_step (false = the lease
+-- is lost: stop, do not hand back). A checkpoint is progress: it moves the step's updated_at, which
+-- the staleness sweep reads, and with p_lease_secs it extends the lease as a heartbeat does. It
+-- survives retries and reset_for_retry, and the claim hands it to the next attempt, which resumes
+-- from it. TK400 when the checkpoint is not a JSON object.
+CREATE OR REPLACE FUNCTION tasker.checkpoint_step(p_step_uuid uuid, p_attempt integer, p_checkpoint jsonb,
+  p_lease_secs integer DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+  IF jsonb_typeof(p_checkpoint) IS DISTINCT FROM 'object' THEN
+    RAISE EXCEPTION 'checkpoint must be a JSON object (got %)', coalesce(jsonb_typeof(p_checkpoint), 'null')
+      USING ERRCODE = 'TK400';
+  END IF;
+  IF p_lease_secs IS NOT NULL AND p_lease_secs NOT BETWEEN 1 AND 86400 THEN
+    RAISE EXCEPTION 'lease_secs must be between 1 and 86400 (got %)', p_lease_secs USING ERRCODE = 'TK400';
+  END IF;
+  UPDATE tasker.workflow_steps s
+  SET checkpoint = p_checkpoint || jsonb_build_object('timestamp', clock_timestamp(), 'attempt', p_attempt),
+      checkpoint_at = clock_timestamp(), updated_at = now()
+  WHERE s.workflow_step_uuid = p_step_uuid AND s.attempt_no = p_attempt AND s.state = 'in_progress';
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  IF p_lease_secs IS NOT NULL THEN
+    RETURN tasker.heartbeat_step(p_step_uuid, p_attempt, p_lease_secs);
   END IF;
   RETURN true;
 END $$;

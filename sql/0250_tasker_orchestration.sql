@@ -27,6 +27,7 @@ DECLARE
   v_msgs jsonb[];
   v_tasks uuid[];
   v_done uuid[];
+  v_creators uuid[];
   v_completed integer := 0;
   v_retrying integer := 0;
   v_failed integer := 0;
@@ -80,42 +81,64 @@ BEGIN
   WITH m AS (
     SELECT tasker.uuid_or_null(u.message->>'step_uuid') AS step, tasker.int_or_null(u.message->'attempt') AS attempt
     FROM unnest(v_msgs) AS u(message)
-  ), decided AS (
-    SELECT s.workflow_step_uuid, s.state AS from_state,
-           CASE WHEN s.state = 'enqueued_for_orchestration' THEN 'complete'
-                WHEN s.retryable AND s.attempts < s.max_attempts
-                     AND coalesce(s.error->>'retryable', 'true') <> 'false' THEN 'waiting_for_retry'
-                ELSE 'error' END AS to_state,
-           n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts, s.retry_after_secs,
-           s.updated_at AS handed_back_at
+  ), checked AS (
+    -- A decision's or batch planner's outcome is checked before the step may complete.
+    SELECT s.workflow_step_uuid, s.state, s.retryable, s.attempts, s.max_attempts, s.error,
+           s.retry_after_secs, s.failure_strategy, s.updated_at, n.step_type, n.backoff, n.backoff_base_ms,
+           n.max_backoff_ms,
+           CASE WHEN s.state = 'enqueued_for_orchestration' AND n.step_type IN ('decision', 'batchable')
+                THEN tasker.outcome_error(n.step_type, n.named_step_uuid, s.results) END AS outcome_error
     FROM (SELECT DISTINCT m.step, m.attempt FROM m) m
     JOIN tasker.workflow_steps s ON s.workflow_step_uuid = m.step AND s.attempt_no = m.attempt
     JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
     WHERE s.state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')
+  ), decided AS (
+    SELECT c.*,
+           CASE WHEN c.state = 'enqueued_for_orchestration' THEN
+                  CASE WHEN c.outcome_error IS NULL THEN 'complete' ELSE 'error' END
+                WHEN c.retryable AND c.attempts < c.max_attempts
+                     AND coalesce(c.error->>'retryable', 'true') <> 'false' THEN 'waiting_for_retry'
+                -- A batch worker that failed for good under continue_on_failure stops blocking
+                -- its convergence step, which sees the error among its dependency results.
+                WHEN c.failure_strategy = 'continue_on_failure' THEN 'resolved_manually'
+                ELSE 'error' END AS to_state
+    FROM checked c
   ), upd AS (
     UPDATE tasker.workflow_steps s
     SET state = d.to_state,
         next_retry_at = CASE WHEN d.to_state = 'waiting_for_retry'
                              THEN now() + tasker.backoff_delay(d.backoff, d.backoff_base_ms, d.max_backoff_ms,
                                                                d.attempts, d.retry_after_secs) END,
-        completed_at = CASE WHEN d.to_state = 'complete' THEN now() END,
+        completed_at = CASE WHEN d.to_state IN ('complete', 'resolved_manually') THEN now() END,
+        error = CASE WHEN d.outcome_error IS NOT NULL
+                     THEN jsonb_build_object('message', d.outcome_error, 'error_type', 'invalid_outcome',
+                                             'retryable', false)
+                     ELSE s.error END,
+        results = CASE WHEN d.to_state = 'resolved_manually'
+                       THEN jsonb_build_object('error', s.error, 'failure_strategy', 'continue_on_failure')
+                       ELSE s.results END,
         updated_at = now()
     FROM decided d
-    WHERE s.workflow_step_uuid = d.workflow_step_uuid AND s.state = d.from_state
-    RETURNING s.workflow_step_uuid, s.state, d.handed_back_at
+    WHERE s.workflow_step_uuid = d.workflow_step_uuid AND s.state = d.state
+    RETURNING s.workflow_step_uuid, s.state, d.step_type, d.updated_at AS handed_back_at
   )
-  SELECT array_agg(u.workflow_step_uuid) FILTER (WHERE u.state = 'complete'),
-         count(*) FILTER (WHERE u.state = 'complete'),
+  SELECT array_agg(u.workflow_step_uuid) FILTER (WHERE u.state IN ('complete', 'resolved_manually')),
+         array_agg(u.workflow_step_uuid) FILTER (WHERE u.state = 'complete' AND u.step_type IN ('decision', 'batchable')),
+         count(*) FILTER (WHERE u.state IN ('complete', 'resolved_manually')),
          count(*) FILTER (WHERE u.state = 'waiting_for_retry'),
          count(*) FILTER (WHERE u.state = 'error'),
          array_agg(u.handed_back_at)
-  INTO v_done, v_completed, v_retrying, v_failed, v_handed_back
+  INTO v_done, v_creators, v_completed, v_retrying, v_failed, v_handed_back
   FROM upd u;
 
   -- The children of the completed steps: counted down by advance_tasks, in the same UPDATE that
-  -- dispatches those that became ready.
+  -- dispatches those that became ready. Taken before dynamic creation, whose new steps count a
+  -- completed creator as finished already.
   IF v_done IS NOT NULL THEN
     SELECT r.steps, r.counts INTO v_released, v_released_n FROM tasker.released_children(v_done) r;
+  END IF;
+  IF v_creators IS NOT NULL THEN
+    PERFORM tasker.create_dynamic_steps(v_creators);
   END IF;
   v_adv := tasker.advance_tasks(v_tasks, v_released, v_released_n);
   PERFORM tasker.archive_messages(v_queue, v_ids);
@@ -133,7 +156,7 @@ END $$;
 -- daemon holds are skipped (FOR UPDATE SKIP LOCKED), so several daemons split the work.
 -- next_retry_at is the earliest future retry, so the caller can sleep until then.
 -- Cost: both candidate lists walk a small partial index (workflow_steps_retry_idx,
--- workflow_steps_pending_ready_idx) and look at each candidate's task by key, so an idle poll
+-- workflow_steps_pending_ready2_idx) and look at each candidate's task by key, so an idle poll
 -- costs the same with 1,000 or 100,000 unfinished tasks. The task check is a LATERAL subquery with
 -- LIMIT 1 on purpose: the planner cannot turn it into a join, so a misestimate (state = 'pending'
 -- and unfinished_parents = 0 are correlated; it guessed 75,000 rows for none) can no longer make it
@@ -161,7 +184,7 @@ BEGIN
        SELECT 1 FROM tasker.tasks t
        WHERE t.task_uuid = s.task_uuid
          AND t.state NOT IN ('blocked_by_failures', 'complete', 'error', 'cancelled', 'resolved_manually')
-         AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x WHERE x.task_uuid = t.task_uuid AND x.state = 'error')
+         AND NOT tasker.task_has_blocking_error(t.task_uuid)
        LIMIT 1) live
      WHERE s.state = 'waiting_for_retry' AND s.next_retry_at <= now()
      ORDER BY s.next_retry_at
@@ -174,9 +197,11 @@ BEGIN
        WHERE t.task_uuid = s.task_uuid
          AND t.state NOT IN ('blocked_by_failures', 'complete', 'error', 'cancelled', 'resolved_manually')
          -- a task with a step in error dispatches nothing new (advance_tasks' rule): not a candidate
-         AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps x WHERE x.task_uuid = t.task_uuid AND x.state = 'error')
+         AND NOT tasker.task_has_blocking_error(t.task_uuid)
        LIMIT 1) live
-     WHERE s.state = 'pending' AND s.unfinished_parents = 0
+     -- batch workers held back by their batch's parallelism are not candidates (they go when a
+     -- sibling finishes): workflow_steps_pending_ready2_idx leaves them out
+     WHERE s.state = 'pending' AND s.unfinished_parents = 0 AND s.batch_parallelism IS NULL
      ORDER BY s.task_uuid
      LIMIT p_limit)
   ) c;

@@ -71,6 +71,7 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         "test | development | production; picks environments/<env>.conf")                                            \
     SECTION(log)                                                                                                     \
     SECTION(orchestration)                                                                                           \
+    SECTION(templates)                                                                                               \
     SECTION(web)
 
 #define DATABASE_OPTS(KEY, SECTION)                                                                                  \
@@ -112,7 +113,9 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         "server-side statement_timeout set on new connections; 0 = none")
 
 #define ORCHESTRATION_OPTS(KEY, SECTION)                                                                             \
+    SECTION(batch_processing)                                                                                        \
     SECTION(completions)                                                                                             \
+    SECTION(decision_points)                                                                                         \
     KEY(INT, "orchestration.namespace_refresh_secs",                                                                 \
         namespace_refresh_secs, namespace_refresh_secs, 30, 1, 3600, NULL, RELOAD,                                   \
         "how often the list of namespaces is re-read")                                                               \
@@ -125,6 +128,23 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         "on SIGTERM, how long in-flight work may take to drain")                                                     \
     SECTION(sweeper)                                                                                                 \
     SECTION(vacuum)
+
+/* Limits on steps created at run time (docs/dynamic-steps.md), enforced in SQL: set on every pool
+ * connection as tasker.* settings, read by tasker.setting_int(). */
+#define BATCH_PROCESSING_OPTS(KEY, SECTION)                                                                          \
+    KEY(INT, "orchestration.batch_processing.max_workers",                                                           \
+        max_workers, batch_max_workers, 10000, 1, 1000000, NULL, RESTART,                                            \
+        "most batch workers one batch plan may create; a bigger plan fails its batchable step")
+
+#define DECISION_POINTS_OPTS(KEY, SECTION)                                                                           \
+    KEY(INT, "orchestration.decision_points.max_steps",                                                              \
+        max_steps, decision_max_steps, 100, 0, 100000, NULL, RESTART,                                                \
+        "most steps one decision may choose; more fails the decision step")
+
+#define TEMPLATES_OPTS(KEY, SECTION)                                                                                 \
+    KEY(INT, "templates.max_steps",                                                                                  \
+        max_steps, templates_max_steps, 1000, 1, 100000, NULL, RESTART,                                              \
+        "most steps a registered template may have (registration is linear in its size)")
 
 #define COMPLETIONS_OPTS(KEY, SECTION)                                                                               \
     KEY(INT, "orchestration.completions.batch_size",                                                                 \
@@ -231,8 +251,10 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
 /* Every list, in the order of the key table (and of enum key_index). */
 #define ALL_OPTS(KEY, SECTION)                                                                  \
     ROOT_OPTS(KEY, SECTION) DATABASE_OPTS(KEY, SECTION) POOL_OPTS(KEY, SECTION)                 \
-    ORCHESTRATION_OPTS(KEY, SECTION) COMPLETIONS_OPTS(KEY, SECTION) POLLER_OPTS(KEY, SECTION)   \
-    SWEEPER_OPTS(KEY, SECTION) VACUUM_OPTS(KEY, SECTION) WEB_OPTS(KEY, SECTION)                 \
+    ORCHESTRATION_OPTS(KEY, SECTION) BATCH_PROCESSING_OPTS(KEY, SECTION)                        \
+    COMPLETIONS_OPTS(KEY, SECTION) DECISION_POINTS_OPTS(KEY, SECTION) POLLER_OPTS(KEY, SECTION) \
+    SWEEPER_OPTS(KEY, SECTION) VACUUM_OPTS(KEY, SECTION) TEMPLATES_OPTS(KEY, SECTION)           \
+    WEB_OPTS(KEY, SECTION)                                                                      \
     AUTH_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)
 
 #define SKIP_SECTION(name)
@@ -272,6 +294,9 @@ static const struct conf_key keys[KEY_COUNT] = {ALL_OPTS(TABLE_KEY, SKIP_SECTION
 
 static cfg_opt_t pool_opts[] = {POOL_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t database_opts[] = {DATABASE_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t batch_processing_opts[] = {BATCH_PROCESSING_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t decision_points_opts[] = {DECISION_POINTS_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t templates_opts[] = {TEMPLATES_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t completions_opts[] = {COMPLETIONS_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t poller_opts[] = {POLLER_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t sweeper_opts[] = {SWEEPER_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};

@@ -254,11 +254,14 @@ static void pool_open_one(struct db_pool *p)
             continue;
         /* Session settings travel in the startup packet (no extra round trip), built per
          * connection so a reloaded statement_timeout applies to every new one. */
-        char options[256];
+        char options[512];
         /* jit=off: our statements are short OLTP calls; a cost estimate inflated by bloat or stale
          * statistics must not make PostgreSQL spend 100× the query time compiling them. */
-        snprintf(options, sizeof options, "-c tasker.actor=%s -c statement_timeout=%d -c jit=off",
-                 p->actor_escaped, p->conf->pool_statement_timeout_ms);
+        snprintf(options, sizeof options,
+                 "-c tasker.actor=%s -c statement_timeout=%d -c jit=off -c tasker.max_decision_steps=%d "
+                 "-c tasker.max_batch_workers=%d -c tasker.max_template_steps=%d",
+                 p->actor_escaped, p->conf->pool_statement_timeout_ms, p->conf->decision_max_steps,
+                 p->conf->batch_max_workers, p->conf->templates_max_steps);
         struct db_conn_params cp = {
             .url = p->conf->database_url,
             .application_name = "tasker-orchestratord",

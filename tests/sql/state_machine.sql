@@ -211,7 +211,7 @@ SELECT is(ARRAY(SELECT s.state FROM tasker.step_states s WHERE pg_temp.path('ste
 SELECT is(ARRAY(SELECT s.state FROM tasker.task_states s WHERE pg_temp.path('task', 'pending', s.state) IS NULL),
           '{}'::text[], 'every task state is reachable from pending');
 -- The size of the tables as of this writing: a change of the state machines must show up here.
-SELECT is((SELECT count(*) FROM tasker.step_state_edges), 34::bigint, 'step edges: 34 (2 creation, 12 protocol, 20 operator/cancel)');
+SELECT is((SELECT count(*) FROM tasker.step_state_edges), 35::bigint, 'step edges: 35 (2 creation, 14 protocol, 19 operator/cancel)');
 SELECT is((SELECT count(*) FROM tasker.task_state_edges), 65::bigint, 'task edges: 65');
 
 -- =============================================================================================

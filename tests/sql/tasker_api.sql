@@ -186,13 +186,13 @@ SELECT pg_temp.reg_refused('{"name": 5, "namespace_name": "tap_api_reg"}',
 SELECT pg_temp.reg_refused('{"name": "x", "steps": [{"name": "a", "handler": {"callable": "h"}}]}',
   'template x: namespace_name is required', 'refused: missing namespace');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "Bad-NS", "steps": [{"name": "a", "handler": {"callable": "h"}}]}',
-  'template x: namespace_name ''Bad-NS'' must match ^[a-z][a-z0-9_]{0,28}$', 'refused: bad namespace');
+  'template x: namespace_name "Bad-NS" must match ^[a-z][a-z0-9_]{0,28}$', 'refused: bad namespace');
 SELECT pg_temp.reg_refused(jsonb_build_object('name', 'x', 'namespace_name', 'n' || repeat('x', 29),
                              'steps', jsonb_build_array(pg_temp.s('a'))),
-  format('template x: namespace_name %L must match ^[a-z][a-z0-9_]{0,28}$', 'n' || repeat('x', 29)),
+  format('template x: namespace_name %s must match ^[a-z][a-z0-9_]{0,28}$', to_json('n' || repeat('x', 29))),
   'refused: namespace of 30 characters (queue names would pass PGMQ''s limit)');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "version": ".1", "steps": [{"name": "a", "handler": {"callable": "h"}}]}',
-  'template x: version ''.1'' is not a valid version string', 'refused: bad version');
+  'template x: version ".1" is not a valid version string', 'refused: bad version');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "identity_strategy": "fuzzy", "steps": [{"name": "a", "handler": {"callable": "h"}}]}',
   'template x: identity_strategy must be strict, caller_provided or always_unique (got fuzzy)', 'refused: bad identity strategy');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "lifecycle": [], "steps": [{"name": "a", "handler": {"callable": "h"}}]}',
@@ -217,18 +217,18 @@ SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "step
   'template x: dependency cycle: a -> b -> a (each step depends on the next)', 'refused: a cycle below a dependent step names only the cycle');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "dependencies": "b"}]}',
   'template x: step a: dependencies must be an array of step names', 'refused: dependencies not an array');
-SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"max_attempts": 0}}]}',
-  'template x: step a: retry: max_attempts must be an integer between 1 and 100 (got 0)', 'refused: max_attempts 0');
+SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"max_attempts": -1}}]}',
+  'template x: step a: retry: max_attempts must be an integer between 0 and 100 (got -1)', 'refused: max_attempts -1 (0, as in tasker-core, means one run)');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"max_attempts": 101}}]}',
-  'template x: step a: retry: max_attempts must be an integer between 1 and 100 (got 101)', 'refused: max_attempts 101');
+  'template x: step a: retry: max_attempts must be an integer between 0 and 100 (got 101)', 'refused: max_attempts 101');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"max_attempts": "3"}}]}',
-  'template x: step a: retry: max_attempts must be an integer between 1 and 100 (got "3")', 'refused: max_attempts as a string');
+  'template x: step a: retry: max_attempts must be an integer between 0 and 100 (got "3")', 'refused: max_attempts as a string');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"max_attempts": 2.5}}]}',
-  'template x: step a: retry: max_attempts must be an integer between 1 and 100 (got 2.5)', 'refused: max_attempts not an integer');
-SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"backoff_base_ms": 99}}]}',
-  'template x: step a: retry: backoff_base_ms must be an integer between 100 and 3600000 (got 99)', 'refused: backoff_base_ms too small');
-SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"max_backoff_ms": 999}}]}',
-  'template x: step a: retry: max_backoff_ms must be an integer between 1000 and 3600000 (got 999)', 'refused: max_backoff_ms too small');
+  'template x: step a: retry: max_attempts must be an integer between 0 and 100 (got 2.5)', 'refused: max_attempts not an integer');
+SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"backoff_base_ms": -1}}]}',
+  'template x: step a: retry: backoff_base_ms must be an integer between 0 and 3600000 (got -1)', 'refused: backoff_base_ms negative');
+SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"max_backoff_ms": 3600001}}]}',
+  'template x: step a: retry: max_backoff_ms must be an integer between 0 and 3600000 (got 3600001)', 'refused: max_backoff_ms over an hour');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"backoff": "quadratic"}}]}',
   'template x: step a: retry.backoff must be none, linear, exponential or fibonacci (got "quadratic")', 'refused: unknown backoff');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": {"retryable": "yes"}}]}',
@@ -239,12 +239,12 @@ SELECT is((SELECT n.retryable FROM tasker.named_steps n WHERE n.task_template_uu
           true, 'retry.retryable null means the default (true), like every other optional field');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "retry": 5}]}',
   'template x: step a: retry must be an object', 'refused: retry not an object');
-SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "type": "decision"}]}',
-  'template x: step a: step type decision is not supported (only standard steps; decision and batch steps need dynamic step creation)',
-  'refused: unsupported step type');
+SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "type": "fancy"}]}',
+  'template x: step a: unknown step type "fancy" (standard, decision, deferred_convergence, batchable or batch_worker)',
+  'refused: unknown step type');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "step_type": "batchable"}]}',
-  'template x: step a: step type batchable is not supported (only standard steps; decision and batch steps need dynamic step creation)',
-  'refused: unsupported step type (step_type alias)');
+  'template x: step a: a batchable step needs a batch_worker step that depends on it',
+  'refused: a batchable step without workers (step_type alias)');
 SELECT pg_temp.reg_refused('{"name": "x", "namespace_name": "tap_api_reg", "steps": [{"name": "a", "handler": {"callable": "h"}, "timeout_seconds": 0}]}',
   'template x: step a: timeout_seconds must be an integer between 1 and 604800 (got 0)', 'refused: timeout_seconds 0');
 SELECT is((SELECT count(*) FROM tasker.task_templates WHERE name = 'x'), 0::bigint, 'refused templates store nothing');
