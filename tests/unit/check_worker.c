@@ -132,6 +132,7 @@ static struct worker_job *job_new(const char *callable, const char *init, int at
     j->attempt = attempt;
     j->step_name = strdup("s1");
     j->callable = strdup(callable);
+    j->handler = worker_handler_resolve(NULL, callable, NULL);
     j->namespace_name = strdup("ns");
     j->task_name = strdup("t");
     j->correlation_id = strdup("");
@@ -153,6 +154,8 @@ static void job_free(struct worker_job *j)
     json_decref(j->inputs);
     json_decref(j->context);
     json_decref(j->dependencies);
+    json_decref(j->checkpoint);
+    free(j->handler_method);
     free(j);
 }
 
