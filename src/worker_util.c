@@ -415,7 +415,8 @@ static void wu_fail_handler(const struct worker_job *job, struct worker_outcome 
         out->retry_after_secs = (int)json_integer_value(after);
 }
 
-/* wu_dynamic: a synchronous dynamic handler's outcome; a configuration error fails permanently. */
+/* wu_dynamic: a synchronous dynamic handler's outcome (ok, result, err: what it returned); a
+ * configuration error fails permanently. */
 static void wu_dynamic(struct worker_outcome *out, const char *name, bool ok, json_t *result, const char *err)
 {
     if (ok)
@@ -428,6 +429,7 @@ bool worker_outcome_builtin(const struct worker_job *job, struct worker_outcome 
 {
     json_t *result = NULL;
     char err[512] = "";
+    bool ok;
     switch (job->handler) {
     case WORKER_H_NOOP:
         wu_success(out, json_object());
@@ -440,17 +442,16 @@ bool worker_outcome_builtin(const struct worker_job *job, struct worker_outcome 
         wu_fail_handler(job, out);
         break;
     case WORKER_H_DECISION:
-        wu_dynamic(out, "decision", worker_decision(job->initialization, job->context, &result, err, sizeof err),
-                   result, err);
+        ok = worker_decision(job->initialization, job->context, &result, err, sizeof err);
+        wu_dynamic(out, "decision", ok, result, err);
         break;
     case WORKER_H_BATCH_PLAN:
-        wu_dynamic(out, "batch_plan", worker_batch_plan(job->initialization, job->context, &result, err, sizeof err),
-                   result, err);
+        ok = worker_batch_plan(job->initialization, job->context, &result, err, sizeof err);
+        wu_dynamic(out, "batch_plan", ok, result, err);
         break;
     case WORKER_H_BATCH_AGGREGATE:
-        wu_dynamic(out, "batch_aggregate",
-                   worker_batch_aggregate(job->initialization, job->dependencies, &result, err, sizeof err), result,
-                   err);
+        ok = worker_batch_aggregate(job->initialization, job->dependencies, &result, err, sizeof err);
+        wu_dynamic(out, "batch_aggregate", ok, result, err);
         break;
     case WORKER_H_SLEEP:
     case WORKER_H_EXEC:
