@@ -97,7 +97,7 @@ $(OBJDIR)/tests/%.o: tests/unit/%.c | deps
 	$(quiet) CC $<
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(TEST_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(OUT)/tests/check_unit: $(UNIT_OBJ) $(LIB_OBJ) $(OBJDIR)/worker_util.o
+$(OUT)/tests/check_unit: $(UNIT_OBJ) $(LIB_OBJ) $(OBJDIR)/worker_util.o $(OBJDIR)/worker_dynamic.o
 	@mkdir -p $(@D)
 	$(quiet) LINK $@
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) -lm

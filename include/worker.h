@@ -3,9 +3,11 @@
  * The worker speaks the SQL protocol of DESIGN §5 (tasker_claim_and_execute_step, heartbeat_step,
  * submit_step_results) on one libevent loop. Pieces:
  *   worker.c          the loop's state: connections, claims, heartbeats, hand-backs, drain (worker_*)
- *   worker_handlers.c the handlers: noop, echo, fail, sleep, exec (worker_handler_*)
+ *   worker_handlers.c the handlers: noop, echo, fail, sleep, exec, decision, batch_plan, batch_work,
+ *                     batch_aggregate (worker_handler_*)
  *   worker_exec.c     child processes for exec: pipes, timeout, reaping (worker_exec_*, worker_exec.h)
- *   worker_util.c     pure logic, unit-tested: options, outcomes, text helpers (no I/O)
+ *   worker_util.c     pure logic, unit-tested: options, handler choice, outcomes, text helpers (no I/O)
+ *   worker_dynamic.c  pure logic, unit-tested: decision rules, batch planning, batch work, aggregation
  *   worker_main.c     main(): options, signals, the event_base
  */
 #ifndef TASKER_WORKER_H
@@ -47,6 +49,32 @@ struct worker_exec_result;
 #define WORKER_CONNECT_TIMEOUT_MS 10000     /* give up one connection attempt after this long */
 #define WORKER_HANDBACK_GRACE_SECS 15       /* drain: after the handler deadline, this long to hand back */
 #define WORKER_SUBMIT_MAX_TRIES 3           /* a hand-back the server rejects (not transient) is dropped after this */
+#define WORKER_HANDLER_MAP_MAX 64           /* --handler-map entries */
+#define WORKER_BATCH_DEFAULT_MAX_WORKERS 1000 /* batch_plan without max_workers */
+#define WORKER_BATCH_MAX_WORKERS 10000      /* batch_plan: max_workers at most this */
+#define WORKER_BATCH_MAX_ITEM_MS 3600000    /* batch_work: item_ms at most this */
+
+/* worker_builtin: the handlers this worker runs. A step's handler is chosen from its callable (and
+ * method) by worker_handler_resolve. */
+enum worker_builtin {
+    WORKER_H_UNKNOWN = 0, /* no handler: the step fails permanently */
+    WORKER_H_NOOP,
+    WORKER_H_ECHO,
+    WORKER_H_FAIL,
+    WORKER_H_SLEEP,
+    WORKER_H_EXEC,
+    WORKER_H_DECISION,
+    WORKER_H_BATCH_PLAN,
+    WORKER_H_BATCH_WORK,
+    WORKER_H_BATCH_AGGREGATE,
+};
+
+/* worker_handler_map_entry: one --handler-map CALLABLE[#METHOD]=BUILTIN. */
+struct worker_handler_map_entry {
+    const char *callable;  /* borrowed from argv: CALLABLE or CALLABLE#METHOD, callable_len bytes */
+    size_t callable_len;
+    enum worker_builtin builtin;
+};
 
 /* worker_opts: the command line, parsed. Owned by main; the worker copies it. */
 struct worker_opts {
@@ -59,6 +87,10 @@ struct worker_opts {
     int handler_timeout_secs;         /* --handler-timeout-secs: exec default timeout, drain limit */
     const char *database_url;         /* --database-url or $DATABASE_URL (borrowed from argv/env) */
     bool verbose;                     /* -v: debug logging */
+    /* --handler-map (in order given) and --default-handler (WORKER_H_UNKNOWN = none). */
+    struct worker_handler_map_entry handler_map[WORKER_HANDLER_MAP_MAX];
+    int handler_map_n;
+    enum worker_builtin default_handler;
 };
 
 enum worker_parse_status {
@@ -78,6 +110,45 @@ void worker_usage(FILE *out);
 
 /* worker_id_valid: the accepted form (see the limits above); namespaces: names.h. */
 bool worker_id_valid(const char *id);
+
+/* worker_builtin_parse: the built-in named name (WORKER_H_UNKNOWN if none); worker_builtin_name:
+ * its name ("unknown" for WORKER_H_UNKNOWN). */
+enum worker_builtin worker_builtin_parse(const char *name);
+const char *worker_builtin_name(enum worker_builtin b);
+
+/* worker_handler_resolve: the handler for a step, first match wins: a --handler-map entry for
+ * "callable#method" (when method is non-empty), one for "callable", the built-in named callable,
+ * --default-handler; else WORKER_H_UNKNOWN. o may be NULL (no map, no default). */
+enum worker_builtin worker_handler_resolve(const struct worker_opts *o, const char *callable, const char *method);
+
+/* worker_batch_run: the progress of a batch_work handler (worker_dynamic.c), kept in its job. The
+ * cursors are integers; the range is [start, end). */
+struct worker_batch_run {
+    char batch_id[64];
+    long long start, end;
+    long long pos;              /* the next item */
+    long long sum;              /* of the items in [start, pos) */
+    long long resumed_from;     /* the checkpoint cursor this attempt began at (resumed only) */
+    bool resumed;
+    bool checkpoint_ignored;    /* the claim carried a checkpoint that does not fit the range */
+    bool no_op;                 /* the placeholder worker of a no_batches outcome */
+    long long processed_now;    /* items processed by this attempt */
+    long long interval;         /* checkpoint every this many items (0 = never) */
+    long long next_checkpoint;  /* the cursor of the next checkpoint */
+    int checkpoints;            /* checkpoints saved by this attempt */
+    long long fail_at;          /* fail on reaching this item; -1 = never */
+    bool fail_permanently;
+    int attempt;
+    long long item_ms;          /* wait per item */
+};
+
+/* What batch_work does next (worker_batch_next). */
+enum worker_batch_action {
+    WORKER_BATCH_WORK,       /* process count items (after count * item_ms ms) */
+    WORKER_BATCH_CHECKPOINT, /* save worker_batch_checkpoint_doc, then worker_batch_checkpointed */
+    WORKER_BATCH_FAIL,       /* fail as configured: worker_batch_fail */
+    WORKER_BATCH_DONE        /* succeed with worker_batch_result */
+};
 
 /* ---- one claimed step ---------------------------------------------------------------------- */
 
@@ -104,9 +175,20 @@ struct worker_job {
     int64_t lease_renewed_ms;          /* monotonic: when the current lease was asked for */
     int64_t hb_sent_ms;                /* monotonic: the heartbeat in flight was sent then */
     bool hb_inflight;                  /* a heartbeat for it is in flight */
+    /* From the template, NULL when absent: handler.method, handler.resolver, the step's type. */
+    char *handler_method;
+    char *handler_resolver;
+    char *step_type;
+    json_t *checkpoint;                /* the step's last checkpoint (json null when none) */
+    enum worker_builtin handler;       /* worker_handler_resolve(callable, method) */
     /* Handler state (worker_handlers.c). */
-    struct event *timer;               /* sleep: the wake-up */
+    struct event *timer;               /* sleep, batch_work: the wake-up */
     struct worker_exec *exec;          /* exec: the child, NULL when none */
+    struct worker_batch_run batch;     /* batch_work: its progress */
+    /* A checkpoint (worker.c, worker_job_checkpoint): waiting to be sent, or in flight. */
+    json_t *cp_pending;
+    bool cp_inflight;
+    void (*cp_done)(struct worker_job *job, bool saved);
     /* The running list (worker.c). */
     struct worker_job *prev, *next;
 };
@@ -138,6 +220,13 @@ void worker_free(struct worker *w);
  * to call from inside worker_handler_start (a synchronous handler). */
 void worker_job_finish(struct worker_job *job, struct worker_outcome *out);
 
+/* worker_job_checkpoint: save checkpoint ({"cursor", "items_processed", "accumulated_results"};
+ * the reference is taken) with tasker.checkpoint_step, which also extends the lease. done(job,
+ * saved) is called later, from the loop: saved false means it could not be stored (a database
+ * error; logged) and the handler may carry on. When the lease turns out to be lost, the job is
+ * dropped instead (worker_handler_abort, no hand-back) and done is not called. One at a time. */
+void worker_job_checkpoint(struct worker_job *job, json_t *checkpoint, void (*done)(struct worker_job *job, bool saved));
+
 /* worker_handler_timeout_secs / worker_base / worker_id: what handlers need from the worker. */
 int worker_handler_timeout_secs(const struct worker *w);
 struct event_base *worker_base(const struct worker *w);
@@ -157,8 +246,9 @@ void worker_handler_abort(struct worker_job *job);
 
 /* ---- worker_util.c (pure) ------------------------------------------------------------------- */
 
-/* worker_outcome_builtin: the outcome of the synchronous handlers (noop, echo, fail, and an unknown
- * callable); false if callable is not one of them (sleep, exec are not). */
+/* worker_outcome_builtin: the outcome of the synchronous handlers (noop, echo, fail, decision,
+ * batch_plan, batch_aggregate, and no handler); false if job->handler is not one of them (sleep,
+ * exec and batch_work are not). */
 bool worker_outcome_builtin(const struct worker_job *job, struct worker_outcome *out);
 
 /* worker_outcome_failure: a failure with {"message": message, "retryable": retryable}. */
@@ -196,6 +286,36 @@ void worker_utf8_fix(char *s, size_t len);
 
 /* worker_notify_wakes: does a pgmq_message_ready payload concern queue (the dispatch queue)? */
 bool worker_notify_wakes(const char *payload, const char *queue);
+
+/* ---- worker_dynamic.c (pure) ---------------------------------------------------------------- */
+
+/* worker_json_path: the value at a dotted path ("order.amount", "items.0.sku": a number indexes
+ * an array) under root; NULL when absent or the path is malformed (empty segment). Borrowed. */
+const json_t *worker_json_path(const json_t *root, const char *path);
+
+/* The synchronous dynamic handlers (docs/worker.md): each returns true with *result (a new
+ * reference) or false with err filled (the configuration is wrong: a permanent failure). */
+bool worker_decision(const json_t *init, const json_t *context, json_t **result, char *err, size_t errlen);
+bool worker_batch_plan(const json_t *init, const json_t *context, json_t **result, char *err, size_t errlen);
+bool worker_batch_aggregate(const json_t *init, const json_t *dependencies, json_t **result, char *err,
+                            size_t errlen);
+
+/* batch_work, as a state machine the handler drives (worker_handlers.c):
+ *   worker_batch_setup          from initialization, inputs (cursor, batch_metadata, is_no_op), the
+ *                               claim's checkpoint and the attempt; false + err: misconfigured
+ *   worker_batch_next           what to do now (count: items for WORK)
+ *   worker_batch_advance        count items processed; false if the sum overflowed
+ *   worker_batch_checkpoint_doc the checkpoint to save (new reference)
+ *   worker_batch_checkpointed   after the checkpoint (saved or not)
+ *   worker_batch_result / worker_batch_fail  the outcome */
+bool worker_batch_setup(struct worker_batch_run *r, const json_t *init, const json_t *inputs, const json_t *checkpoint,
+                        int attempt, char *err, size_t errlen);
+enum worker_batch_action worker_batch_next(const struct worker_batch_run *r, long long *count);
+bool worker_batch_advance(struct worker_batch_run *r, long long count);
+json_t *worker_batch_checkpoint_doc(const struct worker_batch_run *r);
+void worker_batch_checkpointed(struct worker_batch_run *r, bool saved);
+json_t *worker_batch_result(const struct worker_batch_run *r);
+void worker_batch_fail(const struct worker_batch_run *r, struct worker_outcome *out);
 
 
 #endif

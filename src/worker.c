@@ -1,7 +1,8 @@
 /* worker.c — the worker's loop state: two connections, claims, heartbeats, hand-backs and drain.
  *
  * One main connection carries every statement, one at a time, chosen by worker_pump in this order:
- * heartbeats that are due (leases must not lapse), then the results waiting for a hand-back (all
+ * heartbeats that are due (leases must not lapse), then the checkpoints handlers asked for (all of
+ * them in one statement; handlers wait for them), then the results waiting for a hand-back (all
  * of them in one submit_step_results call), then a claim — except that a claim goes first right
  * after a hand-back, so a steady stream of results cannot starve intake. A second connection only
  * LISTENs on pgmq_message_ready; a notification for our dispatch queue, the poll timer, or a claim
@@ -33,7 +34,8 @@ enum worker_op {
     WOP_NONE,      /* the main connection is idle (or down) */
     WOP_CLAIM,     /* tasker_claim_and_execute_step in flight */
     WOP_SUBMIT,    /* submit_step_results in flight */
-    WOP_HEARTBEAT  /* a batch of heartbeat_step in flight */
+    WOP_HEARTBEAT, /* a batch of heartbeat_step in flight */
+    WOP_CHECKPOINT /* a batch of checkpoint_step in flight */
 };
 
 /* worker_result: one hand-back entry, from its handler's end until the server answered for it. */
@@ -197,6 +199,11 @@ static void w_job_free(struct worker_job *job)
     free(job->namespace_name);
     free(job->task_name);
     free(job->correlation_id);
+    free(job->handler_method);
+    free(job->handler_resolver);
+    free(job->step_type);
+    json_decref(job->checkpoint);
+    json_decref(job->cp_pending);
     json_decref(job->initialization);
     json_decref(job->inputs);
     json_decref(job->context);
@@ -298,6 +305,17 @@ static char *w_strdup_col(const struct db_rows *rows, int row, int col)
     return strdup(db_rows_text(rows, row, col));
 }
 
+/* w_opt_col: an optional text column: NULL when NULL or absent (an older schema); *oom on failure. */
+static char *w_opt_col(const struct db_rows *rows, int row, int col, bool *oom)
+{
+    if (db_rows_isnull(rows, row, col))
+        return NULL;
+    char *s = strdup(db_rows_text(rows, row, col));
+    if (!s)
+        *oom = true;
+    return s;
+}
+
 /* w_job_from_row: a job from one claim row; NULL on allocation failure (logged). */
 static struct worker_job *w_job_from_row(struct worker *w, const struct db_rows *rows, int i, const int *col)
 {
@@ -323,9 +341,16 @@ static struct worker_job *w_job_from_row(struct worker *w, const struct db_rows 
     job->correlation_id = w_strdup_col(rows, i, col[11]);
     job->namespace_name = w_strdup_col(rows, i, col[12]);
     job->task_name = w_strdup_col(rows, i, col[13]);
-    if (!job->step_name || !job->callable || !job->initialization || !job->inputs || !job->context ||
-        !job->dependencies || !job->correlation_id || !job->namespace_name || !job->task_name)
+    /* Columns of dynamic workflows (issue 10), read by name: absent from an older schema. */
+    bool oom = false;
+    job->handler_method = w_opt_col(rows, i, col[14], &oom);
+    job->handler_resolver = w_opt_col(rows, i, col[15], &oom);
+    job->step_type = w_opt_col(rows, i, col[16], &oom);
+    job->checkpoint = w_json_col(rows, i, col[17], "checkpoint", job->step_uuid);
+    if (oom || !job->step_name || !job->callable || !job->initialization || !job->inputs || !job->context ||
+        !job->dependencies || !job->correlation_id || !job->namespace_name || !job->task_name || !job->checkpoint)
         goto oom;
+    job->handler = worker_handler_resolve(&w->o, job->callable, job->handler_method);
     return job;
 oom:
     log_error("worker", "out of memory taking claimed step %s; its lease will expire and it will be retried",
@@ -366,7 +391,8 @@ static void w_on_claim(void *arg, const struct db_rows *rows, const struct db_er
     static const char *const names[] = { "msg_id", "task_uuid", "workflow_step_uuid", "attempt", "step_name",
                                          "handler_callable", "handler_initialization", "inputs", "task_context",
                                          "dependency_results", "timeout_seconds", "correlation_id", "namespace",
-                                         "task_name" };
+                                         "task_name", "handler_method", "handler_resolver", "step_type",
+                                         "checkpoint" };
     int col[sizeof names / sizeof names[0]];
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
         col[k] = db_rows_col(rows, names[k]);
@@ -386,8 +412,10 @@ static void w_on_claim(void *arg, const struct db_rows *rows, const struct db_er
         w->jobs = job;
         w->running++;
         w->n_claimed++;
-        log_debug("worker", "task %s step %s (%s) attempt %d: claimed (msg %lld), handler %s", job->task_uuid,
-                  job->step_uuid, job->step_name, job->attempt, job->msg_id, job->callable);
+        log_debug("worker", "task %s step %s (%s) attempt %d: claimed (msg %lld), handler %s%s%s -> %s",
+                  job->task_uuid, job->step_uuid, job->step_name, job->attempt, job->msg_id, job->callable,
+                  job->handler_method ? "#" : "", job->handler_method ? job->handler_method : "",
+                  worker_builtin_name(job->handler));
         worker_handler_start(job); /* may finish (and free) the job at once */
     }
     /* A full batch: more may be waiting; ask again as soon as a slot allows. */
@@ -619,6 +647,134 @@ static void w_send_heartbeats(struct worker *w, int64_t now)
     free(attempts);
 }
 
+/* ---- checkpoints ---------------------------------------------------------------------------- */
+
+/* Sent as a plain parameterized statement, not prepared at connect: a database without
+ * checkpoint_step (an older schema) still serves every other handler. One statement for all the
+ * checkpoints waiting; each also extends its step's lease. */
+#define W_CHECKPOINT_SQL                                                                                  \
+    "SELECT c.step, c.attempt, tasker.checkpoint_step(c.step, c.attempt, c.checkpoint, $2::integer) AS alive " \
+    "FROM jsonb_to_recordset($1::jsonb) AS c(step uuid, attempt integer, checkpoint jsonb)"
+
+void worker_job_checkpoint(struct worker_job *job, json_t *checkpoint, void (*done)(struct worker_job *job, bool saved))
+{
+    json_decref(job->cp_pending);
+    job->cp_pending = checkpoint;
+    job->cp_done = done;
+    w_pump_soon(job->w);
+}
+
+static bool w_cp_due(const struct worker *w)
+{
+    for (const struct worker_job *j = w->jobs; j; j = j->next)
+        if (j->cp_pending && !j->cp_inflight)
+            return true;
+    return false;
+}
+
+/* w_cp_answer: tell job's handler how its checkpoint went (the handler may finish the job). */
+static void w_cp_answer(struct worker_job *job, bool saved)
+{
+    void (*done)(struct worker_job *, bool) = job->cp_done;
+    job->cp_inflight = false;
+    job->cp_done = NULL;
+    json_decref(job->cp_pending);
+    job->cp_pending = NULL;
+    if (done)
+        done(job, saved);
+}
+
+static void w_on_checkpoint(void *arg, const struct db_rows *rows, const struct db_error *err)
+{
+    struct worker *w = arg;
+    w->op = WOP_NONE;
+    w->last_op = WOP_CHECKPOINT;
+    if (w->stopped)
+        return;
+    if (err) {
+        /* A checkpoint is progress insurance, not a condition: the handlers carry on without it. */
+        log_warn("worker", "checkpoint failed: %s%s%s; carrying on without it%s", err->sqlstate[0] ? err->sqlstate : "",
+                 err->sqlstate[0] ? ": " : "", err->message,
+                 strcmp(err->sqlstate, "42883") == 0 ? " (no tasker.checkpoint_step: run `tasker-orchestratord migrate`)"
+                                                     : "");
+        struct worker_job *j = w->jobs;
+        while (j) {
+            struct worker_job *next = j->next; /* the callback may finish (free) j */
+            if (j->cp_inflight)
+                w_cp_answer(j, false);
+            j = next;
+        }
+        w_pump_soon(w);
+        w_check_drained(w);
+        return;
+    }
+    int c_step = db_rows_col(rows, "step");
+    int c_attempt = db_rows_col(rows, "attempt");
+    int c_alive = db_rows_col(rows, "alive");
+    int n = db_rows_count(rows);
+    for (int i = 0; i < n; i++) {
+        struct worker_job *job = w_job_find(w, db_rows_text(rows, i, c_step), (int)db_rows_int(rows, i, c_attempt));
+        if (!job || !job->cp_inflight)
+            continue; /* dropped meanwhile */
+        if (strcmp(db_rows_text(rows, i, c_alive), "t") == 0) {
+            job->lease_renewed_ms = w->op_sent_ms; /* the statement's send time */
+            w_cp_answer(job, true);
+        } else {
+            w->n_lost++;
+            log_warn("worker", "task %s step %s (%s) attempt %d: lease lost at a checkpoint (cancelled, resolved or "
+                     "expired); stopping the handler, no hand-back", job->task_uuid, job->step_uuid, job->step_name,
+                     job->attempt);
+            w_job_drop(w, job);
+        }
+    }
+    /* A row missing from the answer cannot happen; should it, do not leave a handler waiting. */
+    struct worker_job *j = w->jobs;
+    while (j) {
+        struct worker_job *next = j->next;
+        if (j->cp_inflight)
+            w_cp_answer(j, false);
+        j = next;
+    }
+    w_pump_soon(w);
+    w_check_drained(w);
+}
+
+static void w_send_checkpoints(struct worker *w, int64_t now)
+{
+    json_t *arr = json_array();
+    for (struct worker_job *j = w->jobs; arr && j; j = j->next) {
+        if (!j->cp_pending || j->cp_inflight)
+            continue;
+        if (json_array_append_new(arr, json_pack("{s:s, s:i, s:O}", "step", j->step_uuid, "attempt", j->attempt,
+                                                 "checkpoint", j->cp_pending)) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    char *text = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    if (!text) {
+        log_error("worker", "out of memory encoding checkpoints; retrying");
+        return;
+    }
+    const char *params[2] = { text, w->lease_arg };
+    w->op_sent_ms = now;
+    w->op = WOP_CHECKPOINT;
+    if (!db_conn_query(w->main, false, W_CHECKPOINT_SQL, 2, params, w_on_checkpoint, w)) {
+        w->op = WOP_NONE;
+        log_debug("worker", "checkpoints not sent: connection not idle");
+    } else {
+        int n = 0;
+        for (struct worker_job *j = w->jobs; j; j = j->next)
+            if (j->cp_pending && !j->cp_inflight) {
+                j->cp_inflight = true;
+                n++;
+            }
+        log_debug("worker", "checkpoints for %d step(s)", n);
+    }
+    free(text);
+}
+
 /* ---- the pump ------------------------------------------------------------------------------- */
 
 static bool w_can_claim(const struct worker *w)
@@ -642,6 +798,8 @@ static void w_pump(evutil_socket_t fd, short what, void *arg)
     bool claim = w_can_claim(w);
     if (w_hb_due(w, now))
         w_send_heartbeats(w, now);
+    if (w->op == WOP_NONE && w_cp_due(w))
+        w_send_checkpoints(w, now);
     if (w->op != WOP_NONE)
         return;
     if (submit && !(claim && w->last_op == WOP_SUBMIT))
@@ -919,9 +1077,8 @@ struct worker *worker_init(struct event_base *base, const struct worker_opts *o)
         w->rng = 1;
     w->stmts[0] = (struct db_statement){
         "worker_claim",
-        "SELECT msg_id, task_uuid, workflow_step_uuid, attempt, step_name, handler_callable, "
-        "handler_initialization, inputs, task_context, dependency_results, timeout_seconds, correlation_id, "
-        "namespace, task_name FROM tasker.tasker_claim_and_execute_step($1::text, $2::integer, $3::integer, $4::text)",
+        /* Every column, read by name: newer schemas append columns (handler_method, …, checkpoint). */
+        "SELECT * FROM tasker.tasker_claim_and_execute_step($1::text, $2::integer, $3::integer, $4::text)",
         4
     };
     w->stmts[1] = (struct db_statement){

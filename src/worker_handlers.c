@@ -1,6 +1,7 @@
-/* worker_handlers.c — the worker's handlers: the synchronous built-ins (noop, echo, fail; see
- * worker_util.c), sleep (a timer) and exec (a child process, worker_exec.c). Each ends in exactly
- * one worker_job_finish, unless worker_handler_abort stops it first. */
+/* worker_handlers.c — the worker's handlers: the synchronous built-ins (noop, echo, fail, decision,
+ * batch_plan, batch_aggregate; see worker_util.c and worker_dynamic.c), sleep (a timer), exec (a
+ * child process, worker_exec.c) and batch_work (timers and checkpoints). Each ends in exactly one
+ * worker_job_finish, unless worker_handler_abort stops it first. */
 #include "worker.h"
 
 #include "log.h"
@@ -158,6 +159,106 @@ static void wh_exec(struct worker_job *job)
     free(argv);
 }
 
+/* ---- batch_work ----------------------------------------------------------------------------- */
+
+/* The state machine is worker_dynamic.c's (worker_batch_*); this drives it without blocking the
+ * loop: item_ms waits on the job's timer, checkpoints go through worker_job_checkpoint and resume
+ * from its callback. Without item_ms a stretch between checkpoints is one O(1) step. */
+
+static void wh_batch_run(struct worker_job *job);
+
+static void wh_on_batch_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker_job *job = arg;
+    if (!worker_batch_advance(&job->batch, 1)) {
+        struct worker_outcome out;
+        worker_outcome_failure(&out, false, "batch_work: the sum overflows 64 bits");
+        wh_finish(job, &out);
+        return;
+    }
+    wh_batch_run(job);
+}
+
+static void wh_on_batch_checkpoint(struct worker_job *job, bool saved)
+{
+    if (saved)
+        log_debug("worker", "task %s step %s (%s) attempt %d: checkpoint at item %lld saved", job->task_uuid,
+                  job->step_uuid, job->step_name, job->attempt, job->batch.pos);
+    worker_batch_checkpointed(&job->batch, saved);
+    wh_batch_run(job);
+}
+
+static void wh_batch_run(struct worker_job *job)
+{
+    struct worker_outcome out;
+    for (;;) {
+        long long count;
+        switch (worker_batch_next(&job->batch, &count)) {
+        case WORKER_BATCH_DONE:
+            out = (struct worker_outcome){ .success = true, .result = worker_batch_result(&job->batch),
+                                           .retry_after_secs = -1 };
+            if (!out.result)
+                worker_outcome_failure(&out, true, "batch_work: out of memory");
+            wh_finish(job, &out);
+            return;
+        case WORKER_BATCH_FAIL:
+            worker_batch_fail(&job->batch, &out);
+            wh_finish(job, &out);
+            return;
+        case WORKER_BATCH_CHECKPOINT: {
+            json_t *doc = worker_batch_checkpoint_doc(&job->batch);
+            if (!doc) {
+                worker_batch_checkpointed(&job->batch, false);
+                continue;
+            }
+            worker_job_checkpoint(job, doc, wh_on_batch_checkpoint);
+            return;
+        }
+        case WORKER_BATCH_WORK:
+            if (job->batch.item_ms > 0) {
+                if (!job->timer)
+                    job->timer = evtimer_new(worker_base(job->w), wh_on_batch_tick, job);
+                long long ms = job->batch.item_ms;
+                struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+                if (!job->timer || evtimer_add(job->timer, &tv) != 0) {
+                    worker_outcome_failure(&out, true, "batch_work: cannot arm a timer");
+                    wh_finish(job, &out);
+                }
+                return;
+            }
+            if (!worker_batch_advance(&job->batch, count)) {
+                worker_outcome_failure(&out, false, "batch_work: the sum overflows 64 bits");
+                wh_finish(job, &out);
+                return;
+            }
+            break;
+        }
+    }
+}
+
+static void wh_batch_work(struct worker_job *job)
+{
+    char err[512];
+    if (!worker_batch_setup(&job->batch, job->initialization, job->inputs, job->checkpoint, job->attempt, err,
+                            sizeof err)) {
+        struct worker_outcome out;
+        worker_outcome_failure(&out, false, "batch_work: %s", err);
+        wh_finish(job, &out);
+        return;
+    }
+    const struct worker_batch_run *b = &job->batch;
+    if (b->resumed)
+        log_info("worker", "task %s step %s (%s) attempt %d: batch %s resumes at item %lld of [%lld, %lld)",
+                 job->task_uuid, job->step_uuid, job->step_name, job->attempt, b->batch_id, b->pos, b->start, b->end);
+    else if (b->checkpoint_ignored)
+        log_warn("worker", "task %s step %s (%s) attempt %d: batch %s: the checkpoint's cursor is not an item of "
+                 "[%lld, %lld]; starting over", job->task_uuid, job->step_uuid, job->step_name, job->attempt,
+                 b->batch_id, b->start, b->end);
+    wh_batch_run(job);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------- */
 
 void worker_handler_start(struct worker_job *job)
@@ -167,10 +268,17 @@ void worker_handler_start(struct worker_job *job)
         wh_finish(job, &out);
         return;
     }
-    if (strcmp(job->callable, "sleep") == 0)
+    switch (job->handler) {
+    case WORKER_H_SLEEP:
         wh_sleep(job);
-    else
+        break;
+    case WORKER_H_BATCH_WORK:
+        wh_batch_work(job);
+        break;
+    default:
         wh_exec(job);
+        break;
+    }
 }
 
 void worker_handler_abort(struct worker_job *job)

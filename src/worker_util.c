@@ -1,4 +1,4 @@
-/* worker_util.c — the worker's pure logic: options, handler outcomes, text helpers. No I/O besides
+/* worker_util.c — the worker's pure logic: options, handler choice, outcomes, text helpers. No I/O besides
  * reading the environment and the host name for defaults, so tests/unit/check_worker.c can drive it. */
 #include "worker.h"
 #include "worker_exec.h"
@@ -42,9 +42,9 @@ void worker_usage(FILE *out)
     fprintf(out,
             "usage: tasker-worker --namespace NS [options]\n"
             "\n"
-            "Claims the steps of one namespace from PostgreSQL, runs their handlers (noop, echo, fail,\n"
-            "sleep, exec) and hands the results back. SIGTERM/SIGINT drain: stop claiming, let running\n"
-            "handlers finish, hand back, exit 0; a second signal exits at once.\n"
+            "Claims the steps of one namespace from PostgreSQL, runs their handlers and hands the results\n"
+            "back. SIGTERM/SIGINT drain: stop claiming, let running handlers finish, hand back, exit 0; a\n"
+            "second signal exits at once.\n"
             "\n"
             "Options:\n"
             "  -n, --namespace NS             namespace to work for (required)\n"
@@ -57,12 +57,133 @@ void worker_usage(FILE *out)
             "  -t, --handler-timeout-secs S   exec timeout when the step sets none, and the drain\n"
             "                                 limit (default %d, 1..604800)\n"
             "  -d, --database-url URL         database (default: $DATABASE_URL)\n"
+            "      --handler-map C=B          run built-in B for steps whose handler callable is C, or\n"
+            "                                 C#METHOD for that callable and handler method (repeatable,\n"
+            "                                 up to %d; C#METHOD wins over C)\n"
+            "      --default-handler B        run built-in B for any callable not mapped or built in\n"
+            "                                 (default: such steps fail permanently)\n"
             "  -v, --verbose                  debug logging\n"
             "  -h, --help                     show this help\n"
             "\n"
+            "Built-in handlers (the step's handler.callable, or mapped; configured by handler.initialization):\n"
+            "  noop             succeed with {}\n"
+            "  echo             succeed with the context, initialization, dependencies and attempt\n"
+            "  fail             fail: message, retryable, succeed_on_attempt, retry_after_secs\n"
+            "  sleep            succeed after ms milliseconds\n"
+            "  exec             run command (argv), the step as JSON on stdin, the result as JSON on stdout\n"
+            "  decision         choose branches by rules on the task context (decision_point_outcome)\n"
+            "  batch_plan       split total_items into batches of batch_size (batch_processing_outcome)\n"
+            "  batch_work       process one batch's cursor range, checkpointing every checkpoint_interval\n"
+            "  batch_aggregate  sum the results of the batch workers (convergence)\n"
+            "See docs/worker.md or tasker-worker(1) for their keys.\n"
+            "\n"
             "Exit status: 0 drained cleanly, 1 failure or forced exit, 2 usage error.\n",
             WORKER_DEFAULT_CONCURRENCY, WORKER_DEFAULT_BATCH, WORKER_DEFAULT_LEASE_SECS, WORKER_DEFAULT_POLL_MS,
-            WORKER_ID_MAX, WORKER_DEFAULT_HANDLER_TIMEOUT_SECS);
+            WORKER_ID_MAX, WORKER_DEFAULT_HANDLER_TIMEOUT_SECS, WORKER_HANDLER_MAP_MAX);
+}
+
+/* ---- handler choice ------------------------------------------------------------------------- */
+
+static const char *const wu_builtin_names[] = {
+    [WORKER_H_UNKNOWN] = "unknown",
+    [WORKER_H_NOOP] = "noop",
+    [WORKER_H_ECHO] = "echo",
+    [WORKER_H_FAIL] = "fail",
+    [WORKER_H_SLEEP] = "sleep",
+    [WORKER_H_EXEC] = "exec",
+    [WORKER_H_DECISION] = "decision",
+    [WORKER_H_BATCH_PLAN] = "batch_plan",
+    [WORKER_H_BATCH_WORK] = "batch_work",
+    [WORKER_H_BATCH_AGGREGATE] = "batch_aggregate",
+};
+#define WU_NBUILTINS ((int)(sizeof wu_builtin_names / sizeof wu_builtin_names[0]))
+
+enum worker_builtin worker_builtin_parse(const char *name)
+{
+    for (int b = WORKER_H_UNKNOWN + 1; b < WU_NBUILTINS; b++)
+        if (strcmp(name, wu_builtin_names[b]) == 0)
+            return (enum worker_builtin)b;
+    return WORKER_H_UNKNOWN;
+}
+
+const char *worker_builtin_name(enum worker_builtin b)
+{
+    return (int)b >= 0 && (int)b < WU_NBUILTINS ? wu_builtin_names[b] : "unknown";
+}
+
+/* wu_map_find: the map entry whose callable is exactly s[0..len), or NULL. */
+static const struct worker_handler_map_entry *wu_map_find(const struct worker_opts *o, const char *s, size_t len)
+{
+    for (int i = 0; o && i < o->handler_map_n; i++)
+        if (o->handler_map[i].callable_len == len && memcmp(o->handler_map[i].callable, s, len) == 0)
+            return &o->handler_map[i];
+    return NULL;
+}
+
+enum worker_builtin worker_handler_resolve(const struct worker_opts *o, const char *callable, const char *method)
+{
+    const struct worker_handler_map_entry *e;
+    if (method && *method) {
+        /* "steps that share a callable differ only by method": CALLABLE#METHOD first. */
+        size_t cl = strlen(callable), ml = strlen(method);
+        char *key = malloc(cl + ml + 2);
+        if (key) {
+            memcpy(key, callable, cl);
+            key[cl] = '#';
+            memcpy(key + cl + 1, method, ml + 1);
+            e = wu_map_find(o, key, cl + ml + 1);
+            free(key);
+            if (e)
+                return e->builtin;
+        }
+    }
+    if ((e = wu_map_find(o, callable, strlen(callable))))
+        return e->builtin;
+    enum worker_builtin b = worker_builtin_parse(callable);
+    if (b != WORKER_H_UNKNOWN)
+        return b;
+    return o ? o->default_handler : WORKER_H_UNKNOWN;
+}
+
+/* wu_builtin_arg: parse a built-in's name for an option; false with err filled. */
+static bool wu_builtin_arg(const char *opt, const char *arg, const char *name, enum worker_builtin *out, char *err,
+                           size_t errlen)
+{
+    *out = worker_builtin_parse(name);
+    if (*out != WORKER_H_UNKNOWN)
+        return true;
+    snprintf(err, errlen, "invalid %s '%s': '%s' is not a built-in handler (noop, echo, fail, sleep, exec, decision, "
+             "batch_plan, batch_work, batch_aggregate)", opt, arg, name);
+    return false;
+}
+
+/* wu_handler_map_arg: one --handler-map CALLABLE[#METHOD]=BUILTIN into o; false with err filled. */
+static bool wu_handler_map_arg(struct worker_opts *o, const char *arg, char *err, size_t errlen)
+{
+    /* The last '=': a callable may hold one, a built-in's name never does. */
+    const char *eq = strrchr(arg, '=');
+    if (!eq || eq == arg || eq[1] == '\0') {
+        snprintf(err, errlen, "invalid --handler-map '%s': want CALLABLE=BUILTIN or CALLABLE#METHOD=BUILTIN", arg);
+        return false;
+    }
+    size_t len = (size_t)(eq - arg);
+    if (arg[0] == '#' || arg[len - 1] == '#') {
+        snprintf(err, errlen, "invalid --handler-map '%s': empty callable or method around '#'", arg);
+        return false;
+    }
+    enum worker_builtin b;
+    if (!wu_builtin_arg("--handler-map", arg, eq + 1, &b, err, errlen))
+        return false;
+    if (wu_map_find(o, arg, len)) {
+        snprintf(err, errlen, "invalid --handler-map '%s': '%.*s' is mapped twice", arg, (int)len, arg);
+        return false;
+    }
+    if (o->handler_map_n >= WORKER_HANDLER_MAP_MAX) {
+        snprintf(err, errlen, "too many --handler-map options (at most %d)", WORKER_HANDLER_MAP_MAX);
+        return false;
+    }
+    o->handler_map[o->handler_map_n++] = (struct worker_handler_map_entry){ arg, len, b };
+    return true;
 }
 
 /* wu_int: parse a whole decimal integer within [min, max]. */
@@ -90,6 +211,9 @@ static void wu_default_id(char *out, size_t len)
     snprintf(out, len, "worker-%s-%ld", host, (long)getpid());
 }
 
+/* Long-only options: values outside the short-option letters. */
+enum { WU_OPT_HANDLER_MAP = 256, WU_OPT_DEFAULT_HANDLER };
+
 enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_opts *o, char *err, size_t errlen)
 {
     static const struct option longopts[] = {
@@ -100,6 +224,8 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
         { "poll-ms", required_argument, NULL, 'p' },
         { "worker-id", required_argument, NULL, 'w' },
         { "handler-timeout-secs", required_argument, NULL, 't' },
+        { "handler-map", required_argument, NULL, WU_OPT_HANDLER_MAP },
+        { "default-handler", required_argument, NULL, WU_OPT_DEFAULT_HANDLER },
         { "database-url", required_argument, NULL, 'd' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -165,6 +291,14 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
                 snprintf(err, errlen, "invalid --handler-timeout-secs '%s': want an integer from 1 to 604800", optarg);
                 return WORKER_PARSE_ERROR;
             }
+            break;
+        case WU_OPT_HANDLER_MAP:
+            if (!wu_handler_map_arg(o, optarg, err, errlen))
+                return WORKER_PARSE_ERROR;
+            break;
+        case WU_OPT_DEFAULT_HANDLER:
+            if (!wu_builtin_arg("--default-handler", optarg, optarg, &o->default_handler, err, errlen))
+                return WORKER_PARSE_ERROR;
             break;
         case 'd':
             o->database_url = optarg;
@@ -281,21 +415,57 @@ static void wu_fail_handler(const struct worker_job *job, struct worker_outcome 
         out->retry_after_secs = (int)json_integer_value(after);
 }
 
+/* wu_dynamic: a synchronous dynamic handler's outcome (ok, result, err: what it returned); a
+ * configuration error fails permanently. */
+static void wu_dynamic(struct worker_outcome *out, const char *name, bool ok, json_t *result, const char *err)
+{
+    if (ok)
+        wu_success(out, result);
+    else
+        worker_outcome_failure(out, false, "%s: %s", name, err);
+}
+
 bool worker_outcome_builtin(const struct worker_job *job, struct worker_outcome *out)
 {
-    const char *c = job->callable;
-    if (strcmp(c, "noop") == 0) {
+    json_t *result = NULL;
+    char err[512] = "";
+    bool ok;
+    switch (job->handler) {
+    case WORKER_H_NOOP:
         wu_success(out, json_object());
-    } else if (strcmp(c, "echo") == 0) {
+        break;
+    case WORKER_H_ECHO:
         wu_success(out, json_pack("{s:O, s:O, s:O, s:i}", "context", job->context, "initialization",
                                   job->initialization, "dependencies", job->dependencies, "attempt", job->attempt));
-    } else if (strcmp(c, "fail") == 0) {
+        break;
+    case WORKER_H_FAIL:
         wu_fail_handler(job, out);
-    } else if (strcmp(c, "sleep") == 0 || strcmp(c, "exec") == 0) {
+        break;
+    case WORKER_H_DECISION:
+        ok = worker_decision(job->initialization, job->context, &result, err, sizeof err);
+        wu_dynamic(out, "decision", ok, result, err);
+        break;
+    case WORKER_H_BATCH_PLAN:
+        ok = worker_batch_plan(job->initialization, job->context, &result, err, sizeof err);
+        wu_dynamic(out, "batch_plan", ok, result, err);
+        break;
+    case WORKER_H_BATCH_AGGREGATE:
+        ok = worker_batch_aggregate(job->initialization, job->dependencies, &result, err, sizeof err);
+        wu_dynamic(out, "batch_aggregate", ok, result, err);
+        break;
+    case WORKER_H_SLEEP:
+    case WORKER_H_EXEC:
+    case WORKER_H_BATCH_WORK:
         return false;
-    } else {
+    case WORKER_H_UNKNOWN:
+    default:
         worker_outcome_failure(out, false,
-                               "unknown handler callable \"%s\": this worker runs noop, echo, fail, sleep and exec", c);
+                               "unknown handler callable \"%s\"%s%s: this worker runs noop, echo, fail, sleep, exec, "
+                               "decision, batch_plan, batch_work and batch_aggregate (map others with "
+                               "--handler-map or --default-handler)",
+                               job->callable, job->handler_method && *job->handler_method ? " method " : "",
+                               job->handler_method && *job->handler_method ? job->handler_method : "");
+        break;
     }
     return true;
 }
@@ -351,11 +521,13 @@ int worker_exec_timeout_secs(const json_t *initialization, int step_timeout_secs
 
 char *worker_exec_input(const struct worker_job *job)
 {
-    json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:O, s:O, s:O, s:O}",
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:O, s:O, s:O, s:O, s:s?, s:s?, s:s?, s:O?}",
                             "task_uuid", job->task_uuid, "step_uuid", job->step_uuid, "step_name", job->step_name,
                             "attempt", job->attempt, "namespace", job->namespace_name, "task_name", job->task_name,
                             "correlation_id", job->correlation_id, "context", job->context, "initialization",
-                            job->initialization, "inputs", job->inputs, "dependencies", job->dependencies);
+                            job->initialization, "inputs", job->inputs, "dependencies", job->dependencies,
+                            "handler_method", job->handler_method, "handler_resolver", job->handler_resolver,
+                            "step_type", job->step_type, "checkpoint", job->checkpoint);
     if (!doc)
         return NULL;
     char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
