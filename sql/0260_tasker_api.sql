@@ -70,6 +70,12 @@ LANGUAGE sql AS $$
              'last_failure_at', r.last_failure_at,
              'last_attempted_at', s.last_attempted_at,
              'handler', n.handler_callable,
+             'handler_method', n.handler_method,
+             'step_type', n.step_type,
+             'created_by', s.created_by,
+             'failure_strategy', s.failure_strategy,
+             'checkpoint', s.checkpoint,
+             'checkpoint_at', s.checkpoint_at,
              'claimed_by', s.claimed_by,
              'lease_expires_at', s.lease_expires_at,
              'inputs', s.inputs,
@@ -79,7 +85,7 @@ LANGUAGE sql AS $$
              'created_at', s.created_at,
              'updated_at', s.updated_at,
              'completed_at', s.completed_at)
-           ORDER BY n.position, s.workflow_step_uuid), '[]'::json)
+           ORDER BY n.position, s.name, s.workflow_step_uuid), '[]'::json)
     FROM tasker.get_step_readiness_status(p_task_uuid, p_step_uuids) r
     JOIN tasker.workflow_steps s ON s.workflow_step_uuid = r.workflow_step_uuid
     JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid)
