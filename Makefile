@@ -60,7 +60,7 @@ TEST_TOOLS_SRC := $(wildcard tests/tools/*.c)
 TEST_TOOLS  := $(patsubst tests/tools/%.c,$(OUT)/tests/%,$(TEST_TOOLS_SRC))
 
 .PHONY: all deps check check-unit check-db check-config-coverage test-tools clean install sql-check demo bench \
-        db-setup db-migrate db-reset db-check
+        db-setup db-migrate db-reset db-check fuzz fuzz-smoke
 
 all: $(BINARIES)
 
@@ -136,11 +136,47 @@ check-config-coverage:
 	$(quiet) TEST config-coverage
 	$(Q)scripts/check-config-coverage
 
-check: check-unit check-config-coverage check-db
+check: check-unit check-config-coverage fuzz-smoke check-db
 	@echo "make check: all tests passed"
 
 clean:
 	rm -rf build bin
+
+# Fuzzing (tests/fuzz, docs/testing.md): libFuzzer targets built with clang, ASan and UBSan from
+# the project's own sources, into build/fuzz (the gcc build is untouched). Each target lists the
+# objects it links. `make fuzz FUZZ_SECS=N` fuzzes each target N seconds; `make fuzz-smoke` (part
+# of `make check`) replays the committed seeds and a few thousand mutations.
+FUZZ_CC      ?= clang
+FUZZ_SECS    ?= 60
+FUZZ_DIR     := build/fuzz
+FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer -Iinclude -Itests/fuzz $(PKG_CFLAGS)
+FUZZ_TARGETS := http_route http_body conf queue_message
+FUZZ_OBJ_http_route    := http_route http_util http_input names states
+FUZZ_OBJ_http_body     := http_input http_util names
+FUZZ_OBJ_conf          := conf log http_auth
+FUZZ_OBJ_queue_message := worker_util names
+FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
+
+$(FUZZ_DIR)/%.o: src/%.c | deps
+	@mkdir -p $(@D)
+	$(quiet) FUZZCC $<
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
+
+define FUZZ_TARGET_RULE
+$(FUZZ_DIR)/fuzz_$(1): tests/fuzz/fuzz_$(1).c tests/fuzz/fuzz.h $(patsubst %,$(FUZZ_DIR)/%.o,$(FUZZ_OBJ_$(1)))
+	$$(quiet) FUZZLD $$@
+	$$(Q)$$(FUZZ_CC) $$(FUZZ_CFLAGS) -fsanitize=fuzzer -o $$@ $$< $$(filter %.o,$$^) $$(PKG_LIBS) -lm
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_TARGET_RULE,$(t))))
+
+fuzz-smoke: $(FUZZ_BINS)
+	$(quiet) TEST fuzz-smoke
+	$(Q)tests/fuzz/run smoke $(FUZZ_DIR) $(FUZZ_TARGETS)
+
+fuzz: $(FUZZ_BINS)
+	@echo "fuzzing each target for $(FUZZ_SECS) s"
+	$(Q)FUZZ_SECS=$(FUZZ_SECS) tests/fuzz/run fuzz $(FUZZ_DIR) $(FUZZ_TARGETS)
 
 # The units name /usr/local/sbin, /usr/local/bin and /etc/tasker; sed gives them this install's
 # paths. Configuration files an operator may have edited are never overwritten.
@@ -185,4 +221,4 @@ db-reset: all
 	psql "$$DATABASE_URL" -qc "DROP SCHEMA IF EXISTS tasker CASCADE; DROP SCHEMA IF EXISTS pgmq CASCADE; DROP EXTENSION IF EXISTS pgmq CASCADE"
 	$(OUT)/tasker-orchestratord migrate
 
--include $(wildcard $(OBJDIR)/*.d $(OBJDIR)/tests/*.d)
+-include $(wildcard $(OBJDIR)/*.d $(OBJDIR)/tests/*.d $(FUZZ_DIR)/*.d)

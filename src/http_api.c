@@ -18,6 +18,7 @@
 #include "completions.h"
 #include "db_pool.h"
 #include "http_auth.h"
+#include "http_input.h"
 #include "http_route.h"
 #include "http_util.h"
 #include "listen.h"
@@ -49,7 +50,6 @@
 #define HTTP_HEALTH_TIMEOUT_MS 3000        /* /health and /health/ready answer within this */
 #define HTTP_QUEUE_CACHE_MS 5000           /* queue depths for /metrics are re-read at most this often */
 #define HTTP_LAG_INTERVAL_MS 250           /* loop-lag probe period */
-#define HTTP_DEFAULT_PER_PAGE 25
 #define HTTP_ACTOR_MAX 160
 
 struct api_req;
@@ -613,6 +613,13 @@ static void handle_metrics(struct api_req *r)
 
 /* ---- input ---------------------------------------------------------------------------------------- */
 
+/* input_refused: answer the error an input check found; false, for chaining. */
+static bool input_refused(struct api_req *r, const struct hinput_error *e)
+{
+    api_error(r, e->code, "%s", e->message);
+    return false;
+}
+
 /* body_object: parse r's body as a JSON object into r->json (r->body keeps the text). optional:
  * an empty body is fine (r->json stays NULL). false after answering 400/413. */
 static bool body_object(struct api_req *r, bool optional)
@@ -637,90 +644,9 @@ static bool body_object(struct api_req *r, bool optional)
     }
     evbuffer_copyout(in, r->body, n);
     r->body[n] = '\0';
-    if (memchr(r->body, '\0', n)) {
-        api_error(r, HUTIL_ERR_INVALID_JSON, "the body contains a NUL byte");
-        return false;
-    }
-    json_error_t jerr;
-    /* Integers as reals: a 30-digit number in a context is valid JSON; the text is what the
-     * database gets, so no digit is lost. Duplicate keys are refused (which one would count?). */
-    r->json = json_loadb(r->body, n, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
-    if (!r->json) {
-        api_error(r, HUTIL_ERR_INVALID_JSON, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
-                  jerr.text);
-        return false;
-    }
-    if (!json_is_object(r->json)) {
-        api_error(r, HUTIL_ERR_INVALID_REQUEST, "the body must be a JSON object");
-        return false;
-    }
-    return true;
-}
-
-enum field_type {
-    FT_STRING,     /* a string */
-    FT_NONEMPTY,   /* a non-empty string */
-    FT_OBJECT,     /* an object */
-    FT_STRINGS,    /* an array of strings */
-    FT_INTEGER,    /* a number without a fraction */
-    FT_UUID,       /* a string holding a UUID */
-    FT_ANY         /* anything (only presence matters) */
-};
-
-/* field_check: obj[key] is absent (or null, unless required) or of type t; else answer 400
- * invalid_request naming the field, and return false. */
-static bool field_check(struct api_req *r, const char *key, enum field_type t, bool required)
-{
-    json_t *v = json_object_get(r->json, key);
-    if (!v || (json_is_null(v) && t != FT_ANY)) {
-        if (!required)
-            return true;
-        api_error(r, HUTIL_ERR_INVALID_REQUEST, "%s is required", key);
-        return false;
-    }
-    const char *want = NULL;
-    switch (t) {
-    case FT_STRING:
-        if (!json_is_string(v))
-            want = "a string";
-        break;
-    case FT_NONEMPTY:
-        if (!json_is_string(v) || json_string_length(v) == 0)
-            want = "a non-empty string";
-        break;
-    case FT_OBJECT:
-        if (!json_is_object(v))
-            want = "a JSON object";
-        break;
-    case FT_STRINGS: {
-        size_t i;
-        json_t *e;
-        if (!json_is_array(v))
-            want = "an array of strings";
-        json_array_foreach(v, i, e) {
-            if (!json_is_string(e))
-                want = "an array of strings";
-        }
-        break;
-    }
-    case FT_INTEGER: {
-        double d = json_number_value(v);
-        if (!json_is_number(v) || d != floor(d) || fabs(d) > 2147483647.0)
-            want = "an integer";
-        break;
-    }
-    case FT_UUID:
-        if (!json_is_string(v) || !hutil_uuid_valid(json_string_value(v)))
-            want = "a UUID (8-4-4-4-12 hex digits)";
-        break;
-    case FT_ANY:
-        break;
-    }
-    if (want) {
-        api_error(r, HUTIL_ERR_INVALID_REQUEST, "%s must be %s", key, want);
-        return false;
-    }
-    return true;
+    struct hinput_error e;
+    r->json = hinput_body_parse(r->body, n, &e);
+    return r->json || input_refused(r, &e);
 }
 
 /* body_string: obj[key] as a string, or NULL. */
@@ -774,53 +700,21 @@ static void query_free(struct query *q)
     q->parsed = false;
 }
 
-/* query_parse: parse r's query string, refusing parameters not in allowed (NULL-terminated).
- * false after answering 400 (nothing to free then); otherwise the caller calls query_free. */
-static bool query_parse(struct api_req *r, struct query *q, const char *const *allowed)
+/* query_parse: parse r's query string, refusing parameters its route does not take. false after
+ * answering 400 (nothing to free then); otherwise the caller calls query_free. */
+static bool query_parse(struct api_req *r, struct query *q)
 {
-    TAILQ_INIT(&q->kv);
-    q->parsed = false;
+    struct hinput_error e;
     const char *qs = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
-    if (!qs || !*qs)
-        return true;
-    if (evhttp_parse_query_str(qs, &q->kv) != 0) {
-        evhttp_clear_headers(&q->kv);
-        api_error(r, HUTIL_ERR_INVALID_REQUEST, "malformed query string");
-        return false;
-    }
-    q->parsed = true;
-    struct evkeyval *kv;
-    TAILQ_FOREACH(kv, &q->kv, next) {
-        bool ok = false;
-        for (const char *const *a = allowed; a && *a && !ok; a++)
-            ok = strcmp(kv->key, *a) == 0;
-        if (!ok) {
-            api_error(r, HUTIL_ERR_INVALID_REQUEST, "unknown query parameter \"%.64s\"%s", kv->key,
-                      allowed && allowed[0] ? "" : " (this endpoint takes none)");
-            query_free(q);
-            return false;
-        }
-    }
-    return true;
+    q->parsed = hinput_query_parse(qs, r->route, &q->kv, &e);
+    return q->parsed || input_refused(r, &e);
 }
 
 /* query_page: page (>= 1, default 1) and per_page (1..100, default 25) as decimal text. */
 static bool query_page(struct api_req *r, struct query *q, char page[16], char per_page[16])
 {
-    long p = 1, pp = HTTP_DEFAULT_PER_PAGE;
-    const char *v = evhttp_find_header(&q->kv, "page");
-    if (q->parsed && v && !hutil_parse_int(v, 1, 1000000000L, &p)) {
-        api_error(r, HUTIL_ERR_INVALID_REQUEST, "page must be an integer >= 1");
-        return false;
-    }
-    v = q->parsed ? evhttp_find_header(&q->kv, "per_page") : NULL;
-    if (v && !hutil_parse_int(v, 1, 100, &pp)) {
-        api_error(r, HUTIL_ERR_INVALID_REQUEST, "per_page must be an integer between 1 and 100");
-        return false;
-    }
-    snprintf(page, 16, "%ld", p);
-    snprintf(per_page, 16, "%ld", pp);
-    return true;
+    struct hinput_error e;
+    return hinput_query_page(&q->kv, page, per_page, &e) || input_refused(r, &e);
 }
 
 /* ---- /v1 handlers ------------------------------------------------------------------------------ */
@@ -874,22 +768,12 @@ static void create_on_rows(struct api_req *r, const struct db_rows *rows)
 
 static void handle_task_create(struct api_req *r)
 {
-    if (!body_object(r, false) || !field_check(r, "name", FT_NONEMPTY, true) ||
-        !field_check(r, "namespace", FT_STRING, false) || !field_check(r, "version", FT_STRING, false) ||
-        !field_check(r, "context", FT_OBJECT, false) || !field_check(r, "initiator", FT_STRING, false) ||
-        !field_check(r, "source_system", FT_STRING, false) || !field_check(r, "reason", FT_STRING, false) ||
-        !field_check(r, "tags", FT_STRINGS, false) || !field_check(r, "priority", FT_INTEGER, false) ||
-        !field_check(r, "correlation_id", FT_UUID, false) ||
-        !field_check(r, "parent_correlation_id", FT_UUID, false) ||
-        !field_check(r, "idempotency_key", FT_STRING, false) || !field_check(r, "requested_at", FT_STRING, false))
+    struct hinput_error e;
+    if (!body_object(r, false) || (!hinput_task_create(r->json, &e) && !input_refused(r, &e)))
         return;
     const char *ns = body_string(r, "namespace");
     if (!ns)
         ns = "default";
-    if (!namespace_name_valid(ns)) {
-        api_error(r, HUTIL_ERR_INVALID_REQUEST, "namespace must match ^[a-z][a-z0-9_]{0,28}$");
-        return;
-    }
     snprintf(r->ns, sizeof r->ns, "%s", ns);
     const char *params[1] = {r->body};
     (void)api_query(r, STMT_API_CREATE_TASK, params, 1, create_on_rows, NULL);
@@ -897,11 +781,9 @@ static void handle_task_create(struct api_req *r)
 
 static void handle_tasks_list(struct api_req *r)
 {
-    static const char *const allowed[] = {"page", "per_page", "namespace", "state", "status",
-                                          "name", "initiator", "source_system", NULL};
     struct query q;
     char page[16], per_page[16];
-    if (!query_parse(r, &q, allowed))
+    if (!query_parse(r, &q))
         return;
     if (!query_page(r, &q, page, per_page)) {
         query_free(&q);
@@ -948,9 +830,8 @@ static void cancel_on_rows(struct api_req *r, const struct db_rows *rows)
  * query string. */
 static void handle_task_cancel(struct api_req *r)
 {
-    static const char *const allowed[] = {"reason", "cancelled_by", NULL};
     struct query q;
-    if (!uuid_params(r, 1) || !query_parse(r, &q, allowed))
+    if (!uuid_params(r, 1) || !query_parse(r, &q))
         return;
     set_actor(r, query_get(&q, "cancelled_by"));
     const char *params[3] = {r->m.params[0], query_get(&q, "reason"), r->actor};
@@ -996,29 +877,10 @@ static void resolve_on_rows(struct api_req *r, const struct db_rows *rows)
 
 static void handle_step_resolve(struct api_req *r)
 {
-    if (!uuid_params(r, 2) || !body_object(r, false) || !field_check(r, "action_type", FT_STRING, true) ||
-        !field_check(r, "reason", FT_STRING, false))
-        return;
-    const char *action = body_string(r, "action_type");
-    const char *by_key;
-    if (strcmp(action, "reset_for_retry") == 0) {
-        by_key = "reset_by";
-    } else if (strcmp(action, "resolve_manually") == 0) {
-        by_key = "resolved_by";
-    } else if (strcmp(action, "complete_manually") == 0) {
-        by_key = "completed_by";
-        if (!field_check(r, "completion_data", FT_OBJECT, true))
-            return;
-        if (!json_object_get(json_object_get(r->json, "completion_data"), "result")) {
-            api_error(r, HUTIL_ERR_INVALID_REQUEST, "completion_data.result is required for complete_manually");
-            return;
-        }
-    } else {
-        api_error(r, HUTIL_ERR_INVALID_REQUEST,
-                  "action_type must be reset_for_retry, resolve_manually or complete_manually");
-        return;
-    }
-    if (!field_check(r, by_key, FT_STRING, false))
+    struct hinput_error e;
+    const char *by_key = NULL;
+    if (!uuid_params(r, 2) || !body_object(r, false) ||
+        (!hinput_step_resolve(r->json, &by_key, &e) && !input_refused(r, &e)))
         return;
     set_actor(r, body_string(r, by_key));
     const char *params[4] = {r->m.params[0], r->m.params[1], r->body, r->actor};
@@ -1052,10 +914,9 @@ static void handle_template_register(struct api_req *r)
 
 static void handle_templates_list(struct api_req *r)
 {
-    static const char *const allowed[] = {"page", "per_page", "namespace", NULL};
     struct query q;
     char page[16], per_page[16];
-    if (!query_parse(r, &q, allowed))
+    if (!query_parse(r, &q))
         return;
     if (query_page(r, &q, page, per_page)) {
         const char *ns = query_get(&q, "namespace");
@@ -1077,10 +938,9 @@ static void handle_template_get(struct api_req *r)
 
 static void handle_dlq_list(struct api_req *r)
 {
-    static const char *const allowed[] = {"page", "per_page", "resolution_status", NULL};
     struct query q;
     char page[16], per_page[16];
-    if (!query_parse(r, &q, allowed))
+    if (!query_parse(r, &q))
         return;
     if (query_page(r, &q, page, per_page)) {
         const char *params[3] = {query_get(&q, "resolution_status"), page, per_page};
@@ -1098,9 +958,8 @@ static void dlq_on_rows(struct api_req *r, const struct db_rows *rows)
 
 static void handle_dlq_update(struct api_req *r)
 {
-    if (!uuid_params(r, 1) || !body_object(r, false) || !field_check(r, "resolution_status", FT_STRING, false) ||
-        !field_check(r, "resolution_notes", FT_STRING, false) || !field_check(r, "resolved_by", FT_STRING, false) ||
-        !field_check(r, "metadata", FT_OBJECT, false))
+    struct hinput_error e;
+    if (!uuid_params(r, 1) || !body_object(r, false) || (!hinput_dlq_update(r->json, &e) && !input_refused(r, &e)))
         return;
     set_actor(r, body_string(r, "resolved_by"));
     const char *params[3] = {r->m.params[0], r->body, r->actor};
@@ -1134,7 +993,7 @@ static const api_handler_fn handlers[ROUTE_COUNT] = {
 /* takes_query: the /v1 routes that read query parameters (the others refuse any). */
 static bool takes_query(enum route_id id)
 {
-    return id == ROUTE_TASKS_LIST || id == ROUTE_TEMPLATES_LIST || id == ROUTE_DLQ_LIST || id == ROUTE_TASK_CANCEL;
+    return hinput_query_allowed(id) != NULL;
 }
 
 static bool has_query(struct evhttp_request *req)
