@@ -155,7 +155,7 @@ FUZZ_TARGETS := http_route http_body conf queue_message
 FUZZ_OBJ_http_route    := http_route http_util http_input names states
 FUZZ_OBJ_http_body     := http_input http_util names
 FUZZ_OBJ_conf          := conf log http_auth
-FUZZ_OBJ_queue_message := worker_util names
+FUZZ_OBJ_queue_message := worker_util worker_dynamic names
 FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 
 $(FUZZ_DIR)/%.o: src/%.c | deps
