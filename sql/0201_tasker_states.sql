@@ -88,6 +88,7 @@ SELECT * FROM (VALUES
   -- A batch worker's last failure under failure_strategy continue_on_failure: it stops blocking
   -- its convergence step (an operator's resolve_manually on this edge names its own event).
   ('enqueued_as_error_for_orchestration', 'resolved_manually', 'continue_on_failure'),
+  ('in_progress', 'resolved_manually', 'continue_on_failure'),   -- … its last lease expired
   ('error', 'pending', 'reset_for_retry')
 ) AS v(from_state, to_state, event)
 UNION ALL
@@ -98,7 +99,7 @@ CROSS JOIN (VALUES ('cancelled', 'cancel'), ('resolved_manually', 'resolve_manua
                    ('complete', 'complete_manually')) AS t(to_state, event)
 WHERE NOT f.is_terminal
   AND NOT (f.state = 'enqueued_for_orchestration' AND t.to_state = 'complete')
-  AND NOT (f.state = 'enqueued_as_error_for_orchestration' AND t.to_state = 'resolved_manually');
+  AND NOT (f.state IN ('enqueued_as_error_for_orchestration', 'in_progress') AND t.to_state = 'resolved_manually');
 
 INSERT INTO tasker.task_state_edges (from_state, to_state, event)
 SELECT from_state, to_state, event FROM tasker_task_edges_wanted

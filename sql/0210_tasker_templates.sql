@@ -435,18 +435,24 @@ BEGIN
   JOIN tasker.named_steps c ON c.task_template_uuid = v_tpl_uuid AND c.name = s->>'name'
   JOIN tasker.named_steps p ON p.task_template_uuid = v_tpl_uuid AND p.name = d;
 
-  -- Gate edges: a deferred_convergence step waits for every decision or batchable step upstream
-  -- of a declared parent that is created at run time, since that step's outcome may still create
-  -- it (a parent created later than the deferred step is added to it then; see
-  -- tasker.create_dynamic_steps). Templates with no deferred step skip the walk.
-  IF 'deferred_convergence' = ANY (v_types) THEN
+  -- Gate edges: a step that may be created before all its declared parents exist — a
+  -- deferred_convergence step, or a decision's branch with other parents — waits for every
+  -- decision or batchable step upstream of a declared parent created at run time, since that
+  -- step's outcome may still create it (a parent created later is added to it then; see
+  -- tasker.create_dynamic_steps). Static templates skip the walk.
+  IF 'decision' = ANY (v_types) OR 'batchable' = ANY (v_types) THEN
     INSERT INTO tasker.named_step_edges (task_template_uuid, from_named_step_uuid, to_named_step_uuid, kind)
     WITH RECURSIVE up(target, step) AS (
       SELECT e.to_named_step_uuid, e.from_named_step_uuid
       FROM tasker.named_step_edges e
-      JOIN tasker.named_steps t ON t.named_step_uuid = e.to_named_step_uuid AND t.step_type = 'deferred_convergence'
+      JOIN tasker.named_steps t ON t.named_step_uuid = e.to_named_step_uuid
       JOIN tasker.named_steps p ON p.named_step_uuid = e.from_named_step_uuid AND NOT p.init_created
       WHERE e.task_template_uuid = v_tpl_uuid
+        AND (t.step_type = 'deferred_convergence'
+             OR (t.parent_count > 1
+                 AND EXISTS (SELECT 1 FROM tasker.named_step_edges d
+                             JOIN tasker.named_steps dp ON dp.named_step_uuid = d.from_named_step_uuid
+                             WHERE d.to_named_step_uuid = t.named_step_uuid AND dp.step_type = 'decision')))
       UNION
       SELECT u.target, e.from_named_step_uuid
       FROM up u JOIN tasker.named_step_edges e ON e.to_named_step_uuid = u.step

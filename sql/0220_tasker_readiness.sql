@@ -23,7 +23,21 @@ RETURNS TABLE (
   last_attempted_at      timestamptz,
   not_ready_reason       text)
 LANGUAGE sql STABLE AS $$
-  WITH steps AS (
+  WITH batch_line AS (
+    -- Batch workers held back only by their batch's parallelism, as advance_tasks holds them:
+    -- of the workers of a batch that are otherwise ready, in name order, the first
+    -- (parallelism - in flight) go; the rest wait for a sibling to finish.
+    SELECT w.workflow_step_uuid, w.batch_parallelism AS parallelism,
+           row_number() OVER (PARTITION BY w.created_by ORDER BY w.name) AS place,
+           (SELECT count(*) FROM tasker.workflow_steps f
+            WHERE f.created_by = w.created_by AND f.batch_parallelism IS NOT NULL
+              AND f.state IN ('enqueued', 'in_progress', 'enqueued_for_orchestration',
+                              'enqueued_as_error_for_orchestration')) AS busy
+    FROM tasker.workflow_steps w
+    WHERE w.task_uuid = input_task_uuid AND w.batch_parallelism IS NOT NULL
+      AND w.state IN ('pending', 'waiting_for_retry')
+      AND tasker.step_is_ready(w.state, w.unfinished_parents, w.attempts, w.retryable, w.max_attempts, w.next_retry_at)
+  ), steps AS (
     SELECT s.*, ns.position, ns.step_type,
            coalesce(p.total, 0) AS n_parents,
            coalesce(p.done, 0) AS n_done,
@@ -49,12 +63,14 @@ LANGUAGE sql STABLE AS $$
     SELECT st.*,
            st.n_parents = st.n_done AS deps_ok,
            (st.attempts = 0 OR (st.retryable AND st.attempts < st.max_attempts)) AS eligible,
-           (st.next_retry_at IS NULL OR st.next_retry_at <= now()) AS backoff_passed
+           (st.next_retry_at IS NULL OR st.next_retry_at <= now()) AS backoff_passed,
+           coalesce(b.place > b.parallelism - b.busy, false) AS held, b.place, b.parallelism, b.busy
     FROM steps st
+    LEFT JOIN batch_line b ON b.workflow_step_uuid = st.workflow_step_uuid
   )
   SELECT j.workflow_step_uuid, j.task_uuid, j.named_step_uuid, j.name, j.state,
          j.deps_ok, j.eligible,
-         j.state IN ('pending', 'waiting_for_retry') AND j.deps_ok AND j.eligible AND j.backoff_passed,
+         j.state IN ('pending', 'waiting_for_retry') AND j.deps_ok AND j.eligible AND j.backoff_passed AND NOT j.held,
          (SELECT max(t.created_at) FROM tasker.workflow_step_transitions t
           WHERE t.workflow_step_uuid = j.workflow_step_uuid
             AND t.to_state IN ('enqueued_as_error_for_orchestration', 'waiting_for_retry', 'error')),
@@ -82,6 +98,8 @@ LANGUAGE sql STABLE AS $$
              CASE WHEN NOT j.retryable THEN format('not retryable and already attempted %s time(s)', j.attempts)
                   ELSE format('no attempts left (%s of %s used)', j.attempts, j.max_attempts) END
            WHEN NOT j.backoff_passed THEN format('retry backoff: eligible again at %s', j.next_retry_at)
+           WHEN j.held THEN format('batch parallelism: %s of at most %s workers of this batch in flight; %s waiting ahead of it',
+                                   j.busy, j.parallelism, j.place - 1)
          END
   FROM judged j
   ORDER BY j.position, j.workflow_step_uuid
@@ -120,8 +138,19 @@ LANGUAGE sql STABLE AS $$
            count(*) FILTER (WHERE s.state IN ('complete', 'resolved_manually'))::integer AS done,
            count(*) FILTER (WHERE s.state = 'error')::integer AS failed,
            count(*) FILTER (WHERE s.state = 'cancelled')::integer AS cancelled,
-           count(*) FILTER (WHERE tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts,
-                                                       s.retryable, s.max_attempts, s.next_retry_at))::integer AS ready
+           count(*) FILTER (WHERE s.batch_parallelism IS NULL
+                              AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts,
+                                                       s.retryable, s.max_attempts, s.next_retry_at))::integer
+           -- batch workers: per batch, as many as its parallelism lets go now
+           + coalesce((SELECT sum(least(b.waiting, greatest(b.parallelism - b.busy, 0)))
+                       FROM (SELECT max(w.batch_parallelism) AS parallelism,
+                                    count(*) FILTER (WHERE tasker.step_is_ready(w.state, w.unfinished_parents, w.attempts,
+                                                       w.retryable, w.max_attempts, w.next_retry_at)) AS waiting,
+                                    count(*) FILTER (WHERE w.state IN ('enqueued', 'in_progress', 'enqueued_for_orchestration',
+                                                                       'enqueued_as_error_for_orchestration')) AS busy
+                             FROM tasker.workflow_steps w
+                             WHERE w.task_uuid = input_task_uuid AND w.batch_parallelism IS NOT NULL
+                             GROUP BY w.created_by) b), 0)::integer AS ready
     FROM tasker.tasks t
     LEFT JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid
     WHERE t.task_uuid = input_task_uuid

@@ -156,10 +156,11 @@ END $$;
 --      not a decision's branch) once all its declared parents exist;
 --   3. edges into every new step from the rows of its declared parents and gates, wherever they
 --      are (new or old); a batch worker's one edge comes from its batchable step; an existing
---      deferred_convergence step that has not started gains an edge from each new step that is
---      one of its declared parents or gates (it cannot have started: a gate holds it);
---   4. unfinished_parents of new steps = their edges from unfinished parents; existing deferred
---      steps count up their new edges.
+--      step that has not started (a deferred_convergence step, or a decision's branch with other
+--      parents) gains an edge from each new step that is one of its declared parents or gates (it
+--      cannot have started: a gate holds it);
+--   4. unfinished_parents of new steps = their edges from unfinished parents; existing steps
+--      count up their new edges.
 -- A creator is processed once, because it is processed only by the compare-and-swap that
 -- completes it. Returns the number of steps created.
 CREATE OR REPLACE FUNCTION tasker.create_dynamic_steps(p_creators uuid[]) RETURNS integer
@@ -307,7 +308,6 @@ BEGIN
     JOIN tasker.named_step_edges e ON e.from_named_step_uuid = n.named
     JOIN tasker.workflow_steps t ON t.task_uuid = n.task AND t.named_step_uuid = e.to_named_step_uuid
                                  AND t.state = 'pending'
-    JOIN tasker.named_steps tn ON tn.named_step_uuid = t.named_step_uuid AND tn.step_type = 'deferred_convergence'
   )
   SELECT array_agg(x.parent), array_agg(x.child), array_agg(x.open), array_agg(x.task)
   INTO e_from, e_to, e_open, e_task FROM edges x;

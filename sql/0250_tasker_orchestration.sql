@@ -264,6 +264,9 @@ RETURNS TABLE (action text, task_uuid uuid, workflow_step_uuid uuid, detail text
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+  v_satisfied uuid[];
+  v_released uuid[] := '{}';
+  v_released_n integer[] := '{}';
   v_tasks uuid[];
   v_ns record;
   v_ids uuid[];
@@ -310,22 +313,37 @@ BEGIN
     ELSE
       v_tasks := tasker.lock_tasks(v_tasks, true);
       PERFORM set_config('tasker.reason', 'lease expired', true);
-      WITH upd AS (
+      WITH decided AS (
+        SELECT s.workflow_step_uuid,
+               CASE WHEN s.retryable AND s.attempts < s.max_attempts THEN 'waiting_for_retry'
+                    -- a batch worker under continue_on_failure stops blocking its convergence
+                    -- however its last attempt failed (process_completions does the same)
+                    WHEN s.failure_strategy = 'continue_on_failure' THEN 'resolved_manually'
+                    ELSE 'error' END AS to_state,
+               tasker.backoff_delay(n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts) AS delay,
+               jsonb_build_object('message', format('lease expired: worker %s did not hand back attempt %s in time',
+                                                    s.claimed_by, s.attempt_no), 'error_type', 'lease_expired') AS error
+        FROM tasker.workflow_steps s
+        JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
+        WHERE s.task_uuid = ANY (v_tasks) AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp()
+      ), upd AS (
         UPDATE tasker.workflow_steps s
-        SET state = CASE WHEN s.retryable AND s.attempts < s.max_attempts THEN 'waiting_for_retry' ELSE 'error' END,
-            next_retry_at = CASE WHEN s.retryable AND s.attempts < s.max_attempts
-                                 THEN now() + tasker.backoff_delay(n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts) END,
-            error = jsonb_build_object('message', format('lease expired: worker %s did not hand back attempt %s in time',
-                                                        s.claimed_by, s.attempt_no), 'error_type', 'lease_expired'),
+        SET state = d.to_state,
+            next_retry_at = CASE WHEN d.to_state = 'waiting_for_retry' THEN now() + d.delay END,
+            error = d.error,
+            results = CASE WHEN d.to_state = 'resolved_manually'
+                           THEN jsonb_build_object('error', d.error, 'failure_strategy', 'continue_on_failure')
+                           ELSE s.results END,
+            completed_at = CASE WHEN d.to_state = 'resolved_manually' THEN now() ELSE s.completed_at END,
             lease_expires_at = NULL, updated_at = now()
-        FROM tasker.named_steps n
-        WHERE n.named_step_uuid = s.named_step_uuid AND s.task_uuid = ANY (v_tasks)
-          AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp()
+        FROM decided d
+        WHERE s.workflow_step_uuid = d.workflow_step_uuid AND s.state = 'in_progress'
         RETURNING s.task_uuid, s.workflow_step_uuid, s.state, s.claimed_by, s.attempt_no, s.dispatch_msg_id
       )
       SELECT array_agg(u.workflow_step_uuid), array_agg(u.dispatch_msg_id),
-             array_agg(format('attempt %s on %s: now %s', u.attempt_no, u.claimed_by, u.state))
-      INTO v_ids, v_msg_ids, v_details
+             array_agg(format('attempt %s on %s: now %s', u.attempt_no, u.claimed_by, u.state)),
+             array_agg(u.workflow_step_uuid) FILTER (WHERE u.state = 'resolved_manually')
+      INTO v_ids, v_msg_ids, v_details, v_satisfied
       FROM upd u;
       RETURN QUERY
       SELECT 'lease_expired'::text, s.task_uuid, x.step, x.detail
@@ -344,7 +362,11 @@ BEGIN
         PERFORM tasker.archive_messages(tasker.dispatch_queue(v_ns.name), v_ns.ids);
       END LOOP;
       PERFORM set_config('tasker.reason', '', true);
-      PERFORM tasker.advance_tasks(v_tasks);
+      -- Workers resolved by continue_on_failure satisfy their children, as a completion does.
+      IF v_satisfied IS NOT NULL THEN
+        SELECT r.steps, r.counts INTO v_released, v_released_n FROM tasker.released_children(v_satisfied) r;
+      END IF;
+      PERFORM tasker.advance_tasks(v_tasks, v_released, v_released_n);
     END IF;
   END IF;
 

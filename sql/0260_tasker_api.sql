@@ -278,11 +278,21 @@ LANGUAGE sql AS $$
       SELECT coalesce(json_agg(json_build_object(
                'name', s.name,
                'description', s.description,
-               'handler', json_build_object('callable', s.handler_callable, 'initialization', s.handler_initialization),
+               'type', s.step_type,
+               'handler', json_strip_nulls(json_build_object('callable', s.handler_callable, 'method', s.handler_method,
+                                                             'resolver', s.handler_resolver,
+                                                             'initialization', s.handler_initialization)),
                'dependencies', (SELECT coalesce(json_agg(p.name ORDER BY p.position), '[]'::json)
                                 FROM tasker.named_step_edges e
                                 JOIN tasker.named_steps p ON p.named_step_uuid = e.from_named_step_uuid
-                                WHERE e.to_named_step_uuid = s.named_step_uuid),
+                                WHERE e.to_named_step_uuid = s.named_step_uuid AND e.kind = 'declared'),
+               -- decision or batchable steps this one also waits for (docs/dynamic-steps.md)
+               'gates', (SELECT coalesce(json_agg(p.name ORDER BY p.position), '[]'::json)
+                         FROM tasker.named_step_edges e
+                         JOIN tasker.named_steps p ON p.named_step_uuid = e.from_named_step_uuid
+                         WHERE e.to_named_step_uuid = s.named_step_uuid AND e.kind = 'gate'),
+               'created_with_task', s.init_created,
+               'batch_config', s.batch_config,
                'retry', json_build_object('retryable', s.retryable, 'max_attempts', s.max_attempts,
                                           'backoff', s.backoff, 'backoff_base_ms', s.backoff_base_ms,
                                           'max_backoff_ms', s.max_backoff_ms),
