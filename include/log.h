@@ -28,14 +28,14 @@ bool log_enabled(enum log_level level);
 void log_write(enum log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* log_unsafe_len: the length in bytes (1..4) of the character s starts with when it must not reach
- * a log line or a terminal raw — a C0 control, DEL, a C1 control (U+0080..U+009F), a line or
- * paragraph separator (U+2028, U+2029), a bidi embedding, override or isolate (U+202A..U+202E,
- * U+2066..U+2069), or a byte that does not belong to valid UTF-8 — else 0 (also for ""). The HTTP
- * API refuses such characters in operator names with the same test. */
-size_t log_unsafe_len(const char *s);
+/* log_first_unsafe: the first character of s that must not reach a log line or a terminal raw —
+ * a C0 control, DEL, a C1 control (U+0080..U+009F), a line or paragraph separator (U+2028,
+ * U+2029), a bidi embedding, override or isolate (U+202A..U+202E, U+2066..U+2069), or a byte that
+ * does not belong to valid UTF-8 — or NULL when there is none. The HTTP API refuses operator names
+ * with the same test. */
+const char *log_first_unsafe(const char *s);
 
-/* log_escape: s with every character log_unsafe_len flags escaped — \n \r \t, \xNN for other
+/* log_escape: s with every character log_first_unsafe flags escaped — \n \r \t, \xNN for other
  * ASCII controls and for bytes that are not UTF-8, \uNNNN for code points — so one event stays one
  * line. json = true also escapes '"' and '\\' and writes the escapes JSON's way (the result is the
  * body of a JSON string). Writes at most outlen - 1 bytes and a NUL, cutting only between whole

@@ -84,15 +84,16 @@ static bool cp_unsafe(unsigned cp)
            (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
-size_t log_unsafe_len(const char *s)
+const char *log_first_unsafe(const char *s)
 {
-    if (!*s)
-        return 0;
-    unsigned cp;
-    size_t n = utf8_len((const unsigned char *)s, &cp);
-    if (n == 0)
-        return 1; /* a byte that is not UTF-8 */
-    return cp_unsafe(cp) ? n : 0;
+    while (*s) {
+        unsigned cp;
+        size_t n = utf8_len((const unsigned char *)s, &cp);
+        if (n == 0 || cp_unsafe(cp))
+            return s;
+        s += n;
+    }
+    return NULL;
 }
 
 size_t log_escape(const char *s, bool json, char *out, size_t outlen)
