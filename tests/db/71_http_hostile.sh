@@ -12,6 +12,9 @@ cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=tests/daemon_lib.sh
 . tests/daemon_lib.sh
 
+# The daemon closes connections on purpose here: a write to one must fail, not kill the script.
+trap '' PIPE
+
 command -v curl >/dev/null && command -v jq >/dev/null || { echo "curl and jq are needed (scripts/install-deps)" >&2; exit 1; }
 
 url=$(fresh_db tasker_http_hostile) || { fail "fresh database tasker_http_hostile"; finish; exit 1; }
@@ -56,7 +59,7 @@ raw() {
   exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
   t0=$(now_ms)
   # shellcheck disable=SC2059
-  printf "$1" >&"$fd"
+  printf "$1" >&"$fd" 2>/dev/null
   RAW=$(timeout "${2:-10}" cat <&"$fd" | tr -d '\r')
   RAW_MS=$(( $(now_ms) - t0 ))
   exec {fd}>&-
