@@ -64,6 +64,8 @@ struct conf {
     bool web_enabled;                       /* [restart] */
     int web_max_body_bytes;                 /* request bodies above this get 413 */
     int web_request_timeout_ms;             /* longest a request may take, I/O and database included */
+    int web_request_read_timeout_ms;        /* the whole request must arrive within this (slow clients) */
+    int web_max_connections;                /* open HTTP connections at most */
     int web_backpressure_queue_depth;       /* 503 while this many queries wait for a pool connection */
     bool web_auth_enabled;                  /* /v1 needs an API key (health and metrics stay public) */
     char web_auth_api_keys[CONF_API_KEYS_MAX]; /* "[NAME@]KEY:PERM[,PERM…] …" (http_auth.h); secret */

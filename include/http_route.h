@@ -23,9 +23,9 @@ enum route_method {
 /* Every route: X(id suffix, method, path pattern, permission or -1 for public, metrics label).
  * "{}" in a pattern matches one non-empty path segment, captured in order. */
 #define ROUTES(X)                                                                                  \
-    X(HEALTH, RM_GET, "/health", -1, "health")                                                     \
-    X(HEALTH_LIVE, RM_GET, "/health/live", -1, "health_live")                                      \
-    X(HEALTH_READY, RM_GET, "/health/ready", -1, "health_ready")                                   \
+    X(HEALTH, RM_GET | RM_HEAD, "/health", -1, "health")                                           \
+    X(HEALTH_LIVE, RM_GET | RM_HEAD, "/health/live", -1, "health_live")                            \
+    X(HEALTH_READY, RM_GET | RM_HEAD, "/health/ready", -1, "health_ready")                         \
     X(METRICS, RM_GET, "/metrics", -1, "metrics")                                                  \
     X(TASKS_LIST, RM_GET, "/v1/tasks", AUTH_TASKS_LIST, "tasks_list")                              \
     X(TASK_CREATE, RM_POST, "/v1/tasks", AUTH_TASKS_CREATE, "task_create")                         \

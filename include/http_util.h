@@ -55,5 +55,22 @@ bool hutil_uuid_valid(const char *s);
  * [min, max]; stores it in *out. */
 bool hutil_parse_int(const char *s, long min, long max, long *out);
 
+/* hutil_text_safe: s is UTF-8 without control characters — no C0, DEL or C1 control, no line or
+ * paragraph separator, no bidi override or isolate (what log_first_unsafe flags). Operator names
+ * (cancelled_by, resolved_by, …) must be: they go to audit rows, logs and people's screens.
+ * false for NULL. */
+bool hutil_text_safe(const char *s);
+
+/* hutil_query_has_nul: the raw (still percent-encoded) query string holds an encoded NUL (%00),
+ * decoding it the way evhttp does. A decoded NUL would end the C string early: "?namespace=%00"
+ * would read as an empty value, that is no filter. */
+bool hutil_query_has_nul(const char *qs);
+
+/* hutil_framing_error: a reason to refuse a request whose body length is ambiguous — two different
+ * Content-Length values, or Content-Length next to Transfer-Encoding — or NULL. A proxy in front
+ * may pick the other length and see a second request ("request smuggling"), so such a request is
+ * refused and its connection closed. lengths: the values of every Content-Length header. */
+const char *hutil_framing_error(const char *const *lengths, int n, bool transfer_encoding);
+
 
 #endif

@@ -11,15 +11,21 @@
 --   tasker.actor  — processor/operator id (default: the database role)
 --   tasker.event  — overrides the edge's event name (e.g. complete_manually)
 --   tasker.reason — free text stored in metadata.reason
+--   tasker.claimed_operator — the operator an API caller says it acts for (cancelled_by, resolved_by,
+--                   …), stored in metadata.claimed_operator. The caller is not trusted with the
+--                   processor column: over HTTP that is always the authenticated API key.
 -- Worker-driven edges (claim, hand-back) record the step's claimed_by instead.
 
 CREATE OR REPLACE FUNCTION tasker.current_actor() RETURNS text
 LANGUAGE sql STABLE AS $$ SELECT coalesce(nullif(current_setting('tasker.actor', true), ''), current_user::text) $$;
 
--- tasker.audit_context: every tasker API function calls this first, so the event and reason of an
--- earlier call in the same transaction never leak into this one. A NULL actor keeps whatever the
--- session set (the daemon sets tasker.actor once per connection).
-CREATE OR REPLACE FUNCTION tasker.audit_context(p_actor text, p_event text DEFAULT NULL, p_reason text DEFAULT NULL)
+-- tasker.audit_context: every tasker API function calls this first, so the event, reason and
+-- claimed operator of an earlier call in the same transaction never leak into this one. A NULL
+-- actor keeps whatever the session set (the daemon sets tasker.actor once per connection).
+-- (It took three arguments before p_claimed_operator: drop that form, or calls would be ambiguous.)
+DROP FUNCTION IF EXISTS tasker.audit_context(text, text, text);
+CREATE OR REPLACE FUNCTION tasker.audit_context(p_actor text, p_event text DEFAULT NULL, p_reason text DEFAULT NULL,
+  p_claimed_operator text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -29,6 +35,7 @@ BEGIN
   END IF;
   PERFORM set_config('tasker.event', coalesce(p_event, ''), true);
   PERFORM set_config('tasker.reason', coalesce(p_reason, ''), true);
+  PERFORM set_config('tasker.claimed_operator', coalesce(p_claimed_operator, ''), true);
 END $$;
 
 -- Steps ----------------------------------------------------------------------------------------
@@ -74,6 +81,7 @@ DECLARE
   -- Read once per statement, not once per row.
   v_event text := nullif(current_setting('tasker.event', true), '');
   v_reason text := nullif(current_setting('tasker.reason', true), '');
+  v_claimed text := nullif(current_setting('tasker.claimed_operator', true), '');
   v_actor text := tasker.current_actor();
 BEGIN
   WITH changed AS (
@@ -90,6 +98,7 @@ BEGIN
            c.attempt_no,
            jsonb_strip_nulls(jsonb_build_object(
              'reason', v_reason,
+             'claimed_operator', v_claimed,
              'msg_id', CASE WHEN c.state IN ('enqueued', 'in_progress') THEN c.dispatch_msg_id END,
              'lease_expires_at', CASE WHEN c.state = 'in_progress' THEN c.lease_expires_at END,
              'next_retry_at', CASE WHEN c.state = 'waiting_for_retry' THEN c.next_retry_at END,
@@ -139,7 +148,9 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
   v_event text := nullif(current_setting('tasker.event', true), '');
-  v_metadata jsonb := jsonb_strip_nulls(jsonb_build_object('reason', nullif(current_setting('tasker.reason', true), '')));
+  v_metadata jsonb := jsonb_strip_nulls(jsonb_build_object(
+    'reason', nullif(current_setting('tasker.reason', true), ''),
+    'claimed_operator', nullif(current_setting('tasker.claimed_operator', true), '')));
   v_actor text := tasker.current_actor();
 BEGIN
   INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, event, metadata, processor)

@@ -379,7 +379,11 @@ END $$;
 
 -- tasker.cancel_task: cancel a task that has not finished: its unfinished steps are cancelled and
 -- their dispatch messages archived, in one transaction. TK404 unknown task, TK409 already finished.
-CREATE OR REPLACE FUNCTION tasker.cancel_task(p_task_uuid uuid, p_reason text DEFAULT NULL, p_actor text DEFAULT NULL)
+-- p_actor is the processor of the transitions; p_claimed_operator (who the caller says it acts
+-- for) goes to their metadata.claimed_operator.
+DROP FUNCTION IF EXISTS tasker.cancel_task(uuid, text, text);
+CREATE OR REPLACE FUNCTION tasker.cancel_task(p_task_uuid uuid, p_reason text DEFAULT NULL, p_actor text DEFAULT NULL,
+  p_claimed_operator text DEFAULT NULL)
 RETURNS TABLE (task_uuid uuid, previous_state text, state text, steps_cancelled integer)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -387,7 +391,7 @@ DECLARE
   v_state text;
   v_n integer;
 BEGIN
-  PERFORM tasker.audit_context(p_actor, NULL, p_reason);
+  PERFORM tasker.audit_context(p_actor, NULL, p_reason, p_claimed_operator);
   SELECT t.state INTO v_state FROM tasker.tasks t WHERE t.task_uuid = p_task_uuid FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'unknown task %', p_task_uuid USING ERRCODE = 'TK404';
@@ -409,8 +413,10 @@ END $$;
 --   resolve_manually  any unfinished step → resolved_manually (satisfies its children)
 --   complete_manually any unfinished step → complete, with p_result as its results
 -- TK400 unknown action, TK404 unknown task/step, TK409 the step or task is in the wrong state.
+-- p_actor and p_claimed_operator as in cancel_task.
+DROP FUNCTION IF EXISTS tasker.resolve_step(uuid, uuid, text, jsonb, text, text);
 CREATE OR REPLACE FUNCTION tasker.resolve_step(p_task_uuid uuid, p_step_uuid uuid, p_action text,
-  p_result jsonb DEFAULT NULL, p_reason text DEFAULT NULL, p_actor text DEFAULT NULL)
+  p_result jsonb DEFAULT NULL, p_reason text DEFAULT NULL, p_actor text DEFAULT NULL, p_claimed_operator text DEFAULT NULL)
 RETURNS TABLE (workflow_step_uuid uuid, previous_state text, state text, task_state text, steps_enqueued integer)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -428,7 +434,7 @@ BEGIN
     RAISE EXCEPTION 'unknown action %: use reset_for_retry, resolve_manually or complete_manually',
       quote_nullable(p_action) USING ERRCODE = 'TK400';
   END IF;
-  PERFORM tasker.audit_context(p_actor, p_action, p_reason);
+  PERFORM tasker.audit_context(p_actor, p_action, p_reason, p_claimed_operator);
   SELECT t.state, t.namespace INTO v_task_state, v_ns FROM tasker.tasks t WHERE t.task_uuid = p_task_uuid FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'unknown task %', p_task_uuid USING ERRCODE = 'TK404';

@@ -228,6 +228,12 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     KEY(INT, "web.max_body_bytes",                                                                                   \
         max_body_bytes, web_max_body_bytes, 1048576, 1024, 268435456, NULL, RELOAD,                                  \
         "request bodies above this get 413")                                                                         \
+    KEY(INT, "web.max_connections",                                                                                  \
+        max_connections, web_max_connections, 1024, 1, 1000000, NULL, RELOAD,                                        \
+        "open HTTP connections at most; one more is closed at once, unanswered")                                     \
+    KEY(INT, "web.request_read_timeout_ms",                                                                          \
+        request_read_timeout_ms, web_request_read_timeout_ms, 15000, 100, 600000, NULL, RELOAD,                      \
+        "a whole request (line, headers, body) must arrive within this, else the connection is closed")              \
     KEY(INT, "web.request_timeout_ms",                                                                               \
         request_timeout_ms, web_request_timeout_ms, 30000, 100, 600000, NULL, RELOAD,                                \
         "longest one request may take, reading, database and writing included; also the keep-alive idle limit")

@@ -18,6 +18,7 @@
 #include "completions.h"
 #include "db_pool.h"
 #include "http_auth.h"
+#include "http_conn.h"
 #include "http_input.h"
 #include "http_route.h"
 #include "http_util.h"
@@ -43,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -66,7 +68,8 @@ struct api_req {
     unsigned method;              /* enum route_method bit */
     struct route_match m;
     char key_name[AUTH_NAME_MAX]; /* the API key used; "" when auth is off */
-    char actor[HTTP_ACTOR_MAX];   /* who, in audit rows */
+    char actor[HTTP_ACTOR_MAX];   /* who authenticated: the processor of audit rows */
+    char claimed[HTTP_ACTOR_MAX]; /* the operator the caller names (cancelled_by, …): metadata only */
     char ns[METRICS_NS_NAME_MAX]; /* POST /v1/tasks: the task's namespace (metrics) */
     char *body;                   /* the request body, NUL-terminated; NULL when none was read */
     json_t *json;                 /* the parsed body (an object); NULL when none */
@@ -88,6 +91,7 @@ struct http_api {
     struct orchd *o;
     struct evhttp *http;
     struct evhttp_bound_socket *sock;
+    struct http_conns *conns;     /* request deadline and connection cap */
     int port;
     bool stopping;
     long long started_ms;         /* monotonic, for uptime */
@@ -554,6 +558,15 @@ static void metrics_reply(struct api_req *r)
             metrics_write_sample(f, "tasker_http_requests_total", label, (double)h->requests[rt][c]);
         }
     }
+    metrics_write_header(f, "tasker_http_connections_open", "gauge", "HTTP connections open (web.max_connections).");
+    metrics_write_sample(f, "tasker_http_connections_open", NULL, http_conns_open(h->conns));
+    metrics_write_header(f, "tasker_http_connections_closed_total", "counter",
+                         "HTTP connections closed by the daemon before a request arrived whole: read_timeout "
+                         "(web.request_read_timeout_ms), max_connections (accepted over web.max_connections).");
+    metrics_write_sample(f, "tasker_http_connections_closed_total", "reason=\"read_timeout\"",
+                         (double)http_conns_closed(h->conns, HTTP_CONN_CLOSED_READ_TIMEOUT));
+    metrics_write_sample(f, "tasker_http_connections_closed_total", "reason=\"max_connections\"",
+                         (double)http_conns_closed(h->conns, HTTP_CONN_CLOSED_MAX_CONNECTIONS));
     metrics_write_header(f, "tasker_http_requests_in_flight", "gauge", "HTTP requests not yet answered.");
     metrics_write_sample(f, "tasker_http_requests_in_flight", NULL, h->in_flight - 1); /* not counting this one */
     metrics_write_header(f, "tasker_http_request_duration_seconds", "histogram",
@@ -655,16 +668,41 @@ static const char *body_string(struct api_req *r, const char *key)
     return json_string_value(json_object_get(r->json, key));
 }
 
-/* set_actor: who acts, for audit rows — the caller's own `by` field when given, else the API key's
- * name, else "api". */
-static void set_actor(struct api_req *r, const char *by)
+/* set_actor: who acts, for audit rows. The processor is who authenticated — "api:KEY-NAME", or
+ * "api" when auth is off — never what the caller writes: the operator the caller names in its
+ * `field` (cancelled_by, resolved_by, …) is kept next to it (metadata.claimed_operator). false
+ * after answering 400 when that name holds control characters or does not fit. */
+static bool set_actor(struct api_req *r, const char *field, const char *by)
 {
-    if (by && *by)
-        snprintf(r->actor, sizeof r->actor, "%s", by);
-    else if (r->key_name[0])
+    if (r->key_name[0])
         snprintf(r->actor, sizeof r->actor, "api:%s", r->key_name);
     else
         snprintf(r->actor, sizeof r->actor, "api");
+    r->claimed[0] = '\0';
+    if (!by || !*by)
+        return true;
+    if (!hutil_text_safe(by)) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST,
+                  "%s must not contain control characters (newline, tab, escape sequences), bidi overrides or "
+                  "bytes that are not UTF-8",
+                  field);
+        return false;
+    }
+    if (strlen(by) >= sizeof r->claimed) {
+        api_error(r, HUTIL_ERR_INVALID_REQUEST, "%s is longer than %zu bytes", field, sizeof r->claimed - 1);
+        return false;
+    }
+    snprintf(r->claimed, sizeof r->claimed, "%s", by);
+    return true;
+}
+
+/* claimed_note: " for OPERATOR" when the caller named one, for log lines. */
+static const char *claimed_note(struct api_req *r, char *buf, size_t len)
+{
+    if (!r->claimed[0])
+        return "";
+    snprintf(buf, len, " for %s", r->claimed);
+    return buf;
 }
 
 /* uuid_params: the first n path parameters are UUIDs; else answer 400 invalid_uuid. */
@@ -822,7 +860,8 @@ static void cancel_on_rows(struct api_req *r, const struct db_rows *rows)
         return;
     }
     r->h->o->metrics.tasks_cancelled++;
-    log_info("http", "cancelled task %s (by %s)", r->m.params[0], r->actor);
+    char note[HTTP_ACTOR_MAX + 8];
+    log_info("http", "cancelled task %s (by %s%s)", r->m.params[0], r->actor, claimed_note(r, note, sizeof note));
     api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
 }
 
@@ -833,9 +872,10 @@ static void handle_task_cancel(struct api_req *r)
     struct query q;
     if (!uuid_params(r, 1) || !query_parse(r, &q))
         return;
-    set_actor(r, query_get(&q, "cancelled_by"));
-    const char *params[3] = {r->m.params[0], query_get(&q, "reason"), r->actor};
-    (void)api_query(r, STMT_API_CANCEL_TASK, params, 3, cancel_on_rows, NULL);
+    if (set_actor(r, "cancelled_by", query_get(&q, "cancelled_by"))) {
+        const char *params[4] = {r->m.params[0], query_get(&q, "reason"), r->actor, r->claimed[0] ? r->claimed : NULL};
+        (void)api_query(r, STMT_API_CANCEL_TASK, params, 4, cancel_on_rows, NULL);
+    }
     query_free(&q);
 }
 
@@ -870,8 +910,9 @@ static void resolve_on_rows(struct api_req *r, const struct db_rows *rows)
     struct metrics *m = &r->h->o->metrics;
     m->steps_resolved++;
     m->steps_enqueued += (unsigned long long)(db_rows_int(rows, 0, 1) > 0 ? db_rows_int(rows, 0, 1) : 0);
-    log_info("http", "%s on step %s of task %s (by %s)", body_string(r, "action_type"), r->m.params[1],
-             r->m.params[0], r->actor);
+    char note[HTTP_ACTOR_MAX + 8];
+    log_info("http", "%s on step %s of task %s (by %s%s)", body_string(r, "action_type"), r->m.params[1],
+             r->m.params[0], r->actor, claimed_note(r, note, sizeof note));
     api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
 }
 
@@ -880,11 +921,11 @@ static void handle_step_resolve(struct api_req *r)
     struct hinput_error e;
     const char *by_key = NULL;
     if (!uuid_params(r, 2) || !body_object(r, false) ||
-        (!hinput_step_resolve(r->json, &by_key, &e) && !input_refused(r, &e)))
+        (!hinput_step_resolve(r->json, &by_key, &e) && !input_refused(r, &e)) ||
+        !set_actor(r, by_key, body_string(r, by_key)))
         return;
-    set_actor(r, body_string(r, by_key));
-    const char *params[4] = {r->m.params[0], r->m.params[1], r->body, r->actor};
-    (void)api_query(r, STMT_API_RESOLVE_STEP, params, 4, resolve_on_rows, NULL);
+    const char *params[5] = {r->m.params[0], r->m.params[1], r->body, r->actor, r->claimed[0] ? r->claimed : NULL};
+    (void)api_query(r, STMT_API_RESOLVE_STEP, params, 5, resolve_on_rows, NULL);
 }
 
 static void register_on_rows(struct api_req *r, const struct db_rows *rows)
@@ -951,8 +992,9 @@ static void handle_dlq_list(struct api_req *r)
 
 static void dlq_on_rows(struct api_req *r, const struct db_rows *rows)
 {
+    char note[HTTP_ACTOR_MAX + 8];
     if (db_rows_count(rows) == 1 && !db_rows_isnull(rows, 0, 0))
-        log_info("http", "DLQ entry %s updated (by %s)", r->m.params[0], r->actor);
+        log_info("http", "DLQ entry %s updated (by %s%s)", r->m.params[0], r->actor, claimed_note(r, note, sizeof note));
     reply_document(r, rows, "DLQ entry");
 }
 
@@ -961,7 +1003,8 @@ static void handle_dlq_update(struct api_req *r)
     struct hinput_error e;
     if (!uuid_params(r, 1) || !body_object(r, false) || (!hinput_dlq_update(r->json, &e) && !input_refused(r, &e)))
         return;
-    set_actor(r, body_string(r, "resolved_by"));
+    if (!set_actor(r, "resolved_by", body_string(r, "resolved_by")))
+        return;
     const char *params[3] = {r->m.params[0], r->body, r->actor};
     (void)api_query(r, STMT_API_UPDATE_DLQ, params, 3, dlq_on_rows, NULL);
 }
@@ -1093,6 +1136,24 @@ static bool authorize(struct api_req *r, struct evhttp_request *req)
     return true;
 }
 
+/* framing_error: why r's body length is ambiguous (two different Content-Lengths, or one next to
+ * Transfer-Encoding), or NULL. evhttp reads the body by the first Content-Length (or by the
+ * chunks) and lets the rest through; a proxy in front may have used the other one. */
+static const char *framing_error(struct evhttp_request *req)
+{
+    const char *lengths[8];
+    int n = 0;
+    bool te = false;
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next) {
+        if (strcasecmp(kv->key, "Content-Length") == 0)
+            lengths[n < 8 ? n++ : 7] = kv->value; /* past 8 the last is compared, which suffices */
+        else if (strcasecmp(kv->key, "Transfer-Encoding") == 0)
+            te = true;
+    }
+    return hutil_framing_error(lengths, n, te);
+}
+
 /* apply_settings: re-apply reloadable evhttp settings when the configuration changed. They take
  * effect for connections accepted from now on. */
 static void apply_settings(struct http_api *h)
@@ -1117,6 +1178,7 @@ static void http_on_request(struct evhttp_request *req, void *arg)
 {
     struct http_api *h = arg;
     struct orchd *o = h->o;
+    http_conns_request_arrived(h->conns, req); /* it arrived whole: no read deadline until answered */
     apply_settings(h);
     struct api_req *r = calloc(1, sizeof *r);
     if (!r) {
@@ -1140,7 +1202,17 @@ static void http_on_request(struct evhttp_request *req, void *arg)
     enum route_result rr = route_match(path, r->method == RM_OPTIONS ? RM_GET : r->method, &r->m);
     char allow[64];
     route_allow_header(r->m.allow, allow, sizeof allow);
-    if (rr == ROUTE_BAD_PATH) {
+    const char *framing = framing_error(req);
+    if (framing) {
+        /* What follows on this connection may be the tail of this request or a smuggled one:
+         * answer and close. */
+        char *peer = NULL;
+        ev_uint16_t port = 0;
+        evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+        log_info("http", "400 from %s: %s; closing the connection", peer ? peer : "?", framing);
+        const char *const hdr[] = {"Connection", "close", NULL};
+        api_error_x(r, HUTIL_ERR_INVALID_REQUEST, framing, NULL, hdr);
+    } else if (rr == ROUTE_BAD_PATH) {
         api_error(r, HUTIL_ERR_INVALID_REQUEST, "malformed path (bad percent-encoding or a segment too long)");
     } else if (rr == ROUTE_NOT_FOUND) {
         api_error(r, HUTIL_ERR_NOT_FOUND, "no such endpoint: %s %.200s", method_name(r->method), path ? path : "");
@@ -1215,7 +1287,8 @@ struct http_api *http_api_new(struct orchd *o)
         return h;
     h->http = evhttp_new(o->base);
     h->lag_timer = evtimer_new(o->base, lag_on_timer, h);
-    if (!h->http || !h->lag_timer) {
+    h->conns = h->http ? http_conns_new(o->base, h->http, &o->conf) : NULL;
+    if (!h->http || !h->lag_timer || !h->conns) {
         log_error("http", "out of memory");
         http_api_free(h);
         return NULL;
@@ -1223,9 +1296,9 @@ struct http_api *http_api_new(struct orchd *o)
     evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
     evhttp_set_max_headers_size(h->http, HTTP_MAX_HEADERS_BYTES);
-    /* Read the rest of an oversized body before answering 413, so the client sees the answer
-     * instead of a connection reset. */
-    evhttp_set_flags(h->http, EVHTTP_SERVER_LINGERING_CLOSE);
+    /* No EVHTTP_SERVER_LINGERING_CLOSE: with it, evhttp reads (and drops) a body over its hard
+     * limit up to its declared length before answering 413, so "Content-Length: 10^11" held the
+     * connection until a timeout. Without it the 413 goes out as soon as the headers are read. */
     evhttp_set_default_content_type(h->http, "application/json; charset=utf-8");
     evhttp_set_gencb(h->http, http_on_request, h);
     apply_settings(h);
@@ -1321,6 +1394,7 @@ void http_api_free(struct http_api *h)
     }
     if (h->http)
         evhttp_free(h->http);
+    http_conns_free(h->conns); /* after evhttp_free, which closes the connections */
     if (h->lag_timer)
         event_free(h->lag_timer);
     explicit_bzero(&h->keys, sizeof h->keys);

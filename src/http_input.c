@@ -167,6 +167,9 @@ bool hinput_query_parse(const char *qs, enum route_id id, struct evkeyvalq *kv, 
     TAILQ_INIT(kv);
     if (!qs || !*qs)
         return true;
+    /* %00 would end the value at the NUL: "?namespace=%00" must not mean "no filter". */
+    if (hutil_query_has_nul(qs))
+        return fail(err, HUTIL_ERR_INVALID_REQUEST, "the query string contains an encoded NUL (%%00)");
     if (evhttp_parse_query_str(qs, kv) != 0) {
         evhttp_clear_headers(kv);
         return fail(err, HUTIL_ERR_INVALID_REQUEST, "malformed query string");
@@ -174,6 +177,14 @@ bool hinput_query_parse(const char *qs, enum route_id id, struct evkeyvalq *kv, 
     const char *const *allowed = hinput_query_allowed(id);
     struct evkeyval *p;
     TAILQ_FOREACH(p, kv, next) {
+        /* A repeated parameter: which one would count? (A proxy may pick the other.) */
+        for (struct evkeyval *q = TAILQ_FIRST(kv); q != p; q = TAILQ_NEXT(q, next)) {
+            if (strcmp(q->key, p->key) == 0) {
+                fail(err, HUTIL_ERR_INVALID_REQUEST, "query parameter \"%.64s\" is given more than once", p->key);
+                evhttp_clear_headers(kv);
+                return false;
+            }
+        }
         bool ok = false;
         for (const char *const *a = allowed; a && *a && !ok; a++)
             ok = strcmp(p->key, *a) == 0;

@@ -155,7 +155,8 @@ void route_allow_header(unsigned allow, char *out, size_t outlen)
         unsigned bit;
         const char *name;
     } names[] = {
-        {RM_GET, "GET"}, {RM_POST, "POST"}, {RM_PATCH, "PATCH"}, {RM_DELETE, "DELETE"}, {RM_PUT, "PUT"},
+        {RM_GET, "GET"},       {RM_HEAD, "HEAD"}, {RM_POST, "POST"},
+        {RM_PATCH, "PATCH"},   {RM_DELETE, "DELETE"}, {RM_PUT, "PUT"},
     };
     size_t used = 0;
     if (outlen == 0)

@@ -1,6 +1,8 @@
 /* http_util.c — pure helpers of the HTTP API: the error table and error bodies, UUID and integer
- * parsing. */
+ * parsing, the checks of operator names, query strings and request framing. */
 #include "http_util.h"
+
+#include "log.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -116,4 +118,45 @@ bool hutil_parse_int(const char *s, long min, long max, long *out)
         return false;
     *out = v;
     return true;
+}
+
+bool hutil_text_safe(const char *s)
+{
+    return s && !log_first_unsafe(s);
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+bool hutil_query_has_nul(const char *qs)
+{
+    if (!qs)
+        return false;
+    for (const char *p = qs; *p; p++) {
+        /* evhttp decodes %XX only when both X are hex digits; anything else stays text */
+        if (p[0] == '%' && hex_digit(p[1]) >= 0 && hex_digit(p[2]) >= 0) {
+            if (hex_digit(p[1]) == 0 && hex_digit(p[2]) == 0)
+                return true;
+            p += 2;
+        }
+    }
+    return false;
+}
+
+const char *hutil_framing_error(const char *const *lengths, int n, bool transfer_encoding)
+{
+    if (n > 0 && transfer_encoding)
+        return "Content-Length and Transfer-Encoding together make the body's length ambiguous; send one";
+    for (int i = 1; i < n; i++)
+        if (strcmp(lengths[i], lengths[0]) != 0)
+            return "two different Content-Length headers make the body's length ambiguous; send one";
+    return NULL;
 }

@@ -39,20 +39,100 @@ bool log_enabled(enum log_level level)
     return level <= log_threshold;
 }
 
-/* Write s as a JSON string body (without quotes), escaping what JSON requires. */
-static void log_json_escape(FILE *f, const char *s)
+/* utf8_len: the length of the valid UTF-8 sequence s starts with (shortest form, no surrogates,
+ * at most U+10FFFF), or 0. *cp gets the code point. */
+static size_t utf8_len(const unsigned char *s, unsigned *cp)
 {
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", f);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
+    unsigned c = s[0];
+    size_t n;
+    unsigned lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        *cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        *cp = c & 0x0f;
+        if (c == 0xe0)
+            lo = 0xa0; /* overlong */
+        else if (c == 0xed)
+            hi = 0x9f; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        *cp = c & 0x07;
+        if (c == 0xf0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xf4)
+            hi = 0x8f; /* above U+10FFFF */
+    } else {
+        return 0;
     }
+    for (size_t i = 1; i < n; i++) {
+        unsigned b = s[i];
+        if (i == 1 ? (b < lo || b > hi) : (b & 0xc0) != 0x80)
+            return 0; /* also stops at the NUL of a truncated sequence */
+        *cp = (*cp << 6) | (b & 0x3f);
+    }
+    return n;
+}
+
+static bool cp_unsafe(unsigned cp)
+{
+    return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
+           (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+const char *log_first_unsafe(const char *s)
+{
+    while (*s) {
+        unsigned cp;
+        size_t n = utf8_len((const unsigned char *)s, &cp);
+        if (n == 0 || cp_unsafe(cp))
+            return s;
+        s += n;
+    }
+    return NULL;
+}
+
+size_t log_escape(const char *s, bool json, char *out, size_t outlen)
+{
+    size_t j = 0;
+    if (outlen == 0)
+        return 0;
+    while (*s) {
+        const unsigned char *p = (const unsigned char *)s;
+        char e[16];
+        const char *piece = e;
+        size_t len;
+        unsigned cp;
+        size_t n = utf8_len(p, &cp);
+        if (n == 0) {
+            snprintf(e, sizeof e, json ? "\\\\x%02x" : "\\x%02x", p[0]); /* not UTF-8: show the byte */
+            n = 1;
+        } else if (cp == '\n') {
+            piece = "\\n";
+        } else if (cp == '\r') {
+            piece = "\\r";
+        } else if (cp == '\t') {
+            piece = "\\t";
+        } else if (json && (cp == '"' || cp == '\\')) {
+            snprintf(e, sizeof e, "\\%c", (char)cp);
+        } else if (cp_unsafe(cp)) {
+            snprintf(e, sizeof e, !json && cp < 0x80 ? "\\x%02x" : "\\u%04x", cp);
+        } else {
+            piece = s; /* the character itself */
+        }
+        len = piece == s ? n : strlen(piece);
+        if (j + len >= outlen)
+            break; /* whole characters and escapes only */
+        memcpy(out + j, piece, len);
+        j += len;
+        s += n;
+    }
+    out[j] = '\0';
+    return j;
 }
 
 void log_write(enum log_level level, const char *component, const char *fmt, ...)
@@ -62,6 +142,11 @@ void log_write(enum log_level level, const char *component, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+
+    /* An escape is at most 7 bytes for 1 (\\xNN in JSON) or 6 for 3 (\u202e): 7x the message. */
+    char emsg[sizeof msg * 7], ecomp[128];
+    log_escape(msg, log_json, emsg, sizeof emsg);
+    log_escape(component, log_json, ecomp, sizeof ecomp);
 
     /* One fprintf per line keeps lines whole when several processes share stderr. */
     char stamp[40] = "";
@@ -75,19 +160,15 @@ void log_write(enum log_level level, const char *component, const char *fmt, ...
     }
 
     if (log_json) {
-        flockfile(stderr);
         /* Under journald the priority prefix still comes first, so `journalctl -p` filters JSON too. */
+        char prio[8] = "";
         if (log_journal)
-            fprintf(stderr, "<%d>", (int)level);
-        fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"", stamp, log_level_names[level]);
-        log_json_escape(stderr, component);
-        fputs("\",\"msg\":\"", stderr);
-        log_json_escape(stderr, msg);
-        fputs("\"}\n", stderr);
-        funlockfile(stderr);
+            snprintf(prio, sizeof prio, "<%d>", (int)level);
+        fprintf(stderr, "%s{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"%s\",\"msg\":\"%s\"}\n", prio, stamp,
+                log_level_names[level], ecomp, emsg);
     } else if (log_journal) {
-        fprintf(stderr, "<%d>%s: %s\n", (int)level, component, msg);
+        fprintf(stderr, "<%d>%s: %s\n", (int)level, ecomp, emsg);
     } else {
-        fprintf(stderr, "%s %-5s %s: %s\n", stamp, log_level_names[level], component, msg);
+        fprintf(stderr, "%s %-5s %s: %s\n", stamp, log_level_names[level], ecomp, emsg);
     }
 }

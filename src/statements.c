@@ -67,8 +67,8 @@ const struct db_statement statements[STMT_COUNT] = {
     [STMT_API_GET_TASK] = { "api_get_task", "SELECT tasker.api_task_json($1::uuid, true, true)::text", 1 },
     [STMT_API_CANCEL_TASK] = {
         "api_cancel_task",
-        "SELECT row_to_json(r)::text FROM tasker.cancel_task($1::uuid, $2::text, $3::text) r",
-        3 },
+        "SELECT row_to_json(r)::text FROM tasker.cancel_task($1::uuid, $2::text, $3::text, $4::text) r",
+        4 },
     [STMT_API_LIST_STEPS] = { "api_list_steps", "SELECT tasker.api_steps_json($1::uuid)::text", 1 },
     [STMT_API_GET_STEP] = { "api_get_step", "SELECT tasker.api_step_json($1::uuid, $2::uuid)::text", 2 },
     [STMT_API_RESOLVE_STEP] = {
@@ -77,8 +77,8 @@ const struct db_statement statements[STMT_COUNT] = {
         "         'state', r.state, 'task_state', r.task_state, 'steps_enqueued', r.steps_enqueued,"
         "         'step', tasker.api_step_json($1::uuid, $2::uuid))::text, r.steps_enqueued"
         "  FROM tasker.resolve_step($1::uuid, $2::uuid, $3::jsonb ->> 'action_type',"
-        "       $3::jsonb -> 'completion_data' -> 'result', $3::jsonb ->> 'reason', $4::text) r",
-        4 },
+        "       $3::jsonb -> 'completion_data' -> 'result', $3::jsonb ->> 'reason', $4::text, $5::text) r",
+        5 },
     [STMT_API_STEP_AUDIT] = { "api_step_audit", "SELECT tasker.api_step_audit_json($1::uuid, $2::uuid)::text", 2 },
     [STMT_API_REGISTER_TEMPLATE] = {
         "api_register_template",

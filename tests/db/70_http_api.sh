@@ -348,8 +348,8 @@ req PATCH "/v1/tasks/$T1/workflow_steps/$B" '{"action_type":"reset_for_retry","r
 expect 200 - "PATCH reset_for_retry"
 is "$(j '.previous_state + " " + .state + " " + .task_state + " " + (.steps_enqueued|tostring) + " " + (.step.attempts|tostring)')" \
   "error enqueued steps_in_process 1 0" "b is reset and dispatched at once; the task moves on"
-is "$(q "SELECT processor || ' ' || event || ' ' || (metadata->>'reason') FROM tasker.workflow_step_transitions WHERE workflow_step_uuid = '$B' AND from_state = 'error'")" \
-  "ops-anna reset_for_retry flaky dependency fixed" "the audit row names who and why"
+is "$(q "SELECT processor || ' ' || (metadata->>'claimed_operator') || ' ' || event || ' ' || (metadata->>'reason') FROM tasker.workflow_step_transitions WHERE workflow_step_uuid = '$B' AND from_state = 'error'")" \
+  "api ops-anna reset_for_retry flaky dependency fixed" "the audit row names who (auth off: api, and the operator claimed) and why"
 # (A reset step is not handed back here: a hand-back of its attempt 1 would collide with the first
 # one's result-audit row — UNIQUE (workflow_step_uuid, attempt); reported to the lead.)
 req PATCH "/v1/tasks/$T1/workflow_steps/$B" '{"action_type":"complete_manually","completion_data":{"result":{"v":42},"metadata":{"note":"by hand"}},"reason":"done by hand","completed_by":"ops-bo"}'
@@ -370,7 +370,8 @@ is "$(j '[.transitions[].to_state] | join(",")')" \
   "the audit lists every transition of b in order"
 is "$(j '[.results[] | (.attempt|tostring) + ":" + (.success|tostring) + ":" + .worker_id] | join(",")')" "1:false:w1" \
   "and its hand-back"
-is "$(j '.transitions[-1].processor + " " + .transitions[-1].event')" "ops-bo complete_manually" "who completed it by hand"
+is "$(j '.transitions[-1].processor + " " + .transitions[-1].metadata.claimed_operator + " " + .transitions[-1].event')" \
+  "api ops-bo complete_manually" "who completed it by hand"
 req GET "/v1/tasks/$T1/workflow_steps/$RANDOM_UUID/audit"; expect 404 not_found "audit of an unknown step"
 
 # resolve_manually on T2 (a linear task; its root a is enqueued): satisfies b, which is dispatched
@@ -383,8 +384,8 @@ is "$(j '.previous_state + " " + .state + " " + (.steps_enqueued|tostring)')" "e
 req DELETE "/v1/tasks/$T2?reason=not%20needed&cancelled_by=ops-di"; expect 200 - "DELETE /v1/tasks/{uuid}"
 is "$(j '.task_uuid + " " + .previous_state + " " + .state + " " + (.steps_cancelled|tostring)')" \
   "$T2 steps_in_process cancelled 1" "the task and its open step are cancelled"
-is "$(q "SELECT state || ' ' || processor || ' ' || (metadata->>'reason') FROM tasker.tasks t JOIN tasker.task_transitions x USING (task_uuid) WHERE task_uuid = '$T2' AND to_state = 'cancelled'")" \
-  "cancelled ops-di not needed" "cancel audited with who and why"
+is "$(q "SELECT state || ' ' || processor || ' ' || (metadata->>'claimed_operator') || ' ' || (metadata->>'reason') FROM tasker.tasks t JOIN tasker.task_transitions x USING (task_uuid) WHERE task_uuid = '$T2' AND to_state = 'cancelled'")" \
+  "cancelled api ops-di not needed" "cancel audited with who and why"
 before=$(snapshot)
 req DELETE "/v1/tasks/$T2"; expect 409 conflict "cancel a cancelled task"
 req DELETE "/v1/tasks/$T1"; expect 409 conflict "cancel a complete task"

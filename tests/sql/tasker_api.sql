@@ -23,7 +23,7 @@
 
 BEGIN;
 SET LOCAL client_min_messages = warning;
-SELECT plan(336);
+SELECT plan(339);
 
 -- ---------------------------------------------------------------------------------------------
 -- Helpers (temporary, gone with the transaction)
@@ -1012,8 +1012,13 @@ SELECT pg_temp.new_task('tap_api_cx', 'bad') AS cx2 \gset
 SELECT pg_temp.claim('tap_api_cx') \g /dev/null
 SELECT pg_temp.fail(:'cx2', 'a') \g /dev/null
 SELECT pg_temp.pc('tap_api_cx') \g /dev/null
-SELECT is((SELECT row(c.previous_state, c.steps_cancelled)::text FROM tasker.cancel_task(:'cx2') c), '(blocked_by_failures,1)',
-          'cancel: a blocked task can be cancelled');
+SELECT is((SELECT row(c.previous_state, c.steps_cancelled)::text FROM tasker.cancel_task(:'cx2', NULL, 'api:ops', 'ops-di') c),
+          '(blocked_by_failures,1)', 'cancel: a blocked task can be cancelled');
+SELECT is((SELECT row(processor, metadata->>'claimed_operator')::text FROM tasker.task_transitions
+           WHERE task_uuid = :'cx2' ORDER BY ordinal DESC LIMIT 1), '(api:ops,ops-di)',
+          'cancel: the actor is the processor, the claimed operator sits in metadata.claimed_operator');
+SELECT is((SELECT array_agg(processor || '/' || (metadata->>'claimed_operator')) FROM tasker.workflow_step_transitions
+           WHERE task_uuid = :'cx2' AND to_state = 'cancelled'), ARRAY['api:ops/ops-di'], 'cancel: so do the steps'' transitions');
 SELECT is((SELECT array_agg(state ORDER BY name) FROM tasker.workflow_steps WHERE task_uuid = :'cx2'), ARRAY['error', 'cancelled'],
           'cancel: a step in error keeps its state');
 
@@ -1035,6 +1040,9 @@ SELECT is((SELECT row(r.workflow_step_uuid, r.previous_state, r.state, r.task_st
 SELECT is((SELECT row(from_state, to_state, event, processor, metadata->>'reason')::text FROM tasker.workflow_step_transitions
            WHERE workflow_step_uuid = pg_temp.sid(:'rs1', 'a') ORDER BY ordinal DESC LIMIT 1),
           '(error,resolved_manually,resolve_manually,op-2,"fixed by hand")', 'resolve_manually: the transition records action, actor, reason');
+SELECT is((SELECT count(*) FROM tasker.workflow_step_transitions WHERE workflow_step_uuid = pg_temp.sid(:'rs1', 'a')
+           AND metadata ? 'claimed_operator'), 0::bigint,
+          'resolve_manually: the claimed operator of an earlier call in the transaction does not leak into it');
 SELECT is(pg_temp.last_tr(pg_temp.sid(:'rs1', 'b')), 'pending>enqueued:enqueue', 'resolve_manually: the child''s dispatch is an ordinary enqueue');
 SELECT is(pg_temp.task_trs(:'rs1'), ARRAY['>steps_in_process:create_and_enqueue', 'steps_in_process>blocked_by_failures:permanent_failure',
                                          'blocked_by_failures>steps_in_process:steps_in_flight'], 'resolve_manually: the task''s transitions');

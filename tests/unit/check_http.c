@@ -117,6 +117,57 @@ START_TEST(uuid_and_ints)
 }
 END_TEST
 
+START_TEST(operator_text)
+{
+    ck_assert(hutil_text_safe("ops-anna"));
+    ck_assert(hutil_text_safe("Zo\xc3\xab O'Brien (ops) \"x\" \\ \xe2\x82\xac"));
+    ck_assert(hutil_text_safe(""));
+    ck_assert(!hutil_text_safe("ops\nINFO forged"));
+    ck_assert(!hutil_text_safe("ops\t"));
+    ck_assert(!hutil_text_safe("\x1b[2J"));
+    ck_assert(!hutil_text_safe("del\x7f"));
+    ck_assert(!hutil_text_safe("nel\xc2\x85"));          /* U+0085, a C1 control */
+    ck_assert(!hutil_text_safe("rtl\xe2\x80\xae"));      /* U+202E */
+    ck_assert(!hutil_text_safe("iso\xe2\x81\xa8"));      /* U+2068 */
+    ck_assert(!hutil_text_safe("ls\xe2\x80\xa8"));       /* U+2028 */
+    ck_assert(!hutil_text_safe("bad\xff"));               /* not UTF-8 */
+    ck_assert(!hutil_text_safe(NULL));
+}
+END_TEST
+
+START_TEST(query_nul)
+{
+    ck_assert(!hutil_query_has_nul("namespace=payments&page=2"));
+    ck_assert(!hutil_query_has_nul(""));
+    ck_assert(!hutil_query_has_nul(NULL));
+    ck_assert(hutil_query_has_nul("namespace=%00"));
+    ck_assert(hutil_query_has_nul("a=1&namespace=x%00y"));
+    ck_assert(hutil_query_has_nul("na%00me=x"));           /* in a name too */
+    ck_assert(hutil_query_has_nul("a=%%00"));              /* "%" then an encoded NUL */
+    ck_assert(!hutil_query_has_nul("a=%2500"));            /* the text "%00" */
+    ck_assert(!hutil_query_has_nul("a=%0"));               /* a truncated escape is text */
+    ck_assert(!hutil_query_has_nul("a=%g00"));
+}
+END_TEST
+
+START_TEST(request_framing)
+{
+    const char *one[] = {"12"};
+    const char *same[] = {"12", "12"};
+    const char *two[] = {"2", "40"};
+    const char *three[] = {"2", "2", "3"};
+    ck_assert_ptr_null(hutil_framing_error(NULL, 0, false));
+    ck_assert_ptr_null(hutil_framing_error(one, 1, false));
+    ck_assert_ptr_null(hutil_framing_error(same, 2, false)); /* RFC 9112 6.3: identical values are one */
+    ck_assert_ptr_nonnull(hutil_framing_error(two, 2, false));
+    ck_assert_ptr_nonnull(strstr(hutil_framing_error(two, 2, false), "Content-Length"));
+    ck_assert_ptr_nonnull(hutil_framing_error(three, 3, false));
+    ck_assert_ptr_null(hutil_framing_error(NULL, 0, true));  /* chunked alone is fine */
+    ck_assert_ptr_nonnull(hutil_framing_error(one, 1, true));
+    ck_assert_ptr_nonnull(strstr(hutil_framing_error(one, 1, true), "Transfer-Encoding"));
+}
+END_TEST
+
 /* ---- permissions and keys --------------------------------------------------------------------- */
 
 static unsigned grant(const char *g)
@@ -399,6 +450,16 @@ START_TEST(route_methods)
     route_allow_header(m.allow, allow, sizeof allow);
     ck_assert_str_eq(allow, "PATCH");
     ck_assert_int_eq(route_match("/metrics", RM_HEAD, &m), ROUTE_METHOD_NOT_ALLOWED);
+    /* HEAD on the health routes (load balancers probe with it) */
+    ck_assert_int_eq(route_match("/health", RM_HEAD, &m), ROUTE_OK);
+    ck_assert_int_eq(m.id, ROUTE_HEALTH);
+    ck_assert_int_eq(route_match("/health/live", RM_HEAD, &m), ROUTE_OK);
+    ck_assert_int_eq(m.id, ROUTE_HEALTH_LIVE);
+    ck_assert_int_eq(route_match("/health/ready", RM_HEAD, &m), ROUTE_OK);
+    ck_assert_int_eq(m.id, ROUTE_HEALTH_READY);
+    route_allow_header(m.allow, allow, sizeof allow);
+    ck_assert_str_eq(allow, "GET, HEAD");
+    ck_assert_int_eq(route_match("/v1/tasks", RM_HEAD, &m), ROUTE_METHOD_NOT_ALLOWED);
     ck_assert_int_eq(route_match("/metrics", RM_OTHER, &m), ROUTE_METHOD_NOT_ALLOWED);
     /* a matched route also says what else its path takes */
     ck_assert_int_eq(route_match("/v1/templates", RM_GET, &m), ROUTE_OK);
@@ -588,6 +649,9 @@ Suite *make_http_suite(void)
     tcase_add_test(tc, error_body_shape);
     tcase_add_test(tc, error_body_bad_utf8);
     tcase_add_test(tc, uuid_and_ints);
+    tcase_add_test(tc, operator_text);
+    tcase_add_test(tc, query_nul);
+    tcase_add_test(tc, request_framing);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("auth");
