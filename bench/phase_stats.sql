@@ -14,7 +14,7 @@ WITH t AS (
 ), s AS (
   SELECT ws.workflow_step_uuid, ws.task_uuid, ws.state FROM tasker.workflow_steps ws JOIN t USING (task_uuid)
 ), per_step AS (
-  -- First enqueue / claim (attempt 1; the noop handler never fails) and the last hand-back.
+  -- First enqueue / claim (attempt 1; the bench's handlers never fail) and the last hand-back.
   SELECT x.workflow_step_uuid,
          min(x.created_at) FILTER (WHERE x.to_state = 'enqueued') AS enqueued_at,
          min(x.created_at) FILTER (WHERE x.to_state = 'in_progress') AS claimed_at,

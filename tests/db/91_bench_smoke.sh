@@ -4,7 +4,9 @@
 # directory, never bench/out/) must finish and write JSON with every figure docs/performance.md
 # promises, each of them sane. The sizes are far too small to mean anything; only the plumbing is
 # under test. The harness's server has no pg_stat_statements, so this also covers the bench without
-# it (statement-level figures null, the rest there).
+# it (statement-level figures null, the rest there). The two dynamic shapes (decision, batch) must
+# also have run as docs/performance.md defines them: the steps that exist, the branches chosen, the
+# batch's sum.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=tests/lib.sh
@@ -18,7 +20,8 @@ start=$(date +%s)
 env -u TASKER_ENV -u TASKER_CONFIG_PATH -u BENCH_SCALE \
   DATABASE_URL="$SERVER_URL" BIN="${BIN:-bin}" BENCH_DB=tasker_bench_smoke \
   BENCH_OUT="$D/out.json" BENCH_RUN_DIR="$D/run" \
-  BENCH_TASKS=20 BENCH_FANOUT_TASKS=2 BENCH_LIGHT_SECS=1 BENCH_LIGHT_RATE=8 BENCH_LIGHT_FANOUT_RATE=3 \
+  BENCH_TASKS=20 BENCH_FANOUT_TASKS=2 BENCH_BATCH_TASKS=2 BENCH_LIGHT_SECS=1 BENCH_LIGHT_RATE=8 BENCH_LIGHT_FANOUT_RATE=3 \
+  BENCH_LIGHT_DECISION_RATE=8 BENCH_LIGHT_BATCH_RATE=3 \
   BENCH_IDLE_SECS=2 BENCH_SUSTAIN_SECS=4 BENCH_SUSTAIN_BUCKET_SECS=2 BENCH_SUSTAIN_BACKLOG=20 BENCH_PGBENCH_SECS=1 BENCH_PGBENCH_SCALE=1 BENCH_POOL_MAX=2 BENCH_TIMEOUT=60 \
   bench/run >"$D/bench.out" 2>&1
 rc=$?
@@ -40,7 +43,8 @@ jqt() {
 num='type == "number"'
 jqt ".pgbench_tps | $num and . > 0" "pgbench_tps is a positive number"
 jqt ".pgbench.command | startswith(\"pgbench -n -N -c 8\")" "the ceiling is pgbench -N with 8 clients"
-for s in linear diamond fanout; do
+jqt '.config.shapes == ["linear", "diamond", "fanout", "decision", "batch"]' "every shape runs by default, the two dynamic ones included"
+for s in linear diamond fanout decision batch; do
   S=".shapes.$s"
   jqt "$S | has(\"steps_per_sec\") and has(\"task_latency_ms_p50\") and has(\"task_latency_ms_p99\") and has(\"step_overhead_ms_p50\") and has(\"step_overhead_ms_p99\") and has(\"commits_per_step\")" \
     "$s: every required key is there"
@@ -56,7 +60,7 @@ for s in linear diamond fanout; do
   jqt "$S | (.daemon_rss_max_kb | $num and . > 1000) and (.daemon_cpu_us_per_step | $num and . >= 0)" \
     "$s: daemon peak RSS and CPU per step are there"
   want_tasks=20; steps=4
-  [ "$s" = fanout ] && { want_tasks=2; steps=52; }
+  case $s in fanout) want_tasks=2; steps=52 ;; decision) steps=5 ;; batch) want_tasks=2; steps=102 ;; esac
   jqt "$S.throughput | .tasks == $want_tasks and .tasks_complete == $want_tasks and .steps == $((want_tasks * steps)) and .steps_complete == .steps" \
     "$s: the backlog of $want_tasks tasks was drained completely"
   jqt "$S.light | .tasks >= 3 and .tasks_complete == .tasks and .step_overhead_samples > 0" \
@@ -78,6 +82,23 @@ if grep -q 'steps/s' "$D/out.txt" && grep -q 'task latency p99 ms' "$D/out.txt" 
 else
   fail "the table was printed and saved next to the JSON"
 fi
+# The dynamic shapes ran as documented: each decision task has root, decide, the two default branches
+# and the join (b3 never exists); each batch task has its plan, 100 one-item workers and a join that
+# summed them all (0 + … + 99).
+bdb=$(db_url tasker_bench_smoke)
+is "$(psql_at "$bdb" "SELECT count(*) FROM (SELECT t.task_uuid FROM tasker.tasks t JOIN tasker.task_templates n USING (task_template_uuid)
+      JOIN tasker.workflow_steps s USING (task_uuid)
+      WHERE n.name = 'bench_decision' AND t.state = 'complete' AND s.state = 'complete'
+      GROUP BY t.task_uuid HAVING array_agg(s.name ORDER BY s.name) = '{b1,b2,decide,join,root}') x")" \
+   "$(jq '.shapes.decision.throughput.tasks + .shapes.decision.light.tasks' "$J")" \
+   "decision: every task ran root, decide, the two branches it chose (b1, b2) and the join"
+is "$(psql_at "$bdb" "SELECT count(*) FROM tasker.tasks t JOIN tasker.task_templates n USING (task_template_uuid)
+      JOIN tasker.workflow_steps s USING (task_uuid)
+      WHERE n.name = 'bench_batch' AND s.name = 'join' AND s.state = 'complete'
+        AND s.results @> '{\"batches\": 100, \"items_processed\": 100, \"sum\": 4950, \"failed_batches\": 0}'
+        AND (SELECT count(*) FROM tasker.workflow_steps w WHERE w.task_uuid = t.task_uuid AND w.state = 'complete') = 102")" \
+   "$(jq '.shapes.batch.throughput.tasks + .shapes.batch.light.tasks' "$J")" \
+   "batch: every task ran its plan, 100 workers and a join that summed all 100 items"
 # Its databases are there for inspection but its processes are gone.
 left=$(psql_at "$(db_url postgres)" "SELECT count(*) FROM pg_stat_activity WHERE datname = 'tasker_bench_smoke' AND application_name LIKE 'tasker-%'")
 is "$left" 0 "no daemon or worker of the bench is still connected"
