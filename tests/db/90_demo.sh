@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 90_demo.sh — `make demo` works from a clean state while the test harness's own PostgreSQL runs:
-# scripts/demo starts a second sandbox (on another port), the daemon and a worker, creates its six
+# scripts/demo starts a second sandbox (on another port), the daemon and a worker, creates its eight
 # sample tasks through the HTTP API, prints a summary and stops everything. We check its exit
 # status, that every task ended as the templates say it must (from the summary it prints: its
 # PostgreSQL is gone once it exits), and that it left nothing running.
@@ -54,21 +54,25 @@ else
 fi
 
 if grep -q '^==> registering templates' <<<"$out"; then ok "templates registered"; else fail "templates registered"; fi
-is "$(grep -Ec '^  (demo_[a-z_]+) +(created|unchanged|updated)$' <<<"$out")" 4 "4 templates registered through POST /v1/templates"
-is "$(grep -Ec '^  [a-z_]+ +[0-9a-f-]{36}$' <<<"$out")" 6 "6 tasks created through POST /v1/tasks"
+is "$(grep -Ec '^  (demo_[a-z_]+|conditional_approval|batch_processing) +(created|unchanged|updated)$' <<<"$out")" 6 \
+  "6 templates registered through POST /v1/templates (2 of them dynamic)"
+is "$(grep -Ec '^  [a-z_]+ +[0-9a-f-]{36}$' <<<"$out")" 8 "8 tasks created through POST /v1/tasks"
 
 # The "Tasks" table of the summary: task | template | state | steps | attempts | took_ms.
 tasks=$(awk '/^Tasks$/ { on = 1; next } /^Steps/ { on = 0 } on && /\|/ && !/template/' <<<"$out" |
         awk -F'|' '{ for (i = 1; i <= NF; i++) gsub(/^ +| +$/, "", $i); print $2, $3, $4, $5, $6 }')
-is "$(wc -l <<<"$tasks" | tr -d ' ')" 6 "the summary lists 6 tasks"
+is "$(wc -l <<<"$tasks" | tr -d ' ')" 8 "the summary lists 8 tasks"
 # template → "state steps attempts" every one of its tasks must show.
 declare -A want=(
   [linear_pipeline]="complete 4 4"   # extract → transform → load → report
   [diamond]="complete 4 4"           # fetch → {score_credit, score_fraud} → decide
   [fan_out_fan_in]="complete 22 22"  # split → 20 shards → merge
   [flaky_payment]="complete 3 5"     # charge fails twice, succeeds on its third attempt
+  [conditional_approval]="complete 4 4"  # validate → decision (amount 2500) → manager_approval → finalize
+  [batch_processing]="complete 13 13"    # analyze → 10 batch workers (1000 rows / 100) → aggregate → report
 )
-declare -A count=([linear_pipeline]=2 [diamond]=2 [fan_out_fan_in]=1 [flaky_payment]=1)
+declare -A count=([linear_pipeline]=2 [diamond]=2 [fan_out_fan_in]=1 [flaky_payment]=1 [conditional_approval]=1
+                  [batch_processing]=1)
 for tpl in "${!want[@]}"; do
   got=$(awk -v t="$tpl" '$1 == t { print $2, $3, $4 }' <<<"$tasks" | sort -u)
   n=$(awk -v t="$tpl" '$1 == t' <<<"$tasks" | wc -l | tr -d ' ')
@@ -79,8 +83,8 @@ charge=$(awk '/^How the flaky charge step got there$/ { on = 1; next } on && /\|
 is "$(grep -c 'enqueued_as_error_for_orchestration *| *waiting_for_retry' <<<"$charge")" 2 \
   "flaky_payment/charge: two failures went to waiting_for_retry"
 is "$(grep -c 'enqueued_for_orchestration *| *complete' <<<"$charge")" 1 "flaky_payment/charge: then it completed"
-if grep -Eq '^==> all 6 tasks complete' <<<"$out"; then ok "the demo reports all 6 tasks complete"
-else fail "the demo reports all 6 tasks complete"; fi
+if grep -Eq '^==> all 8 tasks complete' <<<"$out"; then ok "the demo reports all 8 tasks complete"
+else fail "the demo reports all 8 tasks complete"; fi
 
 # Nothing left behind: its PostgreSQL stopped, no daemon or worker of its own still running.
 if "$ROOT/scripts/pg-sandbox" url "$T/var/demo/pg" >/dev/null 2>&1; then
