@@ -14,7 +14,8 @@
     X(backoff) \
     X(poller) \
     X(worker) \
-    X(http)
+    X(http) \
+    X(pool)
 
 #define UNIT_SUITE_DECLARE(name) Suite *make_##name##_suite(void);
 UNIT_SUITES(UNIT_SUITE_DECLARE)
