@@ -507,7 +507,8 @@ static void metrics_reply(struct api_req *r)
                          "1 while the pool cannot open more connections (it runs on those it has).");
     metrics_write_sample(f, "tasker_db_pool_cannot_grow", NULL, st.cannot_grow[0] != '\0');
     metrics_write_header(f, "tasker_db_pool_api_connections", "gauge",
-                         "Connections running API queries, and the most they may (database.pool.reserved_for_orchestration).");
+                         "Connections running API queries, and the most they may hold (see "
+                         "database.pool.reserved_for_orchestration).");
     metrics_write_sample(f, "tasker_db_pool_api_connections", "state=\"busy\"", st.busy_api);
     metrics_write_sample(f, "tasker_db_pool_api_connections", "state=\"max\"", st.max_api);
     metrics_write_header(f, "tasker_db_pool_queries_total", "counter", "Pool queries by outcome.");
