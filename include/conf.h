@@ -29,7 +29,8 @@ struct conf {
     int pool_reconnect_max_ms;              /* cap of the reconnect delay */
     int pool_breaker_failure_threshold;     /* consecutive connect failures that open the breaker */
     int pool_breaker_open_secs;             /* how long the breaker stays open before one probe */
-    int pool_statement_timeout_ms;          /* server-side statement_timeout; 0 = none */
+    int pool_statement_timeout_ms;          /* server-side statement_timeout of orchestration; 0 = none */
+    int pool_reserved_for_orchestration;    /* connections API queries never use */
 
     /* orchestration { … } */
     char processor_id[CONF_NAME_MAX];       /* [restart] who we are in audit rows; "" = host:pid */
@@ -67,6 +68,7 @@ struct conf {
     int web_request_read_timeout_ms;        /* the whole request must arrive within this (slow clients) */
     int web_max_connections;                /* open HTTP connections at most */
     int web_backpressure_queue_depth;       /* 503 while this many queries wait for a pool connection */
+    int web_statement_timeout_ms;           /* server-side statement_timeout of API statements; 0 = none */
     bool web_auth_enabled;                  /* /v1 needs an API key (health and metrics stay public) */
     char web_auth_api_keys[CONF_API_KEYS_MAX]; /* "[NAME@]KEY:PERM[,PERM…] …" (http_auth.h); secret */
 

@@ -69,6 +69,13 @@ bool db_conn_busy(const struct db_conn *c);
  * before freeing a connection so every accepted query gets its one callback. */
 void db_conn_fail_pending(struct db_conn *c, const char *why);
 
+/* db_conn_cancel: ask the server to cancel the query in flight (PQcancel, from a short-lived
+ * thread: see db_conn.c). Returns at once; whether and when the server cancels is not reported —
+ * the query's own result (57014, or its normal end) still arrives through its callback, unless the
+ * owner fails and frees the connection first. false if no query is in flight or no thread could be
+ * started. */
+bool db_conn_cancel(struct db_conn *c);
+
 /* db_conn_free: close and release (NULL-safe). Must not be called from inside this connection's
  * own result callback for a query still being finished; call it from a later event instead. */
 void db_conn_free(struct db_conn *c);

@@ -1,5 +1,6 @@
 /* db_pool.h — the connection pool: min/max, acquire timeout, idle/lifetime recycling, jittered
- * reconnect, circuit breaker; every query a prepared statement, every call asynchronous. */
+ * reconnect, circuit breaker, connections reserved for orchestration; every query a prepared
+ * statement, every call asynchronous. */
 #ifndef TASKER_DB_POOL_H
 #define TASKER_DB_POOL_H
 
@@ -28,9 +29,14 @@ struct db_pool_stats {
     int idle;
     int busy;
     int connecting;
-    int queued;           /* queries waiting for a connection */
+    int queued;           /* queries waiting for a connection (API ones included) */
+    int queued_api;       /* of which API queries (db_pool_api_query) */
+    int busy_api;         /* connections running an API query */
     int max;
+    int max_api;          /* most connections API queries may hold: max - reserved_for_orchestration, >= 1 */
     bool breaker_open;
+    char cannot_grow[256]; /* why the last attempt to open one more connection failed while others
+                              work; "" = no such failure since the last successful connect */
     long long queries_ok;
     long long queries_failed;
     long long acquire_timeouts;
@@ -56,6 +62,19 @@ void db_pool_start(struct db_pool *p);
 bool db_pool_query(struct db_pool *p, int stmt, const char *const *params, int nparams, db_result_fn cb,
                    void *arg) __attribute__((warn_unused_result));
 
+/* db_pool_api_query: like db_pool_query, for a query an HTTP request waits for. At most
+ * max_api of them run at once (the rest of the pool is kept for orchestration; beyond it they wait
+ * in the queue), each under web.statement_timeout_ms. *ticket names it for db_pool_cancel. */
+bool db_pool_api_query(struct db_pool *p, int stmt, const char *const *params, int nparams, db_result_fn cb,
+                       void *arg, unsigned long long *ticket) __attribute__((warn_unused_result));
+
+/* db_pool_cancel: the caller no longer wants the answer of query `ticket`. Still waiting for a
+ * connection: it is dropped. Running: the server is asked to cancel it and its connection is
+ * closed (a late cancel request must never hit the next query on that session). Either way its
+ * callback still runs once — later, from the loop, never inside this call — with an error. A
+ * ticket that has finished is ignored. */
+void db_pool_cancel(struct db_pool *p, unsigned long long ticket);
+
 /* db_pool_query_sql: like db_pool_query, for one parameter-free statement that is not in the
  * prepared list, sent as a simple query (so it runs outside any transaction block: VACUUM). The text
  * is copied. It must be built only from trusted pieces: identifiers escaped or validated, never
@@ -72,6 +91,12 @@ void db_pool_stop(struct db_pool *p, void (*drained)(void *arg), void *arg);
 void db_pool_free(struct db_pool *p);
 
 void db_pool_stats(const struct db_pool *p, struct db_pool_stats *out);
+
+/* db_pool_public_reason: a connection error as unauthenticated readers (/health) may see it: the
+ * server's or libpq's message without the "connection to server at <host>, port <n> failed:"
+ * preamble, severity or line breaks, and with every quoted name (host, role, database, socket)
+ * replaced by "...". Always NUL-terminates out (len > 0). */
+void db_pool_public_reason(const char *msg, char *out, size_t len);
 
 /* db_pool_progress: a counter that moves whenever a query completes or the pool is idle with
  * nothing queued — the watchdog pings only while it moves. */

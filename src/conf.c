@@ -108,9 +108,12 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     KEY(INT, "database.pool.reconnect_max_ms",                                                                       \
         reconnect_max_ms, pool_reconnect_max_ms, 10000, 1, 600000, NULL, RELOAD,                                     \
         "cap of the reconnect delay; at least reconnect_initial_ms")                                                 \
+    KEY(INT, "database.pool.reserved_for_orchestration",                                                             \
+        reserved_for_orchestration, pool_reserved_for_orchestration, 2, 0, 1000, NULL, RELOAD,                       \
+        "connections API requests never use, kept for orchestration; the API keeps at least one")                    \
     KEY(INT, "database.pool.statement_timeout_ms",                                                                   \
         statement_timeout_ms, pool_statement_timeout_ms, 0, 0, 86400000, NULL, RELOAD,                               \
-        "server-side statement_timeout set on new connections; 0 = none")
+        "server-side statement_timeout of orchestration statements; 0 = none (API: web.statement_timeout_ms)")
 
 #define ORCHESTRATION_OPTS(KEY, SECTION)                                                                             \
     SECTION(batch_processing)                                                                                        \
@@ -236,7 +239,10 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         "a whole request (line, headers, body) must arrive within this, else the connection is closed")              \
     KEY(INT, "web.request_timeout_ms",                                                                               \
         request_timeout_ms, web_request_timeout_ms, 30000, 100, 600000, NULL, RELOAD,                                \
-        "longest one request may take, reading, database and writing included; also the keep-alive idle limit")
+        "longest one request may take, reading, database and writing included; also the keep-alive idle limit")      \
+    KEY(INT, "web.statement_timeout_ms",                                                                             \
+        statement_timeout_ms, web_statement_timeout_ms, 20000, 0, 86400000, NULL, RELOAD,                            \
+        "server-side statement_timeout of API statements; 0 = none")
 
 #define AUTH_OPTS(KEY, SECTION)                                                                                      \
     KEY(STR, "web.auth.api_keys",                                                                                    \

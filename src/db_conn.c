@@ -12,6 +12,8 @@
 
 #include <event2/event.h>
 #include <libpq-fe.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,6 +427,52 @@ bool db_conn_busy(const struct db_conn *c)
 void db_conn_fail_pending(struct db_conn *c, const char *why)
 {
     dbc_fail_query(c, true, why);
+}
+
+/* The cancel thread: owns its PGcancel, touches nothing else, logs nothing (log.c is the loop's). */
+static void *dbc_cancel_thread(void *arg)
+{
+    PGcancel *k = arg;
+    char err[256];
+    (void)PQcancel(k, err, sizeof err);
+    PQfreeCancel(k);
+    return NULL;
+}
+
+/* PQcancel opens a new connection to the server and waits for it to acknowledge, so it blocks —
+ * up to a TCP connect timeout when the server is unreachable — and PostgreSQL 15's libpq has no
+ * asynchronous form (PQcancelStart is 17+). Hence a detached thread per cancel: cancels are rare
+ * (a request that outlived its deadline) and the thread shares nothing with the loop — PQgetCancel
+ * copies what it needs, PQcancel is documented thread-safe. The other way, pg_cancel_backend()
+ * over a second connection, would need a free pool connection (there is none when the pool is
+ * saturated, which is when deadlines pass) or a fresh login; a cancel request needs neither a
+ * connection slot nor authentication. */
+bool db_conn_cancel(struct db_conn *c)
+{
+    if (c->state != DBC_BUSY)
+        return false;
+    PGcancel *k = PQgetCancel(c->pg);
+    if (!k)
+        return false;
+    pthread_attr_t attr;
+    pthread_t t;
+    sigset_t all, old;
+    int rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        /* Signals stay with the loop's thread: the new one starts with all of them blocked. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        rc = pthread_create(&t, &attr, dbc_cancel_thread, k);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0) {
+        log_warn("db", "cannot start a thread to cancel a query (error %d)", rc);
+        PQfreeCancel(k);
+        return false;
+    }
+    return true;
 }
 
 void db_conn_free(struct db_conn *c)

@@ -1,12 +1,26 @@
 /* db_pool.c — the connection pool: min/max, acquire timeout, idle/lifetime recycling, jittered
- * reconnect, circuit breaker; every query a prepared statement (but for the rare parameter-free
- * maintenance statement, db_pool_query_sql), every call asynchronous.
+ * reconnect, circuit breaker, connections reserved for orchestration; every query a prepared
+ * statement (but for the rare parameter-free maintenance statement, db_pool_query_sql), every call
+ * asynchronous.
  *
- * Slots hold connections; a FIFO holds queries waiting for one. A maintenance timer (every
+ * Slots hold connections; two FIFOs hold queries waiting for one: orchestration's (completions,
+ * poller, sweeper, vacuum) and the API's. Orchestration's go first and may use every connection;
+ * API queries may hold at most max_connections - reserved_for_orchestration at once, so slow API
+ * calls can saturate their share but never stall orchestration. A maintenance timer (every
  * POOL_TICK_MS) keeps the minimum open, closes idle and old connections, and fails queries that
- * waited longer than acquire_timeout_secs. Connect failures back off exponentially with jitter;
- * after breaker_failure_threshold of them in a row the breaker opens: queries fail at once
- * instead of piling up, and one probe connection is tried every breaker_open_secs.
+ * waited longer than acquire_timeout_secs.
+ *
+ * Statement timeouts: a connection starts with database.pool.statement_timeout_ms (in the startup
+ * packet); before a query that wants another value (API queries: web.statement_timeout_ms) the
+ * slot sends `SET statement_timeout` first and remembers what its session has. Idle connections of
+ * the right kind are preferred, so the extra round trip is paid only when the mix changes.
+ *
+ * Connect failures back off exponentially with jitter. While at least one connection works, a
+ * failure only means the pool cannot grow: it runs on what it has, says so ("pool at N of M, cannot
+ * grow: why" in the log, STATUS= and /health) and keeps trying, slowly. Only when no connection
+ * works do breaker_failure_threshold failures in a row open the breaker: queries fail at once
+ * instead of piling up, and one probe connection is tried every breaker_open_secs. Any connect or
+ * query that succeeds closes it.
  */
 #include "db_pool.h"
 
@@ -15,6 +29,7 @@
 #include "log.h"
 
 #include <event2/event.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +48,9 @@ enum slot_state {
 
 struct db_request {
     struct db_request *next;
+    unsigned long long ticket; /* for db_pool_cancel */
+    bool api;              /* an API query: counts against the API's share, runs under its timeout */
+    bool cancelled;        /* cancelled while queued: failed on the next tick */
     int stmt;
     char *sql;             /* db_pool_query_sql: the text to send instead of statement stmt */
     db_result_fn cb;
@@ -49,6 +67,15 @@ struct db_slot {
     long long opened_ms;    /* when the connection became ready */
     long long last_used_ms; /* when it last finished a query */
     struct db_request *req; /* the query running on it */
+    int timeout_ms;         /* the statement_timeout its session has */
+    int setting_timeout_ms; /* >= 0: a SET statement_timeout to this runs before req */
+    bool cancel;            /* req was cancelled: fail it and close the connection on the next tick */
+};
+
+/* A FIFO of requests waiting for a connection. */
+struct req_queue {
+    struct db_request *head, *tail;
+    int n;
 };
 
 struct db_pool {
@@ -61,15 +88,16 @@ struct db_pool {
     char actor_escaped[160]; /* processor id, escaped for libpq's options syntax */
     struct db_slot *slots;
     int nslots;              /* = pool_max_connections at creation */
-    struct db_request *queue_head, *queue_tail;
-    int queued;
+    struct req_queue orch, api; /* waiting: orchestration's, and the API's */
+    unsigned long long next_ticket;
     struct event *tick;
     bool stopping;
     void (*drained)(void *);
     void *drained_arg;
     bool up;                 /* at least one connection has been ready since the last DOWN */
     /* reconnect backoff and breaker */
-    int consecutive_failures;
+    int consecutive_failures;   /* connect failures in a row while no connection worked */
+    int grow_failures;          /* connect failures in a row while others worked (the pool cannot grow) */
     long long next_connect_ms;
     long long breaker_until_ms; /* 0 = closed */
     unsigned long long progress;
@@ -111,16 +139,61 @@ static void request_fail(struct db_pool *p, struct db_request *r, const char *wh
     request_free(r);
 }
 
+static void queue_push(struct req_queue *q, struct db_request *r)
+{
+    r->next = NULL;
+    if (q->tail)
+        q->tail->next = r;
+    else
+        q->head = r;
+    q->tail = r;
+    q->n++;
+}
+
+/* queue_unlink: take r (whose predecessor is prev, NULL for the head) out of q. */
+static void queue_unlink(struct req_queue *q, struct db_request *prev, struct db_request *r)
+{
+    if (prev)
+        prev->next = r->next;
+    else
+        q->head = r->next;
+    if (q->tail == r)
+        q->tail = prev;
+    r->next = NULL;
+    q->n--;
+}
+
 static void pool_fail_queue(struct db_pool *p, const char *why)
 {
-    while (p->queue_head) {
-        struct db_request *r = p->queue_head;
-        p->queue_head = r->next;
-        if (!p->queue_head)
-            p->queue_tail = NULL;
-        p->queued--;
-        request_fail(p, r, why);
+    struct req_queue *qs[] = { &p->orch, &p->api };
+    for (size_t i = 0; i < 2; i++) {
+        while (qs[i]->head) {
+            struct db_request *r = qs[i]->head;
+            queue_unlink(qs[i], NULL, r);
+            request_fail(p, r, why);
+        }
     }
+}
+
+/* The most connections API queries may hold at once: at least one, whatever the reservation. */
+static int pool_max_api(const struct db_pool *p)
+{
+    int n = p->nslots - p->conf->pool_reserved_for_orchestration;
+    return n < 1 ? 1 : n;
+}
+
+static int pool_busy_api(const struct db_pool *p)
+{
+    int n = 0;
+    for (int i = 0; i < p->nslots; i++)
+        n += p->slots[i].state == SLOT_BUSY && p->slots[i].req && p->slots[i].req->api;
+    return n;
+}
+
+/* The statement_timeout a request runs under. */
+static int request_timeout_ms(const struct db_pool *p, const struct db_request *r)
+{
+    return r->api ? p->conf->web_statement_timeout_ms : p->conf->pool_statement_timeout_ms;
 }
 
 static int pool_count(const struct db_pool *p, enum slot_state s)
@@ -134,6 +207,21 @@ static int pool_count(const struct db_pool *p, enum slot_state s)
 static int pool_live(const struct db_pool *p)
 {
     return p->nslots - pool_count(p, SLOT_FREE) - pool_count(p, SLOT_BROKEN);
+}
+
+/* Connections that work: connected, idle or running a query (not opening, not broken). */
+static int pool_working(const struct db_pool *p)
+{
+    return pool_count(p, SLOT_IDLE) + pool_count(p, SLOT_BUSY);
+}
+
+/* A query succeeded or a connection opened: whatever the breaker thought, the database works. */
+static void pool_close_breaker(struct db_pool *p, const char *why)
+{
+    if (p->breaker_until_ms)
+        log_info("pool", "%s; circuit breaker closed", why);
+    p->breaker_until_ms = 0;
+    p->consecutive_failures = 0;
 }
 
 static void pool_check_drained(struct db_pool *p)
@@ -151,8 +239,12 @@ static void slot_on_result(void *arg, const struct db_rows *rows, const struct d
     struct db_pool *p = s->pool;
     struct db_request *r = s->req;
     s->req = NULL;
+    s->setting_timeout_ms = -1;
+    /* A cancelled query's connection is not reused, even when the query ended by itself first: the
+     * cancel request may still be on its way and would hit the next query on that session. */
     if (s->state == SLOT_BUSY)
-        s->state = (err && err->connection_lost) ? SLOT_BROKEN : SLOT_IDLE;
+        s->state = (err && err->connection_lost) || s->cancel ? SLOT_BROKEN : SLOT_IDLE;
+    s->cancel = false;
     s->last_used_ms = now_ms();
     p->progress++;
     if (err) {
@@ -161,6 +253,9 @@ static void slot_on_result(void *arg, const struct db_rows *rows, const struct d
     } else {
         p->st.queries_ok++;
     }
+    /* The server answered (a result, or an error of its own): the database works. */
+    if (!err || err->sqlstate[0])
+        pool_close_breaker(p, "a query succeeded");
     if (r) {
         r->cb(r->arg, rows, err);
         request_free(r);
@@ -184,10 +279,11 @@ static void slot_on_event(void *arg, struct db_conn *c, enum db_conn_event ev, c
         s->state = SLOT_IDLE;
         s->opened_ms = s->last_used_ms = now;
         p->st.connects_ok++;
-        if (p->breaker_until_ms)
-            log_info("pool", "database reachable again; circuit breaker closed");
-        p->consecutive_failures = 0;
-        p->breaker_until_ms = 0;
+        pool_close_breaker(p, "database reachable again");
+        if (p->st.cannot_grow[0])
+            log_info("pool", "pool at %d of %d: it can grow again", pool_working(p), p->nslots);
+        p->st.cannot_grow[0] = '\0';
+        p->grow_failures = 0;
         p->next_connect_ms = 0;
         if (!p->up) {
             p->up = true;
@@ -213,16 +309,37 @@ static void slot_on_event(void *arg, struct db_conn *c, enum db_conn_event ev, c
         return;
     }
     p->st.connects_failed++;
+    int working = pool_working(p);
+    if (working > 0) {
+        /* Other connections work (the server is out of connection slots, or refuses this one for
+         * some other reason): the pool cannot grow, but queries run on what it has. Never a reason
+         * to refuse them. Retry slowly, backing off to reconnect_max_ms. */
+        p->grow_failures++;
+        long long delay = backoff_ms(p->conf->pool_reconnect_initial_ms, p->conf->pool_reconnect_max_ms,
+                                    p->grow_failures, 25, (unsigned)rand());
+        p->next_connect_ms = now + delay;
+        if (!p->st.cannot_grow[0])
+            log_warn("pool", "pool at %d of %d, cannot grow: %s (running on the connections it has; next try in "
+                     "%lld ms)", working, p->nslots, db_conn_last_error(s->conn), delay);
+        else
+            log_debug("pool", "pool at %d of %d, still cannot grow (%d in a row): %s", working, p->nslots,
+                      p->grow_failures, db_conn_last_error(s->conn));
+        snprintf(p->st.cannot_grow, sizeof p->st.cannot_grow, "%s", db_conn_last_error(s->conn));
+        return;
+    }
     p->consecutive_failures++;
     long long delay = backoff_ms(p->conf->pool_reconnect_initial_ms, p->conf->pool_reconnect_max_ms,
                                 p->consecutive_failures, 25, (unsigned)rand());
     p->next_connect_ms = now + delay;
-    log_warn("pool", "cannot connect (%d in a row, next try in %lld ms): %s", p->consecutive_failures, delay,
-             db_conn_last_error(s->conn));
+    log_warn("pool", "cannot connect (%d in a row, no connection works, next try in %lld ms): %s",
+             p->consecutive_failures, delay, db_conn_last_error(s->conn));
     if (p->consecutive_failures >= p->conf->pool_breaker_failure_threshold) {
         if (!p->breaker_until_ms)
-            log_error("pool", "circuit breaker open after %d failed connects: queries fail fast for %d s",
-                      p->consecutive_failures, p->conf->pool_breaker_open_secs);
+            log_error("pool", "circuit breaker open after %d failed connects with no connection working: queries "
+                      "fail fast for %d s", p->consecutive_failures, p->conf->pool_breaker_open_secs);
+        else
+            log_warn("pool", "circuit breaker stays open another %d s: the probe connection failed",
+                     p->conf->pool_breaker_open_secs);
         p->breaker_until_ms = now + p->conf->pool_breaker_open_secs * 1000LL;
         p->next_connect_ms = p->breaker_until_ms;
         pool_fail_queue(p, "database unavailable (circuit breaker open)");
@@ -241,7 +358,7 @@ static bool pool_may_connect(const struct db_pool *p, long long now)
 {
     if (p->stopping || now < p->next_connect_ms)
         return false;
-    if (p->consecutive_failures > 0 && pool_count(p, SLOT_CONNECTING) > 0)
+    if ((p->consecutive_failures > 0 || p->grow_failures > 0) && pool_count(p, SLOT_CONNECTING) > 0)
         return false; /* while failing, probe with one connection at a time */
     return true;
 }
@@ -271,39 +388,107 @@ static void pool_open_one(struct db_pool *p)
             .nprepare = p->nstmts,
         };
         s->conn = db_conn_start(p->base, &cp, slot_on_event, s);
-        if (s->conn)
+        if (s->conn) {
             s->state = SLOT_CONNECTING;
+            s->timeout_ms = p->conf->pool_statement_timeout_ms;
+            s->setting_timeout_ms = -1;
+            s->cancel = false;
+        }
         return;
     }
 }
 
-/* Hand queued requests to idle connections; open connections when demand exceeds supply. */
-static void pool_dispatch(struct db_pool *p)
+/* Send r itself on s. */
+static bool slot_send_request(struct db_slot *s, struct db_request *r)
 {
-    while (p->queue_head) {
-        struct db_slot *s = NULL;
-        for (int i = 0; i < p->nslots && !s; i++)
-            if (p->slots[i].state == SLOT_IDLE)
-                s = &p->slots[i];
-        if (!s)
-            break;
-        struct db_request *r = p->queue_head;
-        bool sent = r->sql ? db_conn_query(s->conn, false, r->sql, 0, NULL, slot_on_result, s)
-                           : db_conn_query(s->conn, true, p->stmts[r->stmt].name, r->nparams,
-                                           (const char *const *)r->params, slot_on_result, s);
-        if (!sent) {
-            s->state = SLOT_BROKEN;
-            continue;
-        }
-        p->queue_head = r->next;
-        if (!p->queue_head)
-            p->queue_tail = NULL;
-        p->queued--;
+    const struct db_pool *p = s->pool;
+    return r->sql ? db_conn_query(s->conn, false, r->sql, 0, NULL, slot_on_result, s)
+                  : db_conn_query(s->conn, true, p->stmts[r->stmt].name, r->nparams, (const char *const *)r->params,
+                                  slot_on_result, s);
+}
+
+/* The SET statement_timeout before s->req finished: now send the request. */
+static void slot_on_set(void *arg, const struct db_rows *rows, const struct db_error *err)
+{
+    (void)rows;
+    struct db_slot *s = arg;
+    if (!err) {
+        s->timeout_ms = s->setting_timeout_ms;
+        s->setting_timeout_ms = -1;
+        if (!s->cancel && slot_send_request(s, s->req))
+            return;
+    }
+    struct db_error e = { .connection_lost = true };
+    if (err)
+        e = *err;
+    else
+        snprintf(e.message, sizeof e.message, "%s", s->cancel ? "cancelled" : "cannot send the query");
+    e.connection_lost = true; /* the session's timeout is unknown now: do not reuse it */
+    slot_on_result(s, NULL, &e);
+}
+
+/* Start r on the idle s: its statement_timeout first if the session has another one. */
+static bool slot_start(struct db_slot *s, struct db_request *r)
+{
+    int want = request_timeout_ms(s->pool, r);
+    bool sent;
+    if (s->timeout_ms != want) {
+        char sql[64]; /* built from an int: no input reaches it */
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d", want);
+        sent = db_conn_query(s->conn, false, sql, 0, NULL, slot_on_set, s);
+        s->setting_timeout_ms = sent ? want : -1;
+    } else {
+        sent = slot_send_request(s, r);
+    }
+    if (sent) {
         s->state = SLOT_BUSY;
         s->req = r;
     }
+    return sent;
+}
+
+/* An idle connection for r, preferring one whose session already has r's statement_timeout. */
+static struct db_slot *pool_idle_slot(struct db_pool *p, const struct db_request *r)
+{
+    int want = request_timeout_ms(p, r);
+    struct db_slot *any = NULL;
+    for (int i = 0; i < p->nslots; i++) {
+        struct db_slot *s = &p->slots[i];
+        if (s->state != SLOT_IDLE)
+            continue;
+        if (s->timeout_ms == want)
+            return s;
+        if (!any)
+            any = s;
+    }
+    return any;
+}
+
+/* Hand queued requests to idle connections — orchestration's first, API ones only within their
+ * share — and open connections when demand exceeds supply. */
+static void pool_dispatch(struct db_pool *p)
+{
+    for (;;) {
+        struct req_queue *q = p->orch.head ? &p->orch
+                              : p->api.head && pool_busy_api(p) < pool_max_api(p) ? &p->api
+                                                                                 : NULL;
+        if (!q)
+            break;
+        struct db_request *r = q->head;
+        struct db_slot *s = pool_idle_slot(p, r);
+        if (!s)
+            break;
+        if (!slot_start(s, r)) {
+            s->state = SLOT_BROKEN;
+            continue;
+        }
+        queue_unlink(q, NULL, r);
+    }
+    /* Connections wanted: every waiting orchestration query, and API ones up to their share. */
+    int api_room = pool_max_api(p) - pool_busy_api(p);
+    int wanted = p->orch.n + (api_room <= 0 ? 0 : p->api.n < api_room ? p->api.n : api_room);
     long long now = now_ms();
-    if (p->queued > pool_count(p, SLOT_CONNECTING) && pool_live(p) < p->nslots && pool_may_connect(p, now))
+    if (wanted > pool_count(p, SLOT_CONNECTING) && pool_live(p) < p->nslots && pool_may_connect(p, now))
         pool_open_one(p);
 }
 
@@ -312,6 +497,28 @@ static void slot_close(struct db_slot *s)
     db_conn_free(s->conn);
     s->conn = NULL;
     s->state = SLOT_FREE;
+    s->cancel = false;
+}
+
+/* Fail the requests of q that were cancelled or waited past the acquire timeout. */
+static void queue_expire(struct db_pool *p, struct req_queue *q, long long now)
+{
+    struct db_request *prev = NULL, *r = q->head;
+    while (r) {
+        struct db_request *next = r->next;
+        if (r->cancelled || r->deadline_ms <= now) {
+            queue_unlink(q, prev, r);
+            if (r->cancelled) {
+                request_fail(p, r, "cancelled while waiting for a database connection");
+            } else {
+                p->st.acquire_timeouts++;
+                request_fail(p, r, "timed out waiting for a database connection");
+            }
+        } else {
+            prev = r;
+        }
+        r = next;
+    }
 }
 
 static void pool_tick(evutil_socket_t fd, short what, void *arg)
@@ -320,6 +527,16 @@ static void pool_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct db_pool *p = arg;
     long long now = now_ms();
+
+    /* Cancelled queries: their callback gets an error now, their connection is closed below (the
+     * server was asked to cancel the statement; closing also ends it should that request fail). */
+    for (int i = 0; i < p->nslots; i++) {
+        struct db_slot *s = &p->slots[i];
+        if (s->state == SLOT_BUSY && s->cancel) {
+            db_conn_fail_pending(s->conn, "cancelled: the caller gave up on it");
+            s->state = SLOT_BROKEN;
+        }
+    }
 
     for (int i = 0; i < p->nslots; i++) {
         struct db_slot *s = &p->slots[i];
@@ -337,16 +554,9 @@ static void pool_tick(evutil_socket_t fd, short what, void *arg)
         }
     }
 
-    /* Queries that waited too long for a connection. The queue is FIFO, so only its head can be due. */
-    while (p->queue_head && p->queue_head->deadline_ms <= now) {
-        struct db_request *r = p->queue_head;
-        p->queue_head = r->next;
-        if (!p->queue_head)
-            p->queue_tail = NULL;
-        p->queued--;
-        p->st.acquire_timeouts++;
-        request_fail(p, r, "timed out waiting for a database connection");
-    }
+    /* Queries that waited too long for a connection, or were cancelled meanwhile. */
+    queue_expire(p, &p->orch, now);
+    queue_expire(p, &p->api, now);
 
     /* No query running on any connection counts as progress for the watchdog: queries waiting for
      * a connection during an outage are not a wedge (the acquire timeout and breaker deal with
@@ -422,27 +632,27 @@ static struct db_request *pool_request(struct db_pool *p, db_result_fn cb, void 
     r->cb = cb;
     r->arg = arg;
     r->deadline_ms = now_ms() + p->conf->pool_acquire_timeout_secs * 1000LL;
+    r->ticket = ++p->next_ticket;
     return r;
 }
 
 static void pool_enqueue(struct db_pool *p, struct db_request *r)
 {
-    if (p->queue_tail)
-        p->queue_tail->next = r;
-    else
-        p->queue_head = r;
-    p->queue_tail = r;
-    p->queued++;
+    queue_push(r->api ? &p->api : &p->orch, r);
     pool_dispatch(p);
 }
 
-bool db_pool_query(struct db_pool *p, int stmt, const char *const *params, int nparams, db_result_fn cb, void *arg)
+static bool pool_query(struct db_pool *p, bool api, int stmt, const char *const *params, int nparams,
+                       db_result_fn cb, void *arg, unsigned long long *ticket)
 {
     if (stmt < 0 || (size_t)stmt >= p->nstmts || nparams > DB_MAX_PARAMS)
         return false;
     struct db_request *r = pool_request(p, cb, arg);
     if (!r)
         return false;
+    r->api = api;
+    if (ticket)
+        *ticket = r->ticket;
     r->stmt = stmt;
     r->nparams = nparams;
     for (int i = 0; i < nparams; i++) {
@@ -454,6 +664,43 @@ bool db_pool_query(struct db_pool *p, int stmt, const char *const *params, int n
     }
     pool_enqueue(p, r);
     return true;
+}
+
+bool db_pool_query(struct db_pool *p, int stmt, const char *const *params, int nparams, db_result_fn cb, void *arg)
+{
+    return pool_query(p, false, stmt, params, nparams, cb, arg, NULL);
+}
+
+bool db_pool_api_query(struct db_pool *p, int stmt, const char *const *params, int nparams, db_result_fn cb,
+                       void *arg, unsigned long long *ticket)
+{
+    return pool_query(p, true, stmt, params, nparams, cb, arg, ticket);
+}
+
+void db_pool_cancel(struct db_pool *p, unsigned long long ticket)
+{
+    struct req_queue *qs[] = { &p->orch, &p->api };
+    for (size_t i = 0; i < 2; i++) {
+        for (struct db_request *r = qs[i]->head; r; r = r->next) {
+            if (r->ticket == ticket) {
+                r->cancelled = true;
+                event_active(p->tick, EV_TIMEOUT, 0); /* failed from the loop, not inside this call */
+                return;
+            }
+        }
+    }
+    for (int i = 0; i < p->nslots; i++) {
+        struct db_slot *s = &p->slots[i];
+        if (s->state != SLOT_BUSY || !s->req || s->req->ticket != ticket || s->cancel)
+            continue;
+        s->cancel = true;
+        if (db_conn_cancel(s->conn))
+            log_info("pool", "asked the server to cancel a query whose caller gave up; closing its connection");
+        else
+            log_warn("pool", "could not ask the server to cancel a query; closing its connection");
+        event_active(p->tick, EV_TIMEOUT, 0);
+        return;
+    }
 }
 
 bool db_pool_query_sql(struct db_pool *p, const char *sql, db_result_fn cb, void *arg)
@@ -509,9 +756,54 @@ void db_pool_stats(const struct db_pool *p, struct db_pool_stats *out)
     out->busy = pool_count(p, SLOT_BUSY);
     out->connecting = pool_count(p, SLOT_CONNECTING);
     out->total = out->idle + out->busy + out->connecting;
-    out->queued = p->queued;
+    out->queued = p->orch.n + p->api.n;
+    out->queued_api = p->api.n;
+    out->busy_api = pool_busy_api(p);
+    out->max_api = pool_max_api(p);
     out->breaker_open = p->breaker_until_ms != 0;
     out->last_error_age_ms = p->last_error_ms ? now_ms() - p->last_error_ms : -1;
+}
+
+void db_pool_public_reason(const char *msg, char *out, size_t len)
+{
+    if (len == 0)
+        return;
+    out[0] = '\0';
+    if (!msg)
+        msg = "";
+    /* The last non-empty line: libpq puts one line per host tried; the last is the latest. */
+    const char *start = msg, *end = msg + strlen(msg);
+    while (end > msg && (end[-1] == '\n' || end[-1] == ' '))
+        end--;
+    for (const char *c = msg; c < end; c++)
+        if (*c == '\n')
+            start = c + 1;
+    /* After the last "failed: " (libpq's preamble names the host and port). */
+    for (const char *c = start; c + 8 <= end; c++)
+        if (strncmp(c, "failed: ", 8) == 0)
+            start = c + 8;
+    static const char *const severities[] = { "FATAL:", "ERROR:", "PANIC:" };
+    for (size_t i = 0; i < sizeof severities / sizeof severities[0]; i++)
+        if ((size_t)(end - start) >= strlen(severities[i]) && strncmp(start, severities[i], strlen(severities[i])) == 0)
+            start += strlen(severities[i]);
+    while (start < end && *start == ' ')
+        start++;
+    size_t o = 0;
+    for (const char *c = start; c < end && o + 1 < len; c++) {
+        if (*c == '"') {
+            const char *close = memchr(c + 1, '"', (size_t)(end - c - 1));
+            if (close && o + 5 < len) {
+                memcpy(out + o, "\"...\"", 5);
+                o += 5;
+                c = close;
+                continue;
+            }
+        }
+        out[o++] = (*c == '\n' || *c == '\t' || *c == '\r') ? ' ' : *c;
+    }
+    out[o] = '\0';
+    if (o == 0)
+        snprintf(out, len, "unknown error");
 }
 
 unsigned long long db_pool_progress(const struct db_pool *p)

@@ -2,9 +2,11 @@
  *
  * One request = one struct api_req. Handlers run in two halves: the first, in the evhttp callback,
  * routes, authenticates, parses and checks the input and sends at most one query to the pool; the
- * second, in the query's callback, turns the rows into the response. Nothing blocks. A request
- * that is not answered within web.request_timeout_ms gets 503 "timeout"; its query may still
- * finish later, and its callback then only frees the request. The documents clients receive are
+ * second, in the query's callback, turns the rows into the response. Nothing blocks. API queries
+ * use the pool's API share (db_pool_api_query: never the connections reserved for orchestration)
+ * and run under web.statement_timeout_ms. A request that is not answered within
+ * web.request_timeout_ms gets 503 "timeout" and its query is cancelled (db_pool_cancel); the
+ * query's callback then only frees the request. The documents clients receive are
  * built in SQL (sql/0260_tasker_api.sql) and passed through as text; only errors, health and
  * metrics are built here.
  *
@@ -75,6 +77,7 @@ struct api_req {
     json_t *json;                 /* the parsed body (an object); NULL when none */
     struct event *deadline;       /* armed with the first query */
     int pending;                  /* queries in flight */
+    unsigned long long ticket;    /* the pool's name of the latest query, for db_pool_cancel */
     long long start_us;
     api_rows_fn on_rows;
     api_err_fn on_error;          /* NULL: the default mapping (api_db_error) */
@@ -334,7 +337,7 @@ static bool api_query(struct api_req *r, int stmt, const char *const *params, in
             timer_in_ms(r->deadline, health && ms > HTTP_HEALTH_TIMEOUT_MS ? HTTP_HEALTH_TIMEOUT_MS : ms);
         }
     }
-    if (!db_pool_query(h->o->pool, stmt, params, n, api_on_result, r)) {
+    if (!db_pool_api_query(h->o->pool, stmt, params, n, api_on_result, r, &r->ticket)) {
         struct db_error e = {.sqlstate = "", .connection_lost = false};
         snprintf(e.message, sizeof e.message, "%s",
                  h->o->stopping ? "shutting down" : "database unavailable (circuit breaker open)");
@@ -361,11 +364,17 @@ static json_t *pool_json(struct http_api *h)
 {
     struct db_pool_stats st;
     db_pool_stats(h->o->pool, &st);
-    return json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:I, s:I, s:I, s:I, s:I}", "total", st.total, "idle",
-                     st.idle, "busy", st.busy, "connecting", st.connecting, "queued", st.queued, "max", st.max,
-                     "breaker_open", st.breaker_open, "queries_ok", (json_int_t)st.queries_ok, "queries_failed",
-                     (json_int_t)st.queries_failed, "acquire_timeouts", (json_int_t)st.acquire_timeouts,
-                     "connects_failed", (json_int_t)st.connects_failed, "connects_ok", (json_int_t)st.connects_ok);
+    /* cannot_grow: null, or why the pool could not open one more connection while others work —
+     * without host names and the like: /health is public. */
+    char grow[sizeof st.cannot_grow];
+    db_pool_public_reason(st.cannot_grow, grow, sizeof grow);
+    return json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:o, s:I, s:I, s:I, s:I, s:I}", "total", st.total,
+                     "idle", st.idle, "busy", st.busy, "busy_api", st.busy_api, "connecting", st.connecting, "queued",
+                     st.queued, "max", st.max, "max_api", st.max_api, "breaker_open", st.breaker_open, "cannot_grow",
+                     st.cannot_grow[0] ? json_string(grow) : json_null(), "queries_ok",
+                     (json_int_t)st.queries_ok, "queries_failed", (json_int_t)st.queries_failed, "acquire_timeouts",
+                     (json_int_t)st.acquire_timeouts, "connects_failed", (json_int_t)st.connects_failed,
+                     "connects_ok", (json_int_t)st.connects_ok);
 }
 
 /* health_reply: GET /health — db (from the query: true = it answered), pool, listener,
@@ -498,6 +507,14 @@ static void metrics_reply(struct api_req *r)
     metrics_write_sample(f, "tasker_db_pool_queued_queries", NULL, st.queued);
     metrics_write_header(f, "tasker_db_pool_breaker_open", "gauge", "1 while the pool's circuit breaker is open.");
     metrics_write_sample(f, "tasker_db_pool_breaker_open", NULL, st.breaker_open);
+    metrics_write_header(f, "tasker_db_pool_cannot_grow", "gauge",
+                         "1 while the pool cannot open more connections (it runs on those it has).");
+    metrics_write_sample(f, "tasker_db_pool_cannot_grow", NULL, st.cannot_grow[0] != '\0');
+    metrics_write_header(f, "tasker_db_pool_api_connections", "gauge",
+                         "Connections running API queries, and the most they may hold (see "
+                         "database.pool.reserved_for_orchestration).");
+    metrics_write_sample(f, "tasker_db_pool_api_connections", "state=\"busy\"", st.busy_api);
+    metrics_write_sample(f, "tasker_db_pool_api_connections", "state=\"max\"", st.max_api);
     metrics_write_header(f, "tasker_db_pool_queries_total", "counter", "Pool queries by outcome.");
     metrics_write_sample(f, "tasker_db_pool_queries_total", "result=\"ok\"", (double)st.queries_ok);
     metrics_write_sample(f, "tasker_db_pool_queries_total", "result=\"failed\"", (double)st.queries_failed);
@@ -1052,7 +1069,7 @@ static void api_on_deadline(evutil_socket_t fd, short what, void *arg)
     struct api_req *r = arg;
     if (!r->req)
         return;
-    log_warn("http", "%s: no answer within the deadline; answering 503 (the query may still finish)",
+    log_warn("http", "%s: no answer within the deadline; answering 503 and cancelling its query",
              route_label(r->route));
     if (r->route == ROUTE_HEALTH)
         health_reply(r, false, NULL, "timeout");
@@ -1063,6 +1080,10 @@ static void api_on_deadline(evutil_socket_t fd, short what, void *arg)
     else
         api_error(r, HUTIL_ERR_TIMEOUT, "no answer within %d ms; the request may or may not have taken effect",
                   r->h->o->conf.web_request_timeout_ms);
+    /* Nobody waits for the answer any more: stop the statement rather than let it hold a connection
+     * (and its locks) until it ends by itself. The callback still comes, later, and frees r. */
+    if (r->pending > 0)
+        db_pool_cancel(r->h->o->pool, r->ticket);
     api_done(r);
 }
 

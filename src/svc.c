@@ -40,13 +40,18 @@ static void svc_summary(struct svc *s, char *buf, size_t len)
     char err[600] = "";
     if (st.last_error[0] && st.last_error_age_ms >= 0 && st.last_error_age_ms < 300000)
         snprintf(err, sizeof err, "; last error %llds ago: %s", st.last_error_age_ms / 1000, st.last_error);
+    /* A pool that cannot grow runs on what it has, and says so. */
+    char grow[320] = "";
+    if (st.cannot_grow[0])
+        snprintf(grow, sizeof grow, "; pool at %d of %d, cannot grow: %s", st.idle + st.busy, st.max, st.cannot_grow);
     snprintf(buf, len,
-             "%s; db %s, connections %d/%d (busy %d), queued %d; listen %s; namespaces %zu; "
-             "steps completed %llu, dispatched %llu; tasks completed %llu%s",
-             s->o->stopping ? "draining" : "running", s->o->db_up ? "up" : "DOWN", st.total, st.max, st.busy,
-             st.queued, s->o->listener && listener_connected(s->o->listener) ? "up" : "down",
+             "%s; db %s%s, connections %d/%d (busy %d), queued %d; listen %s; namespaces %zu; "
+             "steps completed %llu, dispatched %llu; tasks completed %llu%s%s",
+             s->o->stopping ? "draining" : "running", s->o->db_up ? "up" : "DOWN",
+             st.breaker_open ? " (circuit breaker open)" : "", st.total, st.max, st.busy, st.queued,
+             s->o->listener && listener_connected(s->o->listener) ? "up" : "down",
              s->o->completions ? completions_namespace_count(s->o->completions) : (size_t)0, m->steps_completed,
-             m->steps_enqueued, m->tasks_completed, err);
+             m->steps_enqueued, m->tasks_completed, grow, err);
 }
 
 static void svc_on_status(evutil_socket_t fd, short what, void *arg)
@@ -54,7 +59,7 @@ static void svc_on_status(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct svc *s = arg;
-    char line[768];
+    char line[1024];
     svc_summary(s, line, sizeof line);
     sd_notifyf(0, "STATUS=%s", line);
     timer_in_ms(s->status, SVC_STATUS_INTERVAL_MS);
@@ -109,7 +114,7 @@ void svc_start(struct svc *s)
 
 void svc_ready(struct svc *s)
 {
-    char line[768];
+    char line[1024];
     svc_summary(s, line, sizeof line);
     sd_notifyf(0, "READY=1\nSTATUS=%s", line);
 }

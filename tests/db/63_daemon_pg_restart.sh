@@ -56,7 +56,7 @@ while [ "$(now_ms)" -lt "$deadline" ]; do
 done
 [ -z "$died" ] && ok "daemon still running after ${DOWN_SECS} s without PostgreSQL" ||
   fail "daemon exited while PostgreSQL was down"
-dt_log d1 | grep -Eq 'database unreachable|connection lost' && ok "daemon logged the lost database" ||
+dt_log d1 | grep -E 'database unreachable|connection lost' >/dev/null && ok "daemon logged the lost database" ||
   fail "daemon logged the lost database"
 dt_log_skip d1   # what follows must come after the server is back
 

@@ -121,6 +121,7 @@ START_TEST(defaults_are_the_seed)
     ck_assert_int_eq(c.pool_breaker_failure_threshold, 5);
     ck_assert_int_eq(c.pool_breaker_open_secs, 30);
     ck_assert_int_eq(c.pool_statement_timeout_ms, 0);
+    ck_assert_int_eq(c.pool_reserved_for_orchestration, 2);
     ck_assert_str_eq(c.processor_id, "");
     ck_assert_int_eq(c.completions_interval_ms, 5000);
     ck_assert_int_eq(c.completions_idle_interval_ms, 10000);
@@ -148,6 +149,7 @@ START_TEST(defaults_are_the_seed)
     ck_assert(c.web_enabled);
     ck_assert_int_eq(c.web_max_body_bytes, 1048576);
     ck_assert_int_eq(c.web_request_timeout_ms, 30000);
+    ck_assert_int_eq(c.web_statement_timeout_ms, 20000);
     ck_assert_str_eq(c.log_level, "info");
     ck_assert(!c.log_json);
 }
@@ -580,6 +582,12 @@ START_TEST(shipped_files_load)
         ck_assert_str_eq(src.overlay_path, want);
         ck_assert_int_eq(c.environment, envs[i].e);
         ck_assert_int_eq(c.pool_max_connections, envs[i].max_connections);
+        /* API statements have a server-side timeout in every environment, below the request's
+         * deadline, and every shipped pool keeps connections for orchestration. */
+        ck_assert_int_gt(c.web_statement_timeout_ms, 0);
+        ck_assert_int_le(c.web_statement_timeout_ms, c.web_request_timeout_ms);
+        ck_assert_int_gt(c.pool_reserved_for_orchestration, 0);
+        ck_assert_int_lt(c.pool_reserved_for_orchestration, c.pool_max_connections);
     }
 }
 END_TEST

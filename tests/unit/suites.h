@@ -15,7 +15,8 @@
     X(poller) \
     X(worker) \
     X(http) \
-    X(log)
+    X(log) \
+    X(pool)
 
 #define UNIT_SUITE_DECLARE(name) Suite *make_##name##_suite(void);
 UNIT_SUITES(UNIT_SUITE_DECLARE)
