@@ -463,6 +463,10 @@ m() { printf '%s\n' "$BODY" | awk -v k="$1" '$1 == k {print $2}'; }
 is "$(m tasker_tasks_created_total)" 3 "metrics: tasks created"
 is "$(m tasker_tasks_cancelled_total)" 1 "metrics: tasks cancelled"
 is "$(m tasker_steps_resolved_total)" 3 "metrics: steps resolved"
+# Every dispatch this daemon made (roots at creation, children, resolutions) left one transition
+# into enqueued; the counter must count each of them once.
+is "$(m tasker_steps_enqueued_total)" "$(q "SELECT count(*) FROM tasker.workflow_step_transitions WHERE to_state = 'enqueued'")" \
+  "metrics: steps enqueued, root steps included"
 is "$(m "tasker_namespace_tasks_created_total{namespace=\"$NS\"}")/$(m "tasker_namespace_tasks_created_total{namespace=\"$NS2\"}")" 1/2 \
   "metrics: tasks created by namespace"
 is "$(m "tasker_queue_depth{queue=\"tasker_dispatch_$NS\",namespace=\"$NS\",kind=\"dispatch\"}")" \
