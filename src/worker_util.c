@@ -59,6 +59,7 @@ void worker_usage(FILE *out)
             "  -d, --database-url URL         database (default: $DATABASE_URL)\n"
             "  -v, --verbose                  debug logging\n"
             "  -h, --help                     show this help\n"
+            "  -V, --version                  show the version\n"
             "\n"
             "Exit status: 0 drained cleanly, 1 failure or forced exit, 2 usage error.\n",
             WORKER_DEFAULT_CONCURRENCY, WORKER_DEFAULT_BATCH, WORKER_DEFAULT_LEASE_SECS, WORKER_DEFAULT_POLL_MS,
@@ -103,6 +104,7 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
         { "database-url", required_argument, NULL, 'd' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     memset(o, 0, sizeof *o);
@@ -118,7 +120,7 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
     optind = 0; /* glibc: full re-initialisation, so tests may parse several times */
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, ":n:c:b:l:p:w:t:d:vh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":n:c:b:l:p:w:t:d:vhV", longopts, NULL)) != -1) {
         switch (ch) {
         case 'n':
             if (!namespace_name_valid(optarg)) {
@@ -174,6 +176,8 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
             break;
         case 'h':
             return WORKER_PARSE_HELP;
+        case 'V':
+            return WORKER_PARSE_VERSION;
         case ':':
             snprintf(err, errlen, "option %s needs a value", argv[optind - 1]);
             return WORKER_PARSE_ERROR;

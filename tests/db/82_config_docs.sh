@@ -193,6 +193,11 @@ done
 [ ${#overlay_bad[@]} -eq 0 ] && ok "the overlay table lists exactly what etc/environments/*.conf set" ||
   fail "overlay table vs etc/environments (< doc, > file): ${overlay_bad[*]}"
 
+# Both binaries say their version (the same one) and exit 0 without touching anything.
+dv=$("$BIN/$D" --version 2>&1); wv=$("$BIN/tasker-worker" --version 2>&1); wrc=$?
+[ "$wrc" -eq 0 ] && [ "$wv" = "tasker-worker ${dv#"$D "}" ] && ok "tasker-worker --version: $wv (the daemon: $dv)" ||
+  fail "tasker-worker --version: '$wv' (exit $wrc; the daemon: '$dv')"
+
 # ---- 5. man pages ---------------------------------------------------------------------------------------
 for page in man/man8/tasker-orchestratord.8 man/man1/tasker-worker.1 man/man5/tasker-orchestratord.conf.5; do
   [ -f "$page" ] || { fail "$page exists"; continue; }
