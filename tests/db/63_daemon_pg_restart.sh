@@ -62,7 +62,7 @@ dt_log_skip d1   # what follows must come after the server is back
 
 line=$(scripts/pg-sandbox start "$DT_SANDBOX") || { fail "scripts/pg-sandbox start $DT_SANDBOX"; finish; exit 1; }
 t_start=$(now_ms)
-SERVER_URL=${line#DATABASE_URL=}
+SERVER_URL=${line##*DATABASE_URL=}
 port_after=$(cat "$DT_SANDBOX/port")
 new_url=$(db_url tasker_pgr)
 
@@ -127,7 +127,7 @@ dt_log d1 | grep -q 'database not reachable at start' && ok "… it said the dat
 dt_log d1 | grep -q 'ready: pool and LISTEN' && fail "… and is not ready" || ok "… and is not ready"
 line=$(scripts/pg-sandbox start "$DT_SANDBOX") || { fail "scripts/pg-sandbox start $DT_SANDBOX (2)"; finish; exit 1; }
 t_start=$(now_ms)
-SERVER_URL=${line#DATABASE_URL=}
+SERVER_URL=${line##*DATABASE_URL=}
 if [ "$(cat "$DT_SANDBOX/port")" = "$port_before" ]; then
   dt_wait_ready d1 20 && ok "ready once PostgreSQL is up" || fail "ready once PostgreSQL is up (within 20 s)"
   t_ready=$(dt_log_time d1 'ready: pool and LISTEN')
