@@ -173,6 +173,14 @@ out=$(TASKER_ENV=production "$BIN/$D" --check-config -c "$ETC" 2>&1)
 out=$(TASKER_ENV=production "$BIN/$D" --check-config -c "$ETC" -e test 2>&1)
 [[ "$out" == *"environments/test.conf, environment test" ]] && ok "-e beats \$TASKER_ENV" || fail "-e vs \$TASKER_ENV: $out"
 
+# The README's tour: -e without a file to find the overlay next to is refused, not ignored.
+out=$("$BIN/$D" --check-config -e development 2>&1); rc=$?
+[ "$rc" -ne 0 ] && [[ "$out" == "-e: environment \"development\" is read from environments/development.conf"*"pass -c FILE"* ]] &&
+  ok "-e without -c is refused: $out" || fail "-e without -c (exit $rc): $out"
+out=$("$BIN/$D" --check-config -v -c "$TMP/empty.conf" 2>&1)
+grep -q 'bind_address = "127.0.0.1:8080"' <<<"$out" && ok "the API listens on loopback unless told otherwise" ||
+  fail "default bind address: $(grep bind_address <<<"$out")"
+
 # The overlay table of docs/configuration.md against etc/environments/*.conf.
 overlay_bad=()
 col=3
