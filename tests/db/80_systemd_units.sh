@@ -561,6 +561,41 @@ took=$(( $(now_ms) - t0 ))
 [ "$rc" -ne 0 ] && [ "$took" -ge 3000 ] && [[ "$out" == *"giving up"* ]] &&
   ok "unreachable database: retried for TASKER_MIGRATE_WAIT_SECS=3, then gave up (exit $rc after $took ms)" ||
   fail "unreachable database: retry then give up (exit $rc after $took ms: $out)"
+# Which command lines migrate first: a stand-in daemon (TASKER_BIN) records each call.
+mkdir -p "$TMP/fakebin"
+printf '#!/bin/sh\nprintf "%%s\\n" "$*" >>"%s"\n' "$TMP/calls" >"$TMP/fakebin/tasker-orchestratord"
+chmod +x "$TMP/fakebin/tasker-orchestratord"
+entry_calls() {
+  : >"$TMP/calls"
+  env TASKER_BIN="$TMP/fakebin" DATABASE_URL="$dead" TASKER_MIGRATE_WAIT_SECS=1 "$IMG/usr/local/bin/tasker-entrypoint" "$@" >/dev/null 2>&1
+  paste -sd '|' "$TMP/calls"
+}
+bad=()
+for args in "--version" "-V" "--help" "-h" "--check-config" "-c /x.conf --check-config -v" "-e production --version" \
+            "tasker-orchestratord --version" "tasker-orchestratord --check-config" "tasker-orchestratord sql-check" "sql-check"; do
+  want=${args#tasker-orchestratord }
+  # shellcheck disable=SC2086
+  got=$(entry_calls $args)
+  [ "$got" = "$want" ] || bad+=("'$args' ran '$got'")
+done
+[ ${#bad[@]} -eq 0 ] && ok "entrypoint --version, --help, --check-config, sql-check: the daemon alone, no migrate first" ||
+  fail "entrypoint commands that must not migrate: ${bad[*]}"
+bad=()
+for args in "" "-c /x.conf" "-e production" "tasker-orchestratord" "tasker-orchestratord -c /x.conf -e test"; do
+  want=${args#tasker-orchestratord}; want=${want# }
+  # shellcheck disable=SC2086
+  got=$(entry_calls $args)
+  [ "$got" = "migrate|$want" ] || bad+=("'$args' ran '$got'")
+done
+for args in "migrate --status" "tasker-orchestratord migrate"; do
+  want=${args#tasker-orchestratord }
+  # shellcheck disable=SC2086
+  got=$(entry_calls $args)
+  [ "$got" = "$want" ] || bad+=("'$args' ran '$got'")
+done
+[ ${#bad[@]} -eq 0 ] && ok "entrypoint: the daemon migrates first; migrate (also spelled tasker-orchestratord migrate) only migrates" ||
+  fail "entrypoint daemon/migrate command lines: ${bad[*]}"
+
 env PATH="$IMGPATH" DATABASE_URL="$empty" tasker-entrypoint tasker-worker --namespace demo --worker-id image-worker \
   >"$TMP/entry-worker.log" 2>&1 &
 PID[entry_worker]=$!
