@@ -129,7 +129,7 @@ if [ -n "$mig" ]; then
   is "$?" 1 "--status with an edited landed migration: exit 1"
   has "$tmp/out" "changed!  migrations/$mig" "--status marks it changed!"
 else
-  ok "# SKIP no real migrations embedded yet (the fixture below covers refusal)"
+  skip "no real migrations embedded yet (the fixture below covers refusal)"
 fi
 
 # ---- fixture binaries ------------------------------------------------------------------------------

@@ -75,9 +75,8 @@ if [ "$port_after" = "$port_before" ]; then
 else
   echo "# PostgreSQL came back on port $port_after, not $port_before: another process took the port while it was down."
   echo "# No client can follow a changed URL; restarting the daemon and workers on $new_url."
-  ok "# SKIP reconnect checks: the sandbox's port changed ($port_before → $port_after)"
-  ok "# SKIP"
-  ok "# SKIP"
+  skip "pool reconnected: the sandbox's port changed ($port_before → $port_after)"
+  skip "LISTEN re-established: the sandbox's port changed"
   # They cannot drain without the server: a second SIGTERM makes each exit at once.
   for p in d1 w1 w2 w3; do kill -TERM "${DT_PID[$p]}"; done
   sleep 0.5
@@ -135,8 +134,8 @@ if [ "$(cat "$DT_SANDBOX/port")" = "$port_before" ]; then
   dt_create "$url" "$NS" 20 late >/dev/null
   dt_wait_done "$url" 30 && ok "… and runs new tasks" || fail "… and runs new tasks ($(dt_states "$url"))"
 else
-  ok "# SKIP the sandbox's port changed on restart: the daemon cannot follow"
-  ok "# SKIP"
+  skip "ready once PostgreSQL is up: the sandbox's port changed on restart, the daemon cannot follow"
+  skip "… and runs new tasks: the sandbox's port changed"
 fi
 dt_stop d1 TERM 15
 is "$DT_RC" 0 "daemon: SIGTERM → exit 0"

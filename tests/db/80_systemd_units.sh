@@ -332,6 +332,7 @@ fi
 
 if $sandbox_ok; then
   # Node.js under each policy: the reason the worker unit sets MemoryDenyWriteExecute=no.
+  command -v node >/dev/null || fail "node is installed (scripts/install-deps installs nodejs): no Node.js checks"
   if command -v node >/dev/null; then
     "$TMP/sx-daemon" node -e 'let s = 0; for (let i = 0; i < 1e6; i++) s += i; console.log(s)' >/dev/null 2>&1; rc=$?
     [ "$rc" -ne 0 ] && ok "node dies under the daemon's policy (MemoryDenyWriteExecute=yes; exit $rc)" ||
@@ -384,6 +385,8 @@ CONF
     DATABASE_URL="$url" "$TMP/sx-worker" node examples/node-worker/worker.mjs --namespace demo --worker-id node-worker \
       >"$TMP/node-worker.log" 2>&1 &
     PID[node]=$!
+  elif command -v node >/dev/null; then
+    fail "npm ci in examples/node-worker: $(tail -n 3 "$TMP/npm.log")"
   fi
 
   psql_at "$url" "SELECT count(*) FROM generate_series(1, 5) i CROSS JOIN unnest(ARRAY['diamond', 'fan_out_fan_in',

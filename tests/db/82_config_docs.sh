@@ -209,12 +209,17 @@ dv=$("$BIN/$D" --version 2>&1); wv=$("$BIN/tasker-worker" --version 2>&1); wrc=$
 # ---- 5. man pages ---------------------------------------------------------------------------------------
 for page in man/man8/tasker-orchestratord.8 man/man1/tasker-worker.1 man/man5/tasker-orchestratord.conf.5; do
   [ -f "$page" ] || { fail "$page exists"; continue; }
+  # A missing tool is a failure, not a silent pass: scripts/install-deps installs both.
   if command -v groff >/dev/null; then
     warn=$(groff -man -Tutf8 -ww -z "$page" 2>&1)
     [ -z "$warn" ] && ok "$page: groff -man -ww: no warnings" || fail "$page: groff warnings: $warn"
+  else
+    fail "groff is installed (groff-base, scripts/install-deps): $page not checked"
   fi
   if command -v man >/dev/null; then
     MANWIDTH=80 man -l "$page" 2>/dev/null | grep -q '^NAME' && ok "$page: man -l renders it" || fail "$page: man -l renders it"
+  else
+    fail "man is installed (man-db, scripts/install-deps): $page not rendered"
   fi
 done
 for ref in $(sed -n 's/^Documentation=//p' systemd/*.service | tr ' ' '\n' | grep '^man:'); do
