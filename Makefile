@@ -137,7 +137,7 @@ check-config-coverage:
 	$(Q)scripts/check-config-coverage
 
 check: check-unit check-config-coverage fuzz-smoke check-db
-	@echo "make check: all tests passed"
+	@echo "make check: all tests passed ($$(cat var/test-skips 2>/dev/null | wc -l) skipped)"
 
 clean:
 	rm -rf build bin

@@ -4,6 +4,8 @@
 #   entrypoint.sh [DAEMON OPTIONS]        migrate the database, then exec the daemon with them
 #   entrypoint.sh tasker-orchestratord …  the same, spelled out
 #   entrypoint.sh migrate [OPTIONS]       only migrate (a one-off job), then exit
+#   entrypoint.sh --version | --help | --check-config … | sql-check
+#                                         exec'd at once: only the daemon itself migrates first
 #   entrypoint.sh COMMAND [ARGS]          anything else (tasker-worker, sh, …) is exec'd as is
 #
 # The daemon refuses to start on a database that is not migrated to its build, so the migration
@@ -58,16 +60,30 @@ migrate_with_retry() {
   done
 }
 
+# starts_daemon ARGS: the daemon's command line ARGS runs the daemon, not --version, --help,
+# --check-config or a subcommand (the daemon's getopt stops at the first non-option, as here).
+starts_daemon() {
+  while [ $# -gt 0 ]; do
+    case $1 in
+      -V | --version | -h | --help | --check-config) return 1 ;;
+      -c | -e | --config | --env) [ $# -gt 1 ] && shift ;;   # and its value
+      --) return 0 ;;
+      -*) ;;
+      *) return 1 ;;   # a subcommand
+    esac
+    shift
+  done
+  return 0
+}
+
+[ "${1:-}" = tasker-orchestratord ] && shift
 case ${1:-} in
   migrate)
     shift
     migrate_with_retry "$@"
     exit 0
     ;;
-  tasker-orchestratord)
-    shift
-    ;;
-  '' | -*)
+  '' | -* | sql-check)
     ;;
   tasker-worker)
     shift
@@ -79,7 +95,7 @@ case ${1:-} in
     ;;
 esac
 
-if [ "${TASKER_SKIP_MIGRATE:-0}" != 1 ]; then
+if [ "${TASKER_SKIP_MIGRATE:-0}" != 1 ] && starts_daemon "$@"; then
   migrate_with_retry
 fi
 exec "$daemon" "$@"

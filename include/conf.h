@@ -91,7 +91,8 @@ void conf_defaults(struct conf *c);
  *   env_name: -e, or NULL → $TASKER_ENV, else "development".
  * Order: defaults → base file → overlay `<dir of base>/environments/<env>.conf` (if it exists) →
  * environment variables (DATABASE_URL, TASKER_WEB_BIND_ADDRESS). With neither -e nor $TASKER_ENV,
- * the base file's own `environment` key (default "development") picks the overlay; an overlay
+ * the base file's own `environment` key (default "development") picks the overlay; -e or $TASKER_ENV
+ * without a base file is an error (there is nowhere to find the overlay); an overlay
  * that sets `environment` to another name is an error. Unknown keys, bad types, out-of-range
  * values and cross-field violations fail with messages of the form `file:line: message` written
  * to err (`NAME: message` when the value came from an environment variable or argument).

@@ -96,6 +96,7 @@ struct worker_opts {
 enum worker_parse_status {
     WORKER_PARSE_OK,    /* run */
     WORKER_PARSE_HELP,  /* --help was asked for: print usage, exit 0 */
+    WORKER_PARSE_VERSION, /* --version was asked for: print it, exit 0 */
     WORKER_PARSE_ERROR  /* err says why: exit 2 */
 };
 

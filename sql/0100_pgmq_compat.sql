@@ -47,6 +47,9 @@
 --  * validate_queue_name also rejects names longer than 47 BYTES (same message): a multi-byte
 --    name of <= 47 characters could otherwise push `archived_at_idx_<name>` past 63 bytes, where
 --    PostgreSQL silently truncates identifiers.
+--  * acquire_queue_lock(queue_name) exists, and create*/drop_queue take it: PGMQ 1.5.1 has neither
+--    (it came in 1.5.2/1.6.0, with the same advisory key, hashtext('pgmq.queue_' || name)). We keep
+--    it because it serialises concurrent create/drop of one queue.
 --  * detach_archive: we implement the 1.5.x semantics, which for a non-extension (SQL-only)
 --    install are a silent no-op after validating the name. We do not emit the >= 1.6 deprecation
 --    WARNING, which would only be noise for clients that call it (pgmq-js exposes it).
@@ -76,19 +79,21 @@ END
 $fn$;
 
 -- 47 = 63 (NAMEDATALEN - 1) - length('template_pgmq_q_'), PGMQ's limit. Called by the create*
--- functions only.
+-- functions only. The message is PGMQ 1.5.1's word for word: it says 48 although 48 characters
+-- are refused (its check is `length >= 48`), and clients may match the text.
 CREATE OR REPLACE FUNCTION pgmq.validate_queue_name(queue_name text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $fn$
 BEGIN
     IF length(queue_name) > 47 OR octet_length(queue_name) > 47 THEN
-        RAISE EXCEPTION 'queue name is too long, maximum length is 47 characters';
+        RAISE EXCEPTION 'queue name is too long, maximum length is 48 characters';
     END IF;
 END
 $fn$;
 
--- Serialises create/drop of one queue (transaction-scoped advisory lock, PGMQ's key).
+-- Serialises create/drop of one queue (transaction-scoped advisory lock, the key of PGMQ >= 1.5.2;
+-- not in 1.5.1, see the deviations above).
 CREATE OR REPLACE FUNCTION pgmq.acquire_queue_lock(queue_name text)
 RETURNS void
 LANGUAGE plpgsql

@@ -223,8 +223,8 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         backpressure_queue_depth, web_backpressure_queue_depth, 200, 1, 1000000, NULL, RELOAD,                       \
         "answer API requests 503 (Retry-After) while this many queries wait for a pool connection")                  \
     KEY(STR, "web.bind_address",                                                                                     \
-        bind_address, web_bind_address, "0.0.0.0:8080", 0, 0, check_bind_address, RESTART,                           \
-        "host:port of the HTTP API; TASKER_WEB_BIND_ADDRESS overrides")                                              \
+        bind_address, web_bind_address, "127.0.0.1:8080", 0, 0, check_bind_address, RESTART,                         \
+        "host:port of the HTTP API (loopback unless set); TASKER_WEB_BIND_ADDRESS overrides")                                              \
     KEY(BOOL, "web.enabled",                                                                                         \
         enabled, web_enabled, true, 0, 0, NULL, RESTART,                                                             \
         "serve the HTTP API at all")                                                                                 \
@@ -982,6 +982,15 @@ bool conf_load(struct conf *c, struct conf_source *src, const char *path, const 
     }
     if (!path)
         path = getenv_set("TASKER_CONFIG_PATH");
+    /* The overlays live next to the base file. Asked for one without a file, we would run on the
+     * bare defaults while the operator believes the overlay applies: refuse instead. */
+    if (env_req && !path) {
+        ctx_fail(ctx, env_from, 0,
+                 "environment \"%s\" is read from environments/%s.conf next to the configuration file, and there "
+                 "is none: pass -c FILE (e.g. -c etc/tasker-orchestratord.conf) or set TASKER_CONFIG_PATH",
+                 conf_env_name(env), conf_env_name(env));
+        return false;
+    }
 
     cfg_t *cfg = new_cfg(ctx);
     bool ok = cfg != NULL;

@@ -57,7 +57,8 @@ const struct db_statement statements[STMT_COUNT] = {
         "api_create_task",
         "SELECT c.created, c.task_uuid, c.state,"
         "       tasker.api_json_extend(tasker.api_task_json(c.task_uuid, false, false),"
-        "                              json_build_object('steps_enqueued', c.steps_enqueued))::text AS task"
+        "                              json_build_object('steps_enqueued', c.steps_enqueued))::text AS task,"
+        "       c.steps_enqueued"  /* column 4: the root steps dispatched, for the metrics */
         "  FROM tasker.create_task($1::jsonb) c",
         1 },
     [STMT_API_LIST_TASKS] = {

@@ -2,9 +2,11 @@
 #include "worker.h"
 
 #include "log.h"
+#include "version.h"
 
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -32,6 +34,9 @@ int main(int argc, char **argv)
         break;
     case WORKER_PARSE_HELP:
         worker_usage(stdout);
+        return 0;
+    case WORKER_PARSE_VERSION:
+        printf("tasker-worker %s\n", TASKER_VERSION);
         return 0;
     case WORKER_PARSE_ERROR:
         fprintf(stderr, "tasker-worker: %s\nTry 'tasker-worker --help'.\n", err);

@@ -64,6 +64,7 @@ void worker_usage(FILE *out)
             "                                 (default: such steps fail permanently)\n"
             "  -v, --verbose                  debug logging\n"
             "  -h, --help                     show this help\n"
+            "  -V, --version                  show the version\n"
             "\n"
             "Built-in handlers (the step's handler.callable, or mapped; configured by handler.initialization):\n"
             "  noop             succeed with {}\n"
@@ -229,6 +230,7 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
         { "database-url", required_argument, NULL, 'd' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     memset(o, 0, sizeof *o);
@@ -244,7 +246,7 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
     optind = 0; /* glibc: full re-initialisation, so tests may parse several times */
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, ":n:c:b:l:p:w:t:d:vh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":n:c:b:l:p:w:t:d:vhV", longopts, NULL)) != -1) {
         switch (ch) {
         case 'n':
             if (!namespace_name_valid(optarg)) {
@@ -308,6 +310,8 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
             break;
         case 'h':
             return WORKER_PARSE_HELP;
+        case 'V':
+            return WORKER_PARSE_VERSION;
         case ':':
             snprintf(err, errlen, "option %s needs a value", argv[optind - 1]);
             return WORKER_PARSE_ERROR;

@@ -8,7 +8,7 @@
 # does) if another process took the old one meanwhile: always take the URL from the sandbox.
 DT_SANDBOX=${TASKER_TEST_PGDIR:-var/test-pg}
 if dt_line=$(scripts/pg-sandbox url "$DT_SANDBOX" 2>/dev/null); then
-  SERVER_URL=${dt_line#DATABASE_URL=}
+  SERVER_URL=${dt_line##*DATABASE_URL=}
 fi
 export SERVER_URL
 # Nothing from the caller's environment may change the daemons' configuration or logging.

@@ -1,13 +1,23 @@
 # tests/lib.sh — helpers shared by the database test scripts (sourced, not run).
 # Provides: fresh_db NAME (creates + migrates a database, prints its URL), psql_at URL SQL
-# (one value, unaligned), ok/fail/is (TAP-style lines; `fail` makes the script exit non-zero at end).
+# (one value, unaligned), ok/fail/is (TAP-style lines; `fail` makes the script exit non-zero at end),
+# skip (a check that could not run, counted: see below).
 # Expects SERVER_URL (sandbox URL without database) and BIN (directory of the binaries).
 
 TESTS_FAILED=0
 TESTS_RUN=0
+# Where skips are recorded, one line each ("script: reason"); tests/run-db-tests counts them for
+# make check's closing line. A missing tool is never a skip: it is a failure (install-deps has it).
+TESTS_SKIP_FILE=${TESTS_SKIP_FILE:-var/test-skips}
 
 ok()   { TESTS_RUN=$((TESTS_RUN + 1)); echo "ok $TESTS_RUN - $*"; }
 fail() { TESTS_RUN=$((TESTS_RUN + 1)); TESTS_FAILED=$((TESTS_FAILED + 1)); echo "not ok $TESTS_RUN - $*"; }
+# skip REASON: a check that could not run for a reason outside the code under test (TAP "# SKIP");
+# neither a pass nor a failure, but recorded so the run's summary says how many there were.
+skip() {
+  TESTS_RUN=$((TESTS_RUN + 1)); echo "ok $TESTS_RUN # SKIP $*"
+  mkdir -p "$(dirname "$TESTS_SKIP_FILE")" && echo "$(basename "$0"): $*" >>"$TESTS_SKIP_FILE"
+}
 # is GOT WANT DESCRIPTION
 is() {
   if [ "$1" = "$2" ]; then ok "$3"; else fail "$3 (got '$1', want '$2')"; fi

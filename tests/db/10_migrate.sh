@@ -129,7 +129,7 @@ if [ -n "$mig" ]; then
   is "$?" 1 "--status with an edited landed migration: exit 1"
   has "$tmp/out" "changed!  migrations/$mig" "--status marks it changed!"
 else
-  ok "# SKIP no real migrations embedded yet (the fixture below covers refusal)"
+  skip "no real migrations embedded yet (the fixture below covers refusal)"
 fi
 
 # ---- fixture binaries ------------------------------------------------------------------------------
@@ -353,5 +353,18 @@ case "$out" in *9999_from_the_future.sql*newer*) ok "the message names the unkno
                *) fail "unexpected message: $out" ;; esac
 is "$(psql_at "$url" "SELECT md5(string_agg(name || checksum || applied_at, ',' ORDER BY name)) FROM tasker.schema_migrations")" \
    "$before" "nothing was re-applied"
+
+# A plain-SQL PGMQ install (schema pgmq with its catalogue pgmq.meta, no extension) is refused,
+# and the hint is a step that can work: CREATE EXTENSION pgmq cannot (it fails on pgmq.meta).
+url=$(empty_db tasker_migrate_plain_pgmq)
+psql_at "$url" "CREATE SCHEMA pgmq; CREATE TABLE pgmq.meta (queue_name varchar NOT NULL UNIQUE, is_partitioned boolean NOT NULL, is_unlogged boolean NOT NULL, created_at timestamptz NOT NULL DEFAULT now())" >/dev/null
+out=$("$BIN/tasker-orchestratord" migrate --database-url "$url" 2>&1)
+rc=$?
+is "$rc" 1 "migrate refuses a database whose schema pgmq is a plain-SQL PGMQ install"
+case "$out" in *"Install the pgmq extension over it"*) fail "the hint suggests CREATE EXTENSION over pgmq.meta, which fails: $out" ;;
+               *HINT:*docs/operations.md*) ok "the hint points at the move described in docs/operations.md" ;;
+               *) fail "the refusal's hint: $out" ;; esac
+is "$(psql_at "$url" "SELECT count(*) FROM pg_namespace WHERE nspname = 'tasker'")/$(psql_at "$url" "SELECT to_regclass('pgmq.meta') IS NOT NULL")" \
+   "1/t" "the plain install is left as it was"
 
 finish

@@ -71,7 +71,7 @@ contested=$(q "SELECT count(*) FROM ($joins) j
                       WHERE e.to_step_uuid = j.workflow_step_uuid AND t.to_state = 'complete') > 1")
 echo "# join steps whose parents were completed by more than one orchestrator: $contested of $TASKS"
 if [ "$ORCHESTRATORS" -lt 2 ]; then
-  ok "# SKIP one orchestrator: no contested fan-ins to look for"
+  skip "one orchestrator: no contested fan-ins to look for"
 elif [ "${contested:-0}" -gt 0 ]; then
   ok "fan-ins were contested by the orchestrators"
 else

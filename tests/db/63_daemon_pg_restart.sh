@@ -62,7 +62,7 @@ dt_log_skip d1   # what follows must come after the server is back
 
 line=$(scripts/pg-sandbox start "$DT_SANDBOX") || { fail "scripts/pg-sandbox start $DT_SANDBOX"; finish; exit 1; }
 t_start=$(now_ms)
-SERVER_URL=${line#DATABASE_URL=}
+SERVER_URL=${line##*DATABASE_URL=}
 port_after=$(cat "$DT_SANDBOX/port")
 new_url=$(db_url tasker_pgr)
 
@@ -75,9 +75,8 @@ if [ "$port_after" = "$port_before" ]; then
 else
   echo "# PostgreSQL came back on port $port_after, not $port_before: another process took the port while it was down."
   echo "# No client can follow a changed URL; restarting the daemon and workers on $new_url."
-  ok "# SKIP reconnect checks: the sandbox's port changed ($port_before → $port_after)"
-  ok "# SKIP"
-  ok "# SKIP"
+  skip "pool reconnected: the sandbox's port changed ($port_before → $port_after)"
+  skip "LISTEN re-established: the sandbox's port changed"
   # They cannot drain without the server: a second SIGTERM makes each exit at once.
   for p in d1 w1 w2 w3; do kill -TERM "${DT_PID[$p]}"; done
   sleep 0.5
@@ -127,7 +126,7 @@ dt_log d1 | grep -q 'database not reachable at start' && ok "… it said the dat
 dt_log d1 | grep -q 'ready: pool and LISTEN' && fail "… and is not ready" || ok "… and is not ready"
 line=$(scripts/pg-sandbox start "$DT_SANDBOX") || { fail "scripts/pg-sandbox start $DT_SANDBOX (2)"; finish; exit 1; }
 t_start=$(now_ms)
-SERVER_URL=${line#DATABASE_URL=}
+SERVER_URL=${line##*DATABASE_URL=}
 if [ "$(cat "$DT_SANDBOX/port")" = "$port_before" ]; then
   dt_wait_ready d1 20 && ok "ready once PostgreSQL is up" || fail "ready once PostgreSQL is up (within 20 s)"
   t_ready=$(dt_log_time d1 'ready: pool and LISTEN')
@@ -135,8 +134,8 @@ if [ "$(cat "$DT_SANDBOX/port")" = "$port_before" ]; then
   dt_create "$url" "$NS" 20 late >/dev/null
   dt_wait_done "$url" 30 && ok "… and runs new tasks" || fail "… and runs new tasks ($(dt_states "$url"))"
 else
-  ok "# SKIP the sandbox's port changed on restart: the daemon cannot follow"
-  ok "# SKIP"
+  skip "ready once PostgreSQL is up: the sandbox's port changed on restart, the daemon cannot follow"
+  skip "… and runs new tasks: the sandbox's port changed"
 fi
 dt_stop d1 TERM 15
 is "$DT_RC" 0 "daemon: SIGTERM → exit 0"

@@ -54,11 +54,11 @@ disturb() {
   psql_at "$url" "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
                   WHERE application_name LIKE 'tasker-orchestratord%' AND pid <> pg_backend_pid()"
 }
-# http_traffic NAME NS: drive the HTTP API of daemon NAME (skipped without curl): health, metrics,
+# http_traffic NAME NS: drive the HTTP API of daemon NAME (curl is required): health, metrics,
 # tasks created, read, listed and cancelled, and bad requests. Prints one summary line.
 http_traffic() {
   local port base codes="" uuid code i
-  command -v curl >/dev/null || { echo "# (no curl: HTTP traffic skipped)"; return 0; }
+  command -v curl >/dev/null || { fail "curl is installed (scripts/install-deps installs it): no HTTP traffic"; return 1; }
   port=$(dt_http_port "$1")
   [ -n "$port" ] || { fail "$1: HTTP API port in the log"; return 1; }
   base="http://127.0.0.1:$port"

@@ -66,6 +66,10 @@ lock_for 3 || fail "lock taken"
 q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'tasker-orchestratord'" >/dev/null
 sleep 2
 dt_wait_exit locker 5
+# The case is only tested if a prepare really ran into the timeout (and not, say, past the lock).
+dt_log d1 | grep -Eq 'cannot prepare statement [a-z_]+ \(57014\): .*statement timeout' &&
+  ok "d1: a prepare on the locked table ended in the statement timeout (57014)" ||
+  fail "d1: a prepare on the locked table ended in the statement timeout (no 57014 in the log)"
 still_works d1 st
 dt_stop d1 TERM 10
 

@@ -282,6 +282,10 @@ is "$(j '[.tasks[].task_uuid] | join(",")')" "$T1" "filters pick the one task"
 req GET "/v1/tasks?status=steps_in_process"; expect 200 - "GET /v1/tasks?status="
 is "$(j .pagination.total_count)" 3 "status is an alias of state"
 req GET "/v1/tasks?namespace=$NS2&name=linear"; expect 200 - "GET /v1/tasks?namespace=&name="
+# docs/api.md: one line of JSON per response, PostgreSQL's spacing in documents.
+[ "$(j '.tasks | length')" -ge 2 ] && [[ "$BODY" != *$'\n'* ]] && [[ "$BODY" == '{"tasks" : [{'* ]] &&
+  ok "a list of tasks is one line of JSON with PostgreSQL's spacing, as docs/api.md says" ||
+  fail "the response format docs/api.md describes: $(head -c 80 <<<"$BODY")"
 is "$(j .pagination.total_count)" 2 "two linear tasks"
 req GET "/v1/tasks?per_page=1&page=3"; expect 200 - "GET /v1/tasks page 3 of 3"
 is "$(j '.tasks | length')/$(j .pagination.total_pages)/$(j '.tasks[0].task_uuid')" "1/3/$T1" "pagination: the oldest on the last page"
@@ -464,6 +468,10 @@ m() { printf '%s\n' "$BODY" | awk -v k="$1" '$1 == k {print $2}'; }
 is "$(m tasker_tasks_created_total)" 3 "metrics: tasks created"
 is "$(m tasker_tasks_cancelled_total)" 1 "metrics: tasks cancelled"
 is "$(m tasker_steps_resolved_total)" 3 "metrics: steps resolved"
+# Every dispatch this daemon made (roots at creation, children, resolutions) left one transition
+# into enqueued; the counter must count each of them once.
+is "$(m tasker_steps_enqueued_total)" "$(q "SELECT count(*) FROM tasker.workflow_step_transitions WHERE to_state = 'enqueued'")" \
+  "metrics: steps enqueued, root steps included"
 is "$(m "tasker_namespace_tasks_created_total{namespace=\"$NS\"}")/$(m "tasker_namespace_tasks_created_total{namespace=\"$NS2\"}")" 1/2 \
   "metrics: tasks created by namespace"
 is "$(m "tasker_queue_depth{queue=\"tasker_dispatch_$NS\",namespace=\"$NS\",kind=\"dispatch\"}")" \

@@ -332,6 +332,7 @@ fi
 
 if $sandbox_ok; then
   # Node.js under each policy: the reason the worker unit sets MemoryDenyWriteExecute=no.
+  command -v node >/dev/null || fail "node is installed (scripts/install-deps installs nodejs): no Node.js checks"
   if command -v node >/dev/null; then
     "$TMP/sx-daemon" node -e 'let s = 0; for (let i = 0; i < 1e6; i++) s += i; console.log(s)' >/dev/null 2>&1; rc=$?
     [ "$rc" -ne 0 ] && ok "node dies under the daemon's policy (MemoryDenyWriteExecute=yes; exit $rc)" ||
@@ -384,6 +385,8 @@ CONF
     DATABASE_URL="$url" "$TMP/sx-worker" node examples/node-worker/worker.mjs --namespace demo --worker-id node-worker \
       >"$TMP/node-worker.log" 2>&1 &
     PID[node]=$!
+  elif command -v node >/dev/null; then
+    fail "npm ci in examples/node-worker: $(tail -n 3 "$TMP/npm.log")"
   fi
 
   psql_at "$url" "SELECT count(*) FROM generate_series(1, 5) i CROSS JOIN unnest(ARRAY['diamond', 'fan_out_fan_in',
@@ -561,6 +564,41 @@ took=$(( $(now_ms) - t0 ))
 [ "$rc" -ne 0 ] && [ "$took" -ge 3000 ] && [[ "$out" == *"giving up"* ]] &&
   ok "unreachable database: retried for TASKER_MIGRATE_WAIT_SECS=3, then gave up (exit $rc after $took ms)" ||
   fail "unreachable database: retry then give up (exit $rc after $took ms: $out)"
+# Which command lines migrate first: a stand-in daemon (TASKER_BIN) records each call.
+mkdir -p "$TMP/fakebin"
+printf '#!/bin/sh\nprintf "%%s\\n" "$*" >>"%s"\n' "$TMP/calls" >"$TMP/fakebin/tasker-orchestratord"
+chmod +x "$TMP/fakebin/tasker-orchestratord"
+entry_calls() {
+  : >"$TMP/calls"
+  env TASKER_BIN="$TMP/fakebin" DATABASE_URL="$dead" TASKER_MIGRATE_WAIT_SECS=1 "$IMG/usr/local/bin/tasker-entrypoint" "$@" >/dev/null 2>&1
+  paste -sd '|' "$TMP/calls"
+}
+bad=()
+for args in "--version" "-V" "--help" "-h" "--check-config" "-c /x.conf --check-config -v" "-e production --version" \
+            "tasker-orchestratord --version" "tasker-orchestratord --check-config" "tasker-orchestratord sql-check" "sql-check"; do
+  want=${args#tasker-orchestratord }
+  # shellcheck disable=SC2086
+  got=$(entry_calls $args)
+  [ "$got" = "$want" ] || bad+=("'$args' ran '$got'")
+done
+[ ${#bad[@]} -eq 0 ] && ok "entrypoint --version, --help, --check-config, sql-check: the daemon alone, no migrate first" ||
+  fail "entrypoint commands that must not migrate: ${bad[*]}"
+bad=()
+for args in "" "-c /x.conf" "-e production" "tasker-orchestratord" "tasker-orchestratord -c /x.conf -e test"; do
+  want=${args#tasker-orchestratord}; want=${want# }
+  # shellcheck disable=SC2086
+  got=$(entry_calls $args)
+  [ "$got" = "migrate|$want" ] || bad+=("'$args' ran '$got'")
+done
+for args in "migrate --status" "tasker-orchestratord migrate"; do
+  want=${args#tasker-orchestratord }
+  # shellcheck disable=SC2086
+  got=$(entry_calls $args)
+  [ "$got" = "$want" ] || bad+=("'$args' ran '$got'")
+done
+[ ${#bad[@]} -eq 0 ] && ok "entrypoint: the daemon migrates first; migrate (also spelled tasker-orchestratord migrate) only migrates" ||
+  fail "entrypoint daemon/migrate command lines: ${bad[*]}"
+
 env PATH="$IMGPATH" DATABASE_URL="$empty" tasker-entrypoint tasker-worker --namespace demo --worker-id image-worker \
   >"$TMP/entry-worker.log" 2>&1 &
 PID[entry_worker]=$!

@@ -173,6 +173,14 @@ out=$(TASKER_ENV=production "$BIN/$D" --check-config -c "$ETC" 2>&1)
 out=$(TASKER_ENV=production "$BIN/$D" --check-config -c "$ETC" -e test 2>&1)
 [[ "$out" == *"environments/test.conf, environment test" ]] && ok "-e beats \$TASKER_ENV" || fail "-e vs \$TASKER_ENV: $out"
 
+# The README's tour: -e without a file to find the overlay next to is refused, not ignored.
+out=$("$BIN/$D" --check-config -e development 2>&1); rc=$?
+[ "$rc" -ne 0 ] && [[ "$out" == "-e: environment \"development\" is read from environments/development.conf"*"pass -c FILE"* ]] &&
+  ok "-e without -c is refused: $out" || fail "-e without -c (exit $rc): $out"
+out=$("$BIN/$D" --check-config -v -c "$TMP/empty.conf" 2>&1)
+grep -q 'bind_address = "127.0.0.1:8080"' <<<"$out" && ok "the API listens on loopback unless told otherwise" ||
+  fail "default bind address: $(grep bind_address <<<"$out")"
+
 # The overlay table of docs/configuration.md against etc/environments/*.conf.
 overlay_bad=()
 col=3
@@ -193,15 +201,25 @@ done
 [ ${#overlay_bad[@]} -eq 0 ] && ok "the overlay table lists exactly what etc/environments/*.conf set" ||
   fail "overlay table vs etc/environments (< doc, > file): ${overlay_bad[*]}"
 
+# Both binaries say their version (the same one) and exit 0 without touching anything.
+dv=$("$BIN/$D" --version 2>&1); wv=$("$BIN/tasker-worker" --version 2>&1); wrc=$?
+[ "$wrc" -eq 0 ] && [ "$wv" = "tasker-worker ${dv#"$D "}" ] && ok "tasker-worker --version: $wv (the daemon: $dv)" ||
+  fail "tasker-worker --version: '$wv' (exit $wrc; the daemon: '$dv')"
+
 # ---- 5. man pages ---------------------------------------------------------------------------------------
 for page in man/man8/tasker-orchestratord.8 man/man1/tasker-worker.1 man/man5/tasker-orchestratord.conf.5; do
   [ -f "$page" ] || { fail "$page exists"; continue; }
+  # A missing tool is a failure, not a silent pass: scripts/install-deps installs both.
   if command -v groff >/dev/null; then
     warn=$(groff -man -Tutf8 -ww -z "$page" 2>&1)
     [ -z "$warn" ] && ok "$page: groff -man -ww: no warnings" || fail "$page: groff warnings: $warn"
+  else
+    fail "groff is installed (groff-base, scripts/install-deps): $page not checked"
   fi
   if command -v man >/dev/null; then
     MANWIDTH=80 man -l "$page" 2>/dev/null | grep -q '^NAME' && ok "$page: man -l renders it" || fail "$page: man -l renders it"
+  else
+    fail "man is installed (man-db, scripts/install-deps): $page not rendered"
   fi
 done
 for ref in $(sed -n 's/^Documentation=//p' systemd/*.service | tr ' ' '\n' | grep '^man:'); do

@@ -158,11 +158,11 @@ SELECT hasnt_table('public', 'pgmq_injected', 'no injected table appeared');
 SELECT has_table('pgmq', 'meta', 'pgmq.meta survived');
 SELECT lives_ok($$SELECT pgmq.validate_queue_name(repeat('a', 47))$$, 'a 47-character name is valid');
 SELECT throws_ok($$SELECT pgmq.validate_queue_name(repeat('a', 48))$$, 'P0001',
-                 'queue name is too long, maximum length is 47 characters', 'a 48-character name is too long');
+                 'queue name is too long, maximum length is 48 characters', 'a 48-character name is too long');
 SELECT throws_ok($$SELECT pgmq.create(repeat('b', 48))$$, 'P0001',
-                 'queue name is too long, maximum length is 47 characters', 'create() refuses a 48-character name');
+                 'queue name is too long, maximum length is 48 characters', 'create() refuses a 48-character name');
 SELECT throws_ok($$SELECT pgmq.create(repeat('é', 24))$$, 'P0001',
-                 'queue name is too long, maximum length is 47 characters',
+                 'queue name is too long, maximum length is 48 characters',
                  'create() refuses a name of more than 47 bytes (24 two-byte characters)');
 
 -- ============================================================================================
@@ -242,7 +242,7 @@ SELECT throws_ok($$SELECT pgmq.create_partitioned('tp')$$, 'P0001', 'pg_partman 
 SELECT throws_ok($$SELECT pgmq.create_partitioned(queue_name => 'tp', partition_interval => '1 day', retention_interval => '7 days')$$,
                  'P0001', 'pg_partman is required for partitioned queues', 'create_partitioned (named notation)');
 SELECT throws_ok($$SELECT pgmq.create_partitioned(repeat('p', 48))$$, 'P0001',
-                 'queue name is too long, maximum length is 47 characters', 'create_partitioned validates the name first');
+                 'queue name is too long, maximum length is 48 characters', 'create_partitioned validates the name first');
 SELECT ok(to_regclass('pgmq.q_tp') IS NULL AND NOT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = 'tp'),
           'create_partitioned left nothing behind');
 SELECT throws_ok($$SELECT pgmq.convert_archive_partitioned(table_name => 'tq')$$, 'P0001',

@@ -145,7 +145,7 @@ START_TEST(defaults_are_the_seed)
     ck_assert_int_eq(c.vacuum_interval_ms, 1000);
     ck_assert_int_eq(c.vacuum_task_tables_interval_ms, 2000);
     ck_assert_int_eq(c.shutdown_timeout_secs, 30);
-    ck_assert_str_eq(c.web_bind_address, "0.0.0.0:8080");
+    ck_assert_str_eq(c.web_bind_address, "127.0.0.1:8080");
     ck_assert(c.web_enabled);
     ck_assert_int_eq(c.web_max_body_bytes, 1048576);
     ck_assert_int_eq(c.web_request_timeout_ms, 30000);
@@ -561,6 +561,31 @@ START_TEST(env_var_errors)
 }
 END_TEST
 
+START_TEST(env_without_a_file_is_refused)
+{
+    /* The overlays live next to the base file: asking for one with no file must not silently run
+     * on the defaults (the tour's `-e development` would listen without its loopback overlay). */
+    struct conf c;
+    char err[1200];
+    ck_assert(!conf_load(&c, NULL, NULL, "development", err, sizeof err));
+    ck_assert_str_eq(err, "-e: environment \"development\" is read from environments/development.conf next to the "
+                          "configuration file, and there is none: pass -c FILE (e.g. -c etc/tasker-orchestratord.conf) "
+                          "or set TASKER_CONFIG_PATH");
+    setenv("TASKER_ENV", "production", 1);
+    ck_assert(!conf_load(&c, NULL, NULL, NULL, err, sizeof err));
+    const char *want = "TASKER_ENV: environment \"production\" is read from environments/production.conf";
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    /* With a file, the same request works (an overlay that does not exist there is simply absent). */
+    const char *base = put("base.conf", "");
+    ck_assert_msg(conf_load(&c, NULL, base, NULL, err, sizeof err), "%s", err);
+    ck_assert_int_eq(c.environment, CONF_ENV_PRODUCTION);
+    unsetenv("TASKER_ENV");
+    /* Neither -e nor TASKER_ENV: the defaults alone are fine, and they listen on loopback only. */
+    ck_assert_msg(conf_load(&c, NULL, NULL, NULL, err, sizeof err), "%s", err);
+    ck_assert_str_eq(c.web_bind_address, "127.0.0.1:8080");
+}
+END_TEST
+
 /* ---- the shipped files ----------------------------------------------------------------------- */
 
 START_TEST(shipped_files_load)
@@ -635,7 +660,7 @@ START_TEST(reload_copies_reloadable_keys)
     ck_assert_str_eq(cur.log_level, "debug");
     ck_assert_int_eq(cur.pool_max_connections, 30);
     ck_assert_str_eq(cur.database_url, "postgresql://localhost/tasker");
-    ck_assert_str_eq(cur.web_bind_address, "0.0.0.0:8080");
+    ck_assert_str_eq(cur.web_bind_address, "127.0.0.1:8080");
     ck_assert_str_eq(changed, "database.url, database.pool.max_connections, web.bind_address");
 
     /* Nothing restart-only changed: nothing reported; the list is appended to, never cleared. */
@@ -722,6 +747,7 @@ Suite *make_conf_suite(void)
     tcase_add_test(tc, file_environment_key_picks_overlay);
     tcase_add_test(tc, env_var_overrides);
     tcase_add_test(tc, env_var_errors);
+    tcase_add_test(tc, env_without_a_file_is_refused);
     tcase_add_test(tc, shipped_files_load);
     tcase_add_test(tc, shipped_base_file_is_the_defaults);
     suite_add_tcase(s, tc);

@@ -101,6 +101,8 @@ START_TEST(opts_errors)
     ck_assert_int_eq(parse(&o, err, sizeof err, "--namespace", "ns", "extra", NULL), WORKER_PARSE_ERROR);
     ck_assert_str_eq(err, "unexpected argument 'extra'");
     ck_assert_int_eq(parse(&o, err, sizeof err, "--help", NULL), WORKER_PARSE_HELP);
+    ck_assert_int_eq(parse(&o, err, sizeof err, "--version", NULL), WORKER_PARSE_VERSION);
+    ck_assert_int_eq(parse(&o, err, sizeof err, "-V", NULL), WORKER_PARSE_VERSION);
     unsetenv("DATABASE_URL");
     ck_assert_int_eq(parse(&o, err, sizeof err, "--namespace", "ns", NULL), WORKER_PARSE_ERROR);
     ck_assert(strstr(err, "DATABASE_URL"));
