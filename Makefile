@@ -152,8 +152,8 @@ FUZZ_DIR     := build/fuzz
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -Iinclude -Itests/fuzz $(PKG_CFLAGS)
 FUZZ_TARGETS := http_route http_body conf queue_message
-FUZZ_OBJ_http_route    := http_route http_util http_input names states
-FUZZ_OBJ_http_body     := http_input http_util names
+FUZZ_OBJ_http_route    := http_route http_util http_input names states log
+FUZZ_OBJ_http_body     := http_input http_util names log
 FUZZ_OBJ_conf          := conf log http_auth
 FUZZ_OBJ_queue_message := worker_util worker_dynamic names
 FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))

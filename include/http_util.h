@@ -61,6 +61,9 @@ bool hutil_parse_int(const char *s, long min, long max, long *out);
  * false for NULL. */
 bool hutil_text_safe(const char *s);
 
+/* hutil_hex_digit: the value of a hexadecimal digit, -1 for any other character. */
+int hutil_hex_digit(char c);
+
 /* hutil_query_has_nul: the raw (still percent-encoded) query string holds an encoded NUL (%00),
  * decoding it the way evhttp does. A decoded NUL would end the C string early: "?namespace=%00"
  * would read as an empty value, that is no filter. */

@@ -2,6 +2,8 @@
  * percent-decoding each segment). */
 #include "http_route.h"
 
+#include "http_util.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -19,17 +21,6 @@ static const struct route_def routes[ROUTE_COUNT] = {
 #undef ROUTE_ROW
 };
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool route_percent_decode(const char *s, size_t n, char *out, size_t outlen)
 {
     size_t j = 0;
@@ -38,8 +29,8 @@ bool route_percent_decode(const char *s, size_t n, char *out, size_t outlen)
         if (c == '%') {
             if (n - i < 3)
                 return false;
-            int hi = hexval(s[i + 1]);
-            int lo = hexval(s[i + 2]);
+            int hi = hutil_hex_digit(s[i + 1]);
+            int lo = hutil_hex_digit(s[i + 2]);
             if (hi < 0 || lo < 0)
                 return false;
             c = (char)(hi * 16 + lo);

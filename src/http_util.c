@@ -125,7 +125,7 @@ bool hutil_text_safe(const char *s)
     return s && !log_first_unsafe(s);
 }
 
-static int hex_digit(char c)
+int hutil_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -142,8 +142,8 @@ bool hutil_query_has_nul(const char *qs)
         return false;
     for (const char *p = qs; *p; p++) {
         /* evhttp decodes %XX only when both X are hex digits; anything else stays text */
-        if (p[0] == '%' && hex_digit(p[1]) >= 0 && hex_digit(p[2]) >= 0) {
-            if (hex_digit(p[1]) == 0 && hex_digit(p[2]) == 0)
+        if (p[0] == '%' && hutil_hex_digit(p[1]) >= 0 && hutil_hex_digit(p[2]) >= 0) {
+            if (hutil_hex_digit(p[1]) == 0 && hutil_hex_digit(p[2]) == 0)
                 return true;
             p += 2;
         }
