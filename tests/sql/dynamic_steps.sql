@@ -12,10 +12,11 @@
 BEGIN;
 SET LOCAL client_min_messages = warning;
 SET LOCAL jit = off;
-SELECT plan(40);
+SELECT plan(140);
 
 -- ---------------------------------------------------------------------------------------------
--- Helpers (temporary, gone with the transaction)
+-- Helpers (temporary, gone with the transaction). Lookups are STABLE: a VOLATILE one in a WHERE
+-- clause would run once per row scanned.
 -- ---------------------------------------------------------------------------------------------
 -- A step definition: name, type (NULL: none given), dependencies, more keys.
 CREATE FUNCTION pg_temp.s(p_name text, p_type text DEFAULT NULL, p_deps text[] DEFAULT '{}', p_extra jsonb DEFAULT '{}')
@@ -36,13 +37,13 @@ LANGUAGE sql AS $$
   SELECT task_uuid FROM tasker.create_task(jsonb_build_object('name', p_name, 'namespace', p_ns))
 $$;
 CREATE FUNCTION pg_temp.sid(p_task uuid, p_name text) RETURNS uuid
-LANGUAGE sql AS $$ SELECT workflow_step_uuid FROM tasker.workflow_steps WHERE task_uuid = p_task AND name = p_name $$;
+LANGUAGE sql STABLE AS $$ SELECT workflow_step_uuid FROM tasker.workflow_steps WHERE task_uuid = p_task AND name = p_name $$;
 CREATE FUNCTION pg_temp.st(p_task uuid, p_name text) RETURNS text
-LANGUAGE sql AS $$ SELECT state FROM tasker.workflow_steps WHERE task_uuid = p_task AND name = p_name $$;
+LANGUAGE sql STABLE AS $$ SELECT state FROM tasker.workflow_steps WHERE task_uuid = p_task AND name = p_name $$;
 CREATE FUNCTION pg_temp.tst(p_task uuid) RETURNS text
-LANGUAGE sql AS $$ SELECT state FROM tasker.tasks WHERE task_uuid = p_task $$;
+LANGUAGE sql STABLE AS $$ SELECT state FROM tasker.tasks WHERE task_uuid = p_task $$;
 CREATE FUNCTION pg_temp.att(p_task uuid, p_name text) RETURNS integer
-LANGUAGE sql AS $$ SELECT attempt_no FROM tasker.workflow_steps WHERE task_uuid = p_task AND name = p_name $$;
+LANGUAGE sql STABLE AS $$ SELECT attempt_no FROM tasker.workflow_steps WHERE task_uuid = p_task AND name = p_name $$;
 -- The steps of a task as "name:state", in name order.
 CREATE FUNCTION pg_temp.steps(p_task uuid) RETURNS text[]
 LANGUAGE sql AS $$
@@ -279,6 +280,401 @@ SELECT pg_temp.new_task('tap_dyn_h', 'handler') \g /dev/null
 SELECT is((SELECT row(handler_callable, handler_method, handler_resolver, step_type, checkpoint)::text
            FROM tasker.tasker_claim_and_execute_step('tap_dyn_h', 10, 30, 'w')),
           '(Orders::Handler,process_refund,class_constant,standard,)', 'the claim returns handler method, resolver, step type and (no) checkpoint');
+
+-- =============================================================================================
+-- 2. Decisions
+-- =============================================================================================
+SELECT pg_temp.tpl('tap_dyn_dec', 'approval', ARRAY[
+  pg_temp.s('validate'), pg_temp.s('routing', 'decision', '{validate}'),
+  pg_temp.s('auto_approve', NULL, '{routing}'), pg_temp.s('manager_approval', NULL, '{routing}'),
+  pg_temp.s('finance_review', NULL, '{routing}'),
+  pg_temp.s('finalize', 'deferred_convergence', '{auto_approve,manager_approval,finance_review}')]) \g /dev/null
+-- A new approval task with validate done and routing running (claimed).
+CREATE FUNCTION pg_temp.at_decision() RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE v uuid := pg_temp.new_task('tap_dyn_dec', 'approval');
+BEGIN
+  PERFORM pg_temp.run('tap_dyn_dec', v, 'validate');
+  PERFORM pg_temp.claim('tap_dyn_dec');
+  RETURN v;
+END $$;
+CREATE FUNCTION pg_temp.choose(VARIADIC p_names text[]) RETURNS jsonb
+LANGUAGE sql AS $$
+  SELECT jsonb_build_object('decision_point_outcome', jsonb_build_object('type', 'create_steps', 'step_names', to_jsonb(p_names)))
+$$;
+
+SELECT pg_temp.at_decision() AS d1 \gset
+SELECT is(pg_temp.st(:'d1', 'routing'), 'in_progress', 'decision: routing runs once validate is complete');
+SELECT pg_temp.ok(:'d1', 'routing', pg_temp.choose('manager_approval', 'finance_review')) \g /dev/null
+SELECT is(pg_temp.steps(:'d1'), ARRAY['routing:enqueued_for_orchestration', 'validate:complete'],
+          'decision: handed back, nothing is created before the orchestrator processes it');
+SELECT pg_temp.pc('tap_dyn_dec') \g /dev/null
+SELECT is(pg_temp.steps(:'d1'), ARRAY['finalize:pending', 'finance_review:enqueued', 'manager_approval:enqueued',
+                                      'routing:complete', 'validate:complete'],
+          'decision: completing it creates the chosen branches (dispatched) and finalize, and not auto_approve');
+SELECT is((SELECT array_agg(DISTINCT created_by) FROM tasker.workflow_steps
+           WHERE task_uuid = :'d1' AND name IN ('finalize', 'finance_review', 'manager_approval')),
+          ARRAY[pg_temp.sid(:'d1', 'routing')], 'decision: the new steps record the decision that created them');
+SELECT is(pg_temp.parents(:'d1', 'manager_approval'), ARRAY['routing'], 'decision: a branch''s edge comes from the decision');
+SELECT is(pg_temp.parents(:'d1', 'finalize'), ARRAY['finance_review', 'manager_approval', 'routing'],
+          'decision: finalize depends on the created branches and (gate) the decision, not on auto_approve');
+SELECT is((SELECT unfinished_parents FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'d1', 'finalize')), 2,
+          'decision: finalize waits for 2 unfinished parents');
+SELECT is(pg_temp.step_trs(pg_temp.sid(:'d1', 'manager_approval')), ARRAY['>pending:create', 'pending>enqueued:enqueue'],
+          'decision: a branch has its first transitions');
+SELECT is(pg_temp.step_trs(pg_temp.sid(:'d1', 'finalize')), ARRAY['>pending:create'], 'decision: finalize has its first transition');
+SELECT is((SELECT count(*) FROM tasker.workflow_step_transitions t JOIN tasker.workflow_steps s USING (workflow_step_uuid)
+           WHERE s.task_uuid = :'d1' AND s.name IN ('finalize', 'finance_review', 'manager_approval')
+             AND t.created_at = (SELECT x.created_at FROM tasker.workflow_step_transitions x
+                                 WHERE x.workflow_step_uuid = pg_temp.sid(:'d1', 'routing') AND x.to_state = 'complete')), 5::bigint,
+          'decision: the steps are created in the transaction that completes the decision (same transaction time)');
+-- The same completion message again: stale, creates nothing twice.
+SELECT pgmq.send('tasker_completion_tap_dyn_dec', a.message)
+FROM pgmq.a_tasker_completion_tap_dyn_dec a WHERE a.message->>'step_uuid' = pg_temp.sid(:'d1', 'routing')::text \g /dev/null
+SELECT is((SELECT row(messages, steps_completed, stale)::text FROM tasker.process_completions('tap_dyn_dec', 100, 30)), '(1,0,1)',
+          'replay: the decision''s completion message sent again is stale');
+SELECT is((SELECT count(*) FROM tasker.workflow_steps WHERE task_uuid = :'d1'), 5::bigint, 'replay: no step is created twice');
+SELECT is((SELECT unfinished_parents FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'d1', 'finalize')), 2,
+          'replay: finalize still waits for 2 parents (no edges added twice)');
+-- finalize waits for the created branches only, then runs.
+SELECT is(pg_temp.run('tap_dyn_dec', :'d1', 'manager_approval'), 'complete', 'decision: manager_approval runs');
+SELECT is(pg_temp.st(:'d1', 'finalize'), 'pending', 'decision: finalize still waits for finance_review');
+SELECT is(pg_temp.run('tap_dyn_dec', :'d1', 'finance_review'), 'complete', 'decision: finance_review runs');
+SELECT is(pg_temp.st(:'d1', 'finalize'), 'enqueued', 'decision: finalize is dispatched once the created branches are done');
+SELECT is(pg_temp.claim('tap_dyn_dec'), ARRAY['finalize'], 'decision: finalize is claimed');
+SELECT is((SELECT array_agg(k ORDER BY k) FROM claims c, jsonb_object_keys(c.dependency_results) k
+           WHERE c.workflow_step_uuid = pg_temp.sid(:'d1', 'finalize')),
+          ARRAY['finance_review', 'manager_approval', 'routing', 'validate'],
+          'decision: finalize sees the results of the branches that ran (and its other ancestors)');
+SELECT pg_temp.ok(:'d1', 'finalize') \g /dev/null
+SELECT pg_temp.pc('tap_dyn_dec') \g /dev/null
+SELECT is(pg_temp.tst(:'d1'), 'complete', 'decision: the task completes without the branch it did not choose');
+
+-- no_branches: finalize is never created; the task completes.
+SELECT pg_temp.at_decision() AS d2 \gset
+SELECT pg_temp.ok(:'d2', 'routing', '{"decision_point_outcome": {"type": "no_branches"}}') \g /dev/null
+SELECT pg_temp.pc('tap_dyn_dec') \g /dev/null
+SELECT is(pg_temp.steps(:'d2'), ARRAY['routing:complete', 'validate:complete'], 'no_branches: no branch and no finalize is created');
+SELECT is(pg_temp.tst(:'d2'), 'complete', 'no_branches: the task completes');
+
+-- Invalid outcomes: the decision goes to error with the reason, nothing is created, the task is
+-- blocked.
+CREATE TEMP TABLE bad_decisions (seq serial, task uuid, outcome jsonb, reason text, max_steps text);
+INSERT INTO bad_decisions (outcome, reason, max_steps) VALUES
+  (pg_temp.choose('auto_approve', 'ceo_approval'),
+   'the decision chose "ceo_approval", which is not one of its branches (auto_approve, manager_approval, finance_review)', NULL),
+  (pg_temp.choose('auto_approve', 'auto_approve'), 'the decision chose "auto_approve" twice', NULL),
+  (pg_temp.choose('auto_approve', 'manager_approval', 'finance_review'),
+   'the decision chose 3 steps; at most 2 are allowed (decision_points.max_steps)', '2'),
+  ('{"approved": true}',
+   'a decision step must return decision_point_outcome: {"type": "create_steps", "step_names": [...]} or {"type": "no_branches"}', NULL),
+  ('{"decision_point_outcome": {"type": "maybe"}}', 'decision_point_outcome.type must be create_steps or no_branches (got "maybe")', NULL),
+  ('{"decision_point_outcome": {"type": "create_steps", "step_names": "auto_approve"}}',
+   'decision_point_outcome.step_names must be an array of step names', NULL);
+UPDATE bad_decisions SET task = pg_temp.at_decision();
+CREATE FUNCTION pg_temp.hand_back_bad_decisions() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT * FROM bad_decisions ORDER BY seq LOOP
+    PERFORM pg_temp.ok(r.task, 'routing', r.outcome);
+    PERFORM set_config('tasker.max_decision_steps', coalesce(r.max_steps, ''), true);
+    PERFORM pg_temp.pc('tap_dyn_dec');
+  END LOOP;
+  PERFORM set_config('tasker.max_decision_steps', '', true);
+END $$;
+SELECT pg_temp.hand_back_bad_decisions();
+SELECT is(pg_temp.st(b.task, 'routing') || ' ' || (s.error->>'error_type') || ' ' || (s.error->>'retryable') || ': ' || (s.error->>'message'),
+          'error invalid_outcome false: ' || b.reason, 'invalid outcome, step error: ' || b.reason)
+FROM bad_decisions b JOIN tasker.workflow_steps s ON s.workflow_step_uuid = pg_temp.sid(b.task, 'routing') ORDER BY b.seq;
+SELECT is(pg_temp.last_tr(pg_temp.sid(b.task, 'routing')), 'enqueued_for_orchestration>error:invalid_outcome ' || b.reason,
+          'invalid outcome, transition event invalid_outcome with the reason: ' || b.reason)
+FROM bad_decisions b ORDER BY b.seq;
+SELECT is((SELECT string_agg(DISTINCT array_to_string(pg_temp.steps(b.task), ','), ' | ') FROM bad_decisions b),
+          'routing:error,validate:complete', 'invalid outcomes create nothing');
+SELECT is((SELECT string_agg(DISTINCT pg_temp.tst(b.task), ',') FROM bad_decisions b), 'blocked_by_failures',
+          'invalid outcomes leave their tasks blocked_by_failures');
+SELECT pg_temp.at_decision() AS d3 \gset
+SELECT pg_temp.ok(:'d3', 'routing', pg_temp.choose('auto_approve', 'manager_approval', 'finance_review')) \g /dev/null
+SELECT pg_temp.pc('tap_dyn_dec') \g /dev/null
+SELECT is(pg_temp.st(:'d3', 'finalize') || ' ' || (SELECT count(*) FROM tasker.workflow_steps WHERE task_uuid = :'d3'), 'pending 6',
+          'decision: all three branches chosen within the default limit are created');
+
+-- complete_manually: acts on the outcome in the result; a bad one is refused.
+SELECT b.task AS d_bad FROM bad_decisions b WHERE b.seq = 1 \gset
+SELECT throws_ok(format('SELECT * FROM tasker.resolve_step(%L, %L, ''complete_manually'', %L)', :'d_bad',
+                        pg_temp.sid(:'d_bad', 'routing'), pg_temp.choose('nope')),
+                 'TK400', format('cannot complete decision step %s with this result: the decision chose "nope", which is not one of its branches (auto_approve, manager_approval, finance_review)',
+                                 pg_temp.sid(:'d_bad', 'routing')),
+                 'complete_manually of a decision with a bad outcome is refused (TK400)');
+SELECT is(pg_temp.st(:'d_bad', 'routing'), 'error', 'the refused complete_manually changed nothing');
+SELECT is((SELECT row(state, task_state, steps_enqueued)::text FROM tasker.resolve_step(:'d_bad', pg_temp.sid(:'d_bad', 'routing'),
+             'complete_manually', pg_temp.choose('auto_approve'), 'routed by hand', 'op')),
+          '(complete,steps_in_process,1)', 'complete_manually of a decision with an outcome: complete, the task moves on');
+SELECT is(pg_temp.steps(:'d_bad'), ARRAY['auto_approve:enqueued', 'finalize:pending', 'routing:complete', 'validate:complete'],
+          'complete_manually of a decision creates the chosen branch (dispatched) and finalize');
+
+-- =============================================================================================
+-- 3. Batches
+-- =============================================================================================
+-- planner → process_batch (parallelism 4) → aggregate (deferred) → report, in namespace p_ns.
+CREATE FUNCTION pg_temp.batch_tpl(p_ns text, p_name text, p_config jsonb, p_retry jsonb DEFAULT '{}') RETURNS uuid
+LANGUAGE sql AS $$
+  SELECT pg_temp.tpl(p_ns, p_name, ARRAY[
+    pg_temp.s('planner', 'batchable', '{}', '{"handler": {"callable": "h_planner", "initialization": {"worker_template_name": "process_batch"}}}'),
+    pg_temp.s('process_batch', 'batch_worker', '{planner}',
+              jsonb_build_object('batch_config', p_config, 'retry', p_retry,
+                                 'handler', '{"callable": "h_worker", "initialization": {"table": "orders"}}'::jsonb)),
+    pg_temp.s('aggregate', 'deferred_convergence', '{process_batch}'),
+    pg_temp.s('report', NULL, '{aggregate}')])
+$$;
+-- A plan of p_n batches of p_size rows: batch_id 001… (wider for more than 999), cursors [0, size),
+-- [size, 2 size), …
+CREATE FUNCTION pg_temp.plan_of(p_n integer, p_size integer DEFAULT 100) RETURNS jsonb
+LANGUAGE sql AS $$
+  SELECT jsonb_build_object('batch_processing_outcome', jsonb_build_object(
+    'type', 'create_batches', 'worker_template_name', 'process_batch', 'total_items', p_n * p_size,
+    'cursor_configs', (SELECT jsonb_agg(jsonb_build_object('batch_id', lpad(g::text, greatest(3, length(p_n::text)), '0'), 'start_cursor', (g - 1) * p_size,
+                                                           'end_cursor', g * p_size, 'batch_size', p_size) ORDER BY g)
+                       FROM generate_series(1, p_n) g)))
+$$;
+-- A new task of p_tpl with its planner claimed.
+CREATE FUNCTION pg_temp.at_planner(p_ns text, p_tpl text) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE v uuid := pg_temp.new_task(p_ns, p_tpl);
+BEGIN
+  PERFORM pg_temp.claim(p_ns);
+  RETURN v;
+END $$;
+-- Workers of a task in flight (dispatched, running or handed back).
+CREATE FUNCTION pg_temp.in_flight(p_task uuid) RETURNS integer
+LANGUAGE sql AS $$
+  SELECT count(*)::integer FROM tasker.workflow_steps
+  WHERE task_uuid = p_task AND batch_parallelism IS NOT NULL
+    AND state IN ('enqueued', 'in_progress', 'enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')
+$$;
+SELECT pg_temp.batch_tpl('tap_dyn_bat', 'batch', '{"batch_size": 100, "parallelism": 4}') \g /dev/null
+
+SELECT pg_temp.at_planner('tap_dyn_bat', 'batch') AS b1 \gset
+SELECT pg_temp.ok(:'b1', 'planner', pg_temp.plan_of(10)) \g /dev/null
+SELECT is((SELECT steps_enqueued FROM tasker.process_completions('tap_dyn_bat', 100, 30)), 4,
+          'batch: processing the plan dispatches 4 workers (parallelism 4)');
+SELECT is((SELECT array_agg(name ORDER BY name) FROM tasker.workflow_steps WHERE task_uuid = :'b1' AND name LIKE 'process_batch%'),
+          (SELECT array_agg('process_batch_' || lpad(g::text, 3, '0') ORDER BY g) FROM generate_series(1, 10) g),
+          'batch: 1,000 rows in batches of 100 make 10 workers process_batch_001..010');
+SELECT is((SELECT array_agg(name ORDER BY name) FROM tasker.workflow_steps WHERE task_uuid = :'b1' AND state = 'enqueued'),
+          ARRAY['process_batch_001', 'process_batch_002', 'process_batch_003', 'process_batch_004'],
+          'batch: the first 4 in name order are dispatched, the rest wait');
+SELECT is((SELECT inputs FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'b1', 'process_batch_003')),
+          '{"table": "orders", "cursor": {"batch_id": "003", "start_cursor": 200, "end_cursor": 300, "batch_size": 100},
+            "batch_metadata": {"cursor_field": "id", "failure_strategy": "continue_on_failure", "checkpoint_interval": 0},
+            "is_no_op": false, "__template_step_name": "process_batch"}'::jsonb,
+          'batch: a worker''s inputs: its template''s initialization, its cursor, batch metadata, is_no_op, template name');
+SELECT is((SELECT row(batch_parallelism, failure_strategy, created_by = pg_temp.sid(:'b1', 'planner'))::text
+           FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'b1', 'process_batch_010')),
+          '(4,continue_on_failure,t)', 'batch: workers carry their parallelism, failure strategy and creating planner');
+SELECT is(pg_temp.parents(:'b1', 'process_batch_007'), ARRAY['planner'], 'batch: a worker''s edge comes from the planner');
+SELECT is((SELECT count(*) || ' parents, ' || min(s.unfinished_parents) || ' unfinished'
+           FROM tasker.workflow_step_edges e JOIN tasker.workflow_steps s ON s.workflow_step_uuid = e.to_step_uuid
+           WHERE e.to_step_uuid = pg_temp.sid(:'b1', 'aggregate')),
+          '11 parents, 10 unfinished', 'batch: aggregate depends on the 10 workers (and, as a gate, the planner)');
+SELECT is(pg_temp.st(:'b1', 'report') || ' ' || array_to_string(pg_temp.parents(:'b1', 'report'), ','), 'pending aggregate',
+          'batch: report exists, waiting for aggregate');
+
+-- Rounds: claim what is dispatched, ask the poller for more, finish the two lowest-named running
+-- workers, process. In flight must never exceed 4.
+CREATE TEMP TABLE rounds (round integer, in_flight_after_claim integer, in_flight_after_poll integer, finished text[],
+                          aggregate text);
+CREATE FUNCTION pg_temp.batch_rounds(p_task uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_done text[];
+  v_claimed integer;
+  v_polled integer;
+BEGIN
+  FOR r IN 1 .. 20 LOOP
+    EXIT WHEN NOT EXISTS (SELECT 1 FROM tasker.workflow_steps WHERE task_uuid = p_task AND batch_parallelism IS NOT NULL
+                                                                AND state NOT IN ('complete', 'resolved_manually'));
+    PERFORM pg_temp.claim('tap_dyn_bat');
+    v_claimed := pg_temp.in_flight(p_task);
+    PERFORM tasker.enqueue_ready_steps(100);
+    v_polled := pg_temp.in_flight(p_task);
+    SELECT array_agg(name ORDER BY name) INTO v_done
+    FROM (SELECT name FROM tasker.workflow_steps WHERE task_uuid = p_task AND state = 'in_progress' AND batch_parallelism IS NOT NULL
+          ORDER BY name LIMIT 2) x;
+    PERFORM pg_temp.ok(p_task, d, jsonb_build_object('processed', 100, 'batch', d)) FROM unnest(v_done) d;
+    PERFORM pg_temp.pc('tap_dyn_bat');
+    INSERT INTO rounds VALUES (r, v_claimed, v_polled, v_done, pg_temp.st(p_task, 'aggregate'));
+  END LOOP;
+END $$;
+SELECT pg_temp.batch_rounds(:'b1') \g /dev/null
+SELECT is((SELECT array_agg(in_flight_after_claim ORDER BY round) FROM rounds), ARRAY[4, 4, 4, 4, 2],
+          'batch: at each round exactly min(4, workers left) are in flight');
+SELECT is((SELECT max(greatest(in_flight_after_claim, in_flight_after_poll)) FROM rounds), 4,
+          'batch: never more than 4 in flight, even after the poller ran');
+SELECT is((SELECT array_agg(f ORDER BY round, f) FROM rounds, unnest(finished) f),
+          (SELECT array_agg('process_batch_' || lpad(g::text, 3, '0') ORDER BY g) FROM generate_series(1, 10) g),
+          'batch: the workers are dispatched as siblings finish, in name order');
+SELECT is((SELECT array_agg(aggregate ORDER BY round) FROM rounds), ARRAY['pending', 'pending', 'pending', 'pending', 'enqueued'],
+          'batch: aggregate waits until every worker is done, then is dispatched');
+SELECT is(pg_temp.claim('tap_dyn_bat'), ARRAY['aggregate'], 'batch: aggregate is claimed');
+SELECT is((SELECT jsonb_object_agg(k, v) FILTER (WHERE k LIKE 'process_batch_%') FROM claims c, jsonb_each(c.dependency_results) x(k, v)
+           WHERE c.workflow_step_uuid = pg_temp.sid(:'b1', 'aggregate')),
+          (SELECT jsonb_object_agg('process_batch_' || lpad(g::text, 3, '0'),
+                                   jsonb_build_object('processed', 100, 'batch', 'process_batch_' || lpad(g::text, 3, '0')))
+           FROM generate_series(1, 10) g),
+          'batch: aggregate sees every worker''s result in dependency_results');
+SELECT pg_temp.ok(:'b1', 'aggregate', '{"total": 1000}') \g /dev/null
+SELECT pg_temp.pc('tap_dyn_bat') \g /dev/null
+SELECT is(pg_temp.run('tap_dyn_bat', :'b1', 'report'), 'complete', 'batch: report runs after aggregate');
+SELECT is(pg_temp.tst(:'b1'), 'complete', 'batch: the task completes');
+SELECT is((SELECT count(*) FROM tasker.workflow_step_transitions WHERE workflow_step_uuid = pg_temp.sid(:'b1', 'aggregate')
+             AND to_state = 'in_progress'), 1::bigint, 'batch: aggregate ran once');
+
+-- no_batches: one placeholder worker, a no-op; the rest runs and the task completes.
+SELECT pg_temp.at_planner('tap_dyn_bat', 'batch') AS b2 \gset
+SELECT pg_temp.ok(:'b2', 'planner', '{"batch_processing_outcome": {"type": "no_batches"}}') \g /dev/null
+SELECT pg_temp.pc('tap_dyn_bat') \g /dev/null
+SELECT is(pg_temp.steps(:'b2'), ARRAY['aggregate:pending', 'planner:complete', 'process_batch_000:enqueued', 'report:pending'],
+          'no_batches: one placeholder worker process_batch_000');
+SELECT is((SELECT inputs->'cursor' || jsonb_build_object('is_no_op', inputs->'is_no_op')
+           FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'b2', 'process_batch_000')),
+          '{"batch_id": "000", "start_cursor": 0, "end_cursor": 0, "batch_size": 0, "is_no_op": true}'::jsonb,
+          'no_batches: the placeholder has cursor 0→0 and is_no_op true');
+SELECT pg_temp.run('tap_dyn_bat', :'b2', 'process_batch_000') \g /dev/null
+SELECT pg_temp.run('tap_dyn_bat', :'b2', 'aggregate') \g /dev/null
+SELECT pg_temp.run('tap_dyn_bat', :'b2', 'report') \g /dev/null
+SELECT is(pg_temp.tst(:'b2'), 'complete', 'no_batches: the task completes');
+SELECT pg_temp.at_planner('tap_dyn_bat', 'batch') AS b3 \gset
+SELECT pg_temp.ok(:'b3', 'planner', '{"batch_processing_outcome": "no_batches"}') \g /dev/null
+SELECT pg_temp.pc('tap_dyn_bat') \g /dev/null
+SELECT is((SELECT inputs->'is_no_op' FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'b3', 'process_batch_000')),
+          'true'::jsonb, 'no_batches as the bare string "no_batches" works the same');
+
+-- Invalid plans: the planner goes to error with the reason, nothing is created, the task is blocked.
+CREATE FUNCTION pg_temp.cfgs(VARIADIC p_cfgs jsonb[]) RETURNS jsonb
+LANGUAGE sql AS $$
+  SELECT jsonb_build_object('batch_processing_outcome', jsonb_build_object('type', 'create_batches', 'cursor_configs', to_jsonb(p_cfgs)))
+$$;
+CREATE TEMP TABLE bad_plans (seq serial, task uuid, outcome jsonb, reason text, max_workers text);
+INSERT INTO bad_plans (outcome, reason, max_workers) VALUES
+  (pg_temp.cfgs('{"batch_id": "001", "start_cursor": 0, "end_cursor": 100}', '{"batch_id": "002", "start_cursor": 50, "end_cursor": 150}'),
+   'batch 002 [50, 150) overlaps batch 001, which ends at 100', NULL),
+  (pg_temp.cfgs('{"batch_id": "001", "start_cursor": -10, "end_cursor": 100}'), 'cursor_configs[0]: start_cursor is negative', NULL),
+  (pg_temp.cfgs('{"batch_id": "001", "start_cursor": 0, "end_cursor": 100}', '{"batch_id": "002", "start_cursor": 300, "end_cursor": 200}'),
+   'cursor_configs[1]: end_cursor is before start_cursor', NULL),
+  (pg_temp.cfgs('{"batch_id": "001", "start_cursor": 0, "end_cursor": 100}', '{"batch_id": "001", "start_cursor": 100, "end_cursor": 200}'),
+   'batch_id "001" appears twice', NULL),
+  (pg_temp.plan_of(4), 'the plan asks for 4 batch workers; at most 3 are allowed (batch_processing.max_workers)', '3'),
+  ('{"batch_processing_outcome": {"type": "create_batches", "cursor_configs": []}}',
+   'batch_processing_outcome.cursor_configs must be a non-empty array (return {"type": "no_batches"} for none)', NULL),
+  (jsonb_set(pg_temp.plan_of(2), '{batch_processing_outcome,worker_template_name}', '"report"'),
+   'worker_template_name "report" is not a batch_worker step of this batchable step', NULL),
+  (pg_temp.cfgs('{"batch_id": "../x", "start_cursor": 0, "end_cursor": 100}'),
+   'cursor_configs[0]: batch_id must be 1 to 64 letters, digits, dots, dashes or underscores', NULL),
+  ('{"rows": 1000}',
+   'a batchable step must return batch_processing_outcome: {"type": "create_batches", "cursor_configs": [...], ...} or {"type": "no_batches"}', NULL);
+UPDATE bad_plans SET task = pg_temp.at_planner('tap_dyn_bat', 'batch');
+CREATE FUNCTION pg_temp.hand_back_bad_plans() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT * FROM bad_plans ORDER BY seq LOOP
+    PERFORM pg_temp.ok(r.task, 'planner', r.outcome);
+    PERFORM set_config('tasker.max_batch_workers', coalesce(r.max_workers, ''), true);
+    PERFORM pg_temp.pc('tap_dyn_bat');
+  END LOOP;
+  PERFORM set_config('tasker.max_batch_workers', '', true);
+END $$;
+SELECT pg_temp.hand_back_bad_plans();
+SELECT is(pg_temp.st(b.task, 'planner') || ' ' || (s.error->>'error_type') || ' ' || (s.error->>'retryable') || ': ' || (s.error->>'message'),
+          'error invalid_outcome false: ' || b.reason, 'invalid plan, step error: ' || b.reason)
+FROM bad_plans b JOIN tasker.workflow_steps s ON s.workflow_step_uuid = pg_temp.sid(b.task, 'planner') ORDER BY b.seq;
+SELECT is(pg_temp.last_tr(pg_temp.sid(b.task, 'planner')), 'enqueued_for_orchestration>error:invalid_outcome ' || b.reason,
+          'invalid plan, transition event invalid_outcome with the reason: ' || b.reason)
+FROM bad_plans b ORDER BY b.seq;
+SELECT is((SELECT string_agg(DISTINCT array_to_string(pg_temp.steps(b.task), ','), ' | ') FROM bad_plans b),
+          'planner:error', 'invalid plans create nothing');
+SELECT is((SELECT string_agg(DISTINCT pg_temp.tst(b.task), ',') FROM bad_plans b), 'blocked_by_failures',
+          'invalid plans leave their tasks blocked_by_failures');
+SELECT b.task AS p_bad FROM bad_plans b WHERE b.seq = 1 \gset
+SELECT throws_ok(format('SELECT * FROM tasker.resolve_step(%L, %L, ''complete_manually'', %L)', :'p_bad',
+                        pg_temp.sid(:'p_bad', 'planner'), pg_temp.cfgs('{"batch_id": "001", "start_cursor": 5, "end_cursor": 1}')),
+                 'TK400', format('cannot complete batchable step %s with this result: cursor_configs[0]: end_cursor is before start_cursor',
+                                 pg_temp.sid(:'p_bad', 'planner')),
+                 'complete_manually of a planner with a bad plan is refused (TK400)');
+SELECT is((SELECT row(state, task_state, steps_enqueued)::text FROM tasker.resolve_step(:'p_bad', pg_temp.sid(:'p_bad', 'planner'),
+             'complete_manually', pg_temp.plan_of(2), 'planned by hand', 'op')),
+          '(complete,steps_in_process,2)', 'complete_manually of a planner with a plan creates and dispatches its workers');
+
+-- A plan of 10,000 workers: created by one process_completions call.
+SELECT pg_temp.batch_tpl('tap_dyn_big', 'big', '{"batch_size": 10, "parallelism": 4}') \g /dev/null
+SELECT pg_temp.at_planner('tap_dyn_big', 'big') AS big \gset
+SELECT pg_temp.ok(:'big', 'planner', pg_temp.plan_of(10000, 10)) \g /dev/null
+SELECT is((SELECT row(messages, steps_completed, steps_enqueued)::text FROM tasker.process_completions('tap_dyn_big', 100, 30)),
+          '(1,1,4)', 'a plan of 10,000 workers: one process_completions call, 4 dispatched');
+SELECT is((SELECT count(*) FROM tasker.workflow_steps WHERE task_uuid = :'big' AND name LIKE 'process_batch_%'), 10000::bigint,
+          'a plan of 10,000 workers: all 10,000 exist');
+SELECT is((SELECT unfinished_parents FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'big', 'aggregate')), 10000,
+          'a plan of 10,000 workers: aggregate waits for all of them');
+
+-- Failure strategies (parallelism 2, one attempt per worker, 4 batches).
+SELECT pg_temp.batch_tpl('tap_dyn_fs', 'b_' || f, jsonb_build_object('parallelism', 2, 'failure_strategy', f), '{"max_attempts": 1}')
+FROM unnest(ARRAY['fail_fast', 'isolate', 'continue_on_failure']) f \g /dev/null
+CREATE FUNCTION pg_temp.fs_task(p_strategy text) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE v uuid := pg_temp.at_planner('tap_dyn_fs', 'b_' || p_strategy);
+BEGIN
+  PERFORM pg_temp.ok(v, 'planner', pg_temp.plan_of(4));
+  PERFORM pg_temp.pc('tap_dyn_fs');
+  PERFORM pg_temp.claim('tap_dyn_fs');
+  PERFORM pg_temp.fail(v, 'process_batch_001');
+  PERFORM pg_temp.pc('tap_dyn_fs');
+  RETURN v;
+END $$;
+-- fail_fast
+SELECT pg_temp.fs_task('fail_fast') AS ff \gset
+SELECT is(pg_temp.steps(:'ff'), ARRAY['aggregate:pending', 'planner:complete', 'process_batch_001:error', 'process_batch_002:in_progress',
+                                      'process_batch_003:pending', 'process_batch_004:pending', 'report:pending'],
+          'fail_fast: the failed worker is in error and nothing new is dispatched');
+SELECT is(pg_temp.tst(:'ff'), 'steps_in_process', 'fail_fast: the task waits for the worker in flight');
+SELECT pg_temp.ok(:'ff', 'process_batch_002') \g /dev/null
+SELECT pg_temp.pc('tap_dyn_fs') \g /dev/null
+SELECT tasker.enqueue_ready_steps(100) \g /dev/null
+SELECT is(pg_temp.st(:'ff', 'process_batch_003') || ' ' || pg_temp.tst(:'ff'), 'pending blocked_by_failures',
+          'fail_fast: once the in-flight worker finishes the task is blocked_by_failures (the poller dispatches nothing)');
+SELECT is((SELECT row(state, task_state, steps_enqueued)::text
+           FROM tasker.resolve_step(:'ff', pg_temp.sid(:'ff', 'process_batch_001'), 'reset_for_retry', NULL, 'retry', 'op')),
+          '(enqueued,steps_in_process,2)', 'fail_fast: reset_for_retry resumes: the worker and the next sibling are dispatched');
+SELECT is((SELECT array_agg(name ORDER BY name) FROM tasker.workflow_steps WHERE task_uuid = :'ff' AND state = 'enqueued'),
+          ARRAY['process_batch_001', 'process_batch_003'], 'fail_fast: after the reset, two in flight again');
+-- isolate
+SELECT pg_temp.fs_task('isolate') AS iso \gset
+SELECT is(pg_temp.steps(:'iso'), ARRAY['aggregate:pending', 'planner:complete', 'process_batch_001:error', 'process_batch_002:in_progress',
+                                       'process_batch_003:enqueued', 'process_batch_004:pending', 'report:pending'],
+          'isolate: the failed worker is in error and its siblings keep being dispatched');
+SELECT pg_temp.run('tap_dyn_fs', :'iso', n) FROM unnest(ARRAY['process_batch_002', 'process_batch_003', 'process_batch_004']) n \g /dev/null
+SELECT is(pg_temp.steps(:'iso'), ARRAY['aggregate:pending', 'planner:complete', 'process_batch_001:error', 'process_batch_002:complete',
+                                       'process_batch_003:complete', 'process_batch_004:complete', 'report:pending'],
+          'isolate: every sibling ran; aggregate waits for the failed worker');
+SELECT is(pg_temp.tst(:'iso'), 'blocked_by_failures', 'isolate: the task ends blocked_by_failures');
+-- continue_on_failure
+SELECT pg_temp.fs_task('continue_on_failure') AS cof \gset
+SELECT is(pg_temp.st(:'cof', 'process_batch_001') || ' ' || pg_temp.last_tr(pg_temp.sid(:'cof', 'process_batch_001')),
+          'resolved_manually enqueued_as_error_for_orchestration>resolved_manually:continue_on_failure',
+          'continue_on_failure: the failed worker is resolved_manually, event continue_on_failure');
+SELECT is((SELECT results FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'cof', 'process_batch_001')),
+          '{"error": {"message": "boom"}, "failure_strategy": "continue_on_failure"}'::jsonb,
+          'continue_on_failure: its results hold the error');
+SELECT pg_temp.run('tap_dyn_fs', :'cof', n) FROM unnest(ARRAY['process_batch_002', 'process_batch_003', 'process_batch_004']) n \g /dev/null
+SELECT is(pg_temp.claim('tap_dyn_fs'), ARRAY['aggregate'], 'continue_on_failure: aggregate runs');
+SELECT is((SELECT c.dependency_results->'process_batch_001' FROM claims c WHERE c.workflow_step_uuid = pg_temp.sid(:'cof', 'aggregate')),
+          '{"error": {"message": "boom"}, "failure_strategy": "continue_on_failure"}'::jsonb,
+          'continue_on_failure: aggregate sees the failed worker''s error among its dependency_results');
+SELECT pg_temp.ok(:'cof', 'aggregate') \g /dev/null
+SELECT pg_temp.pc('tap_dyn_fs') \g /dev/null
+SELECT pg_temp.run('tap_dyn_fs', :'cof', 'report') \g /dev/null
+SELECT is(pg_temp.tst(:'cof'), 'complete', 'continue_on_failure: the task completes');
 
 SELECT * FROM finish();
 ROLLBACK;
