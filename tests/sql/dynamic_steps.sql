@@ -12,7 +12,7 @@
 BEGIN;
 SET LOCAL client_min_messages = warning;
 SET LOCAL jit = off;
-SELECT plan(140);
+SELECT plan(164);
 
 -- ---------------------------------------------------------------------------------------------
 -- Helpers (temporary, gone with the transaction). Lookups are STABLE: a VOLATILE one in a WHERE
@@ -675,6 +675,102 @@ SELECT pg_temp.ok(:'cof', 'aggregate') \g /dev/null
 SELECT pg_temp.pc('tap_dyn_fs') \g /dev/null
 SELECT pg_temp.run('tap_dyn_fs', :'cof', 'report') \g /dev/null
 SELECT is(pg_temp.tst(:'cof'), 'complete', 'continue_on_failure: the task completes');
+
+-- =============================================================================================
+-- 4. Checkpoints
+-- =============================================================================================
+SELECT pg_temp.tpl('tap_dyn_ckp', 'work', ARRAY[pg_temp.s('work', NULL, '{}', '{"retry": {"max_attempts": 3}}')]) \g /dev/null
+CREATE FUNCTION pg_temp.ckp(p_task uuid, p_attempt integer, p_ckp jsonb, p_lease integer DEFAULT NULL) RETURNS boolean
+LANGUAGE sql AS $$ SELECT tasker.checkpoint_step(pg_temp.sid(p_task, 'work'), p_attempt, p_ckp, p_lease) $$;
+CREATE FUNCTION pg_temp.stored(p_task uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$ SELECT checkpoint FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(p_task, 'work') $$;
+SELECT pg_temp.new_task('tap_dyn_ckp', 'work') AS c1 \gset
+SELECT is(pg_temp.ckp(:'c1', 1, '{"cursor": 10}'), false, 'checkpoint: refused (false) while the step is only enqueued');
+SELECT pg_temp.claim('tap_dyn_ckp') \g /dev/null
+SELECT is(pg_temp.ckp(:'c1', 2, '{"cursor": 10}'), false, 'checkpoint: refused (false) for another attempt');
+SELECT is(pg_temp.stored(:'c1'), NULL, 'checkpoint: a refused checkpoint stores nothing');
+-- TEST-ONLY: the step last moved an hour ago.
+UPDATE tasker.workflow_steps SET updated_at = now() - interval '1 hour' WHERE workflow_step_uuid = pg_temp.sid(:'c1', 'work');
+SELECT is(pg_temp.ckp(:'c1', 1, '{"cursor": 420, "items_processed": 420}'), true, 'checkpoint: accepted for the running attempt');
+SELECT is(pg_temp.stored(:'c1') - 'timestamp', '{"cursor": 420, "items_processed": 420, "attempt": 1}'::jsonb,
+          'checkpoint: stored with the attempt');
+SELECT ok((pg_temp.stored(:'c1')->>'timestamp')::timestamptz BETWEEN now() AND clock_timestamp()
+          AND (SELECT checkpoint_at IS NOT NULL FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'c1', 'work')),
+          'checkpoint: stored with its timestamp (and checkpoint_at)');
+SELECT is((SELECT updated_at FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'c1', 'work')), now(),
+          'checkpoint: moves the step''s updated_at (progress)');
+SELECT cmp_ok((SELECT lease_expires_at FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'c1', 'work')),
+              '<', clock_timestamp() + interval '600 seconds', 'checkpoint: without lease_secs the lease stays (claimed for 300 s)');
+SELECT is(pg_temp.ckp(:'c1', 1, '{"cursor": 450}', 3600), true, 'checkpoint with lease_secs: accepted');
+SELECT cmp_ok((SELECT lease_expires_at FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'c1', 'work')),
+              '>', clock_timestamp() + interval '3000 seconds', 'checkpoint with lease_secs 3600: the lease is extended');
+SELECT throws_ok(format('SELECT tasker.checkpoint_step(%L, 1, ''[1]'')', pg_temp.sid(:'c1', 'work')), 'TK400',
+                 'checkpoint must be a JSON object (got array)', 'checkpoint: not an object is refused (TK400)');
+-- A failure with attempts left, then the retry: the next claim returns the checkpoint.
+SELECT pg_temp.fail(:'c1', 'work') \g /dev/null
+SELECT pg_temp.pc('tap_dyn_ckp') \g /dev/null
+SELECT is(pg_temp.st(:'c1', 'work') || ' ' || (pg_temp.stored(:'c1')->>'cursor'), 'waiting_for_retry 450',
+          'checkpoint: kept when the attempt fails');
+UPDATE tasker.workflow_steps SET next_retry_at = now() - interval '1 second' WHERE workflow_step_uuid = pg_temp.sid(:'c1', 'work');  -- TEST-ONLY
+SELECT tasker.enqueue_ready_steps(100) \g /dev/null
+SELECT is((SELECT checkpoint->>'cursor' || ' attempt ' || attempt FROM tasker.tasker_claim_and_execute_step('tap_dyn_ckp', 10, 300, 'w2')),
+          '450 attempt 2', 'checkpoint: the retry''s claim returns it (resume from cursor 450)');
+SELECT is(pg_temp.ckp(:'c1', 1, '{"cursor": 999}'), false, 'checkpoint: the old attempt can no longer write one');
+SELECT is(pg_temp.ckp(:'c1', 2, '{"cursor": 700}'), true, 'checkpoint: the new attempt writes one');
+SELECT pg_temp.fail(:'c1', 'work', '{"message": "fatal", "retryable": false}') \g /dev/null
+SELECT pg_temp.pc('tap_dyn_ckp') \g /dev/null
+SELECT is((SELECT row(state, task_state)::text FROM tasker.resolve_step(:'c1', pg_temp.sid(:'c1', 'work'), 'reset_for_retry', NULL, 'again', 'op')),
+          '(enqueued,steps_in_process)', 'checkpoint: (the step failed for good and was reset for retry)');
+SELECT is((SELECT checkpoint - 'timestamp' FROM tasker.tasker_claim_and_execute_step('tap_dyn_ckp', 10, 300, 'w3')),
+          '{"cursor": 700, "attempt": 2}'::jsonb, 'checkpoint: survives reset_for_retry and is returned by the next claim');
+
+-- Staleness: a checkpoint is progress. Two identical tasks, both running, both quiet for two hours
+-- (TEST-ONLY back-dating); one checkpoints. The sweep (dry run) reports only the other as stale.
+SELECT pg_temp.tpl('tap_dyn_stale', 'work', ARRAY[pg_temp.s('work')]) \g /dev/null
+SELECT pg_temp.new_task('tap_dyn_stale', 'work') AS sa \gset
+SELECT pg_temp.new_task('tap_dyn_stale', 'work') AS sb \gset
+SELECT pg_temp.claim('tap_dyn_stale') \g /dev/null
+UPDATE tasker.tasks SET state_changed_at = now() - interval '2 hours', updated_at = now() - interval '2 hours'
+WHERE task_uuid IN (:'sa', :'sb');
+UPDATE tasker.workflow_steps SET updated_at = now() - interval '2 hours' WHERE task_uuid IN (:'sa', :'sb');
+SELECT is(tasker.checkpoint_step(pg_temp.sid(:'sa', 'work'), 1, '{"cursor": 5}'), true, 'staleness: task A checkpoints');
+SELECT is((SELECT array_agg(CASE x.task_uuid WHEN :'sa' THEN 'A' ELSE 'B' END ORDER BY 1)
+           FROM tasker.detect_and_transition_stuck_tasks(1000, true, 60, 30, 30, 1440, 24) x
+           WHERE x.action = 'would_move_to_dlq' AND x.task_uuid IN (:'sa', :'sb')),
+          ARRAY['B'], 'staleness: the task that checkpointed is not stale; the identical one without a checkpoint is');
+
+-- =============================================================================================
+-- 5. Readiness reasons
+-- =============================================================================================
+SELECT pg_temp.tpl('tap_dyn_rdy', 'gate', ARRAY[
+  pg_temp.s('validate'), pg_temp.s('routing', 'decision', '{validate}'),
+  pg_temp.s('a', NULL, '{routing}'), pg_temp.s('b', NULL, '{routing}'),
+  pg_temp.s('finalize', 'deferred', '{validate,a,b}')]) \g /dev/null
+CREATE FUNCTION pg_temp.why(p_task uuid, p_name text) RETURNS text
+LANGUAGE sql STABLE AS $$
+  SELECT not_ready_reason FROM tasker.get_step_readiness_status(p_task) WHERE name = p_name
+$$;
+SELECT pg_temp.new_task('tap_dyn_rdy', 'gate') AS r1 \gset
+SELECT is(pg_temp.why(:'r1', 'finalize'),
+          'deferred: waiting for 2 of 2 created parent step(s): decision step routing (pending), validate (enqueued)',
+          'readiness: a deferred step created with the task waits for the decision step by name');
+SELECT pg_temp.run('tap_dyn_rdy', :'r1', 'validate') \g /dev/null
+SELECT is(pg_temp.why(:'r1', 'finalize'), 'deferred: waiting for 1 of 2 created parent step(s): decision step routing (enqueued)',
+          'readiness: … then only for the decision');
+SELECT pg_temp.run('tap_dyn_rdy', :'r1', 'routing', pg_temp.choose('a')) \g /dev/null
+SELECT is(pg_temp.why(:'r1', 'finalize'), 'deferred: waiting for 1 of 3 created parent step(s): a (enqueued)',
+          'readiness: once the branches exist, for the created ones');
+SELECT pg_temp.run('tap_dyn_rdy', :'r1', 'a') \g /dev/null
+SELECT is((SELECT row(current_state, ready_for_execution, total_parents, completed_parents)::text
+           FROM tasker.get_step_readiness_status(:'r1') WHERE name = 'finalize'), '(enqueued,f,3,3)',
+          'readiness: finalize is dispatched when the created branch is done');
+SELECT pg_temp.tpl('tap_dyn_rdy', 'bgate', ARRAY[
+  pg_temp.s('prep'), pg_temp.s('planner', 'batchable'), pg_temp.s('process_batch', 'batch_worker', '{planner}'),
+  pg_temp.s('aggregate', 'deferred', '{prep,process_batch}')]) \g /dev/null
+SELECT pg_temp.new_task('tap_dyn_rdy', 'bgate') AS r2 \gset
+SELECT is(pg_temp.why(:'r2', 'aggregate'),
+          'deferred: waiting for 2 of 2 created parent step(s): batch planner planner (enqueued), prep (enqueued)',
+          'readiness: a deferred step waiting behind a batch planner names it');
 
 SELECT * FROM finish();
 ROLLBACK;
