@@ -12,7 +12,7 @@
 BEGIN;
 SET LOCAL client_min_messages = warning;
 SET LOCAL jit = off;
-SELECT plan(164);
+SELECT plan(168);
 
 -- ---------------------------------------------------------------------------------------------
 -- Helpers (temporary, gone with the transaction). Lookups are STABLE: a VOLATILE one in a WHERE
@@ -413,6 +413,32 @@ SELECT is((SELECT row(state, task_state, steps_enqueued)::text FROM tasker.resol
           '(complete,steps_in_process,1)', 'complete_manually of a decision with an outcome: complete, the task moves on');
 SELECT is(pg_temp.steps(:'d_bad'), ARRAY['auto_approve:enqueued', 'finalize:pending', 'routing:complete', 'validate:complete'],
           'complete_manually of a decision creates the chosen branch (dispatched) and finalize');
+
+-- A branch shared by two decisions exists once, whether they choose it together or one after the
+-- other, and waits for both. (Regression: each decision created its own row of it.)
+SELECT pg_temp.tpl('tap_dyn_dec', 'shared', ARRAY[
+  pg_temp.s('r'), pg_temp.s('d1', 'decision', '{r}'), pg_temp.s('d2', 'decision', '{r}'),
+  pg_temp.s('x', NULL, '{d1,d2}'), pg_temp.s('y', NULL, '{d1}'), pg_temp.s('z', NULL, '{d2}')]) \g /dev/null
+SELECT pg_temp.new_task('tap_dyn_dec', 'shared') AS sh1 \gset
+SELECT pg_temp.run('tap_dyn_dec', :'sh1', 'r') \g /dev/null
+SELECT pg_temp.claim('tap_dyn_dec') \g /dev/null
+SELECT pg_temp.ok(:'sh1', 'd1', pg_temp.choose('x', 'y')) \g /dev/null
+SELECT pg_temp.ok(:'sh1', 'd2', pg_temp.choose('x')) \g /dev/null
+SELECT pg_temp.pc('tap_dyn_dec') \g /dev/null
+SELECT is(pg_temp.steps(:'sh1'), ARRAY['d1:complete', 'd2:complete', 'r:complete', 'x:enqueued', 'y:enqueued'],
+          'shared branch chosen by two decisions in one pass: created once');
+SELECT is(pg_temp.parents(:'sh1', 'x'), ARRAY['d1', 'd2'], 'shared branch: its edges come from both decisions');
+SELECT pg_temp.new_task('tap_dyn_dec', 'shared') AS sh2 \gset
+SELECT pg_temp.run('tap_dyn_dec', :'sh2', 'r') \g /dev/null
+SELECT pg_temp.claim('tap_dyn_dec') \g /dev/null
+SELECT pg_temp.ok(:'sh2', 'd1', pg_temp.choose('x')) \g /dev/null
+SELECT pg_temp.pc('tap_dyn_dec') \g /dev/null
+SELECT is(pg_temp.steps(:'sh2'), ARRAY['d1:complete', 'd2:in_progress', 'r:complete', 'x:pending'],
+          'shared branch chosen by the first decision: created, waiting for the other decision');
+SELECT pg_temp.ok(:'sh2', 'd2', pg_temp.choose('x', 'z')) \g /dev/null
+SELECT pg_temp.pc('tap_dyn_dec') \g /dev/null
+SELECT is(pg_temp.steps(:'sh2'), ARRAY['d1:complete', 'd2:complete', 'r:complete', 'x:enqueued', 'z:enqueued'],
+          'shared branch chosen again by the second decision: not created twice, and now dispatched');
 
 -- =============================================================================================
 -- 3. Batches
