@@ -12,7 +12,7 @@
 BEGIN;
 SET LOCAL client_min_messages = warning;
 SET LOCAL jit = off;
-SELECT plan(168);
+SELECT plan(169);
 
 -- ---------------------------------------------------------------------------------------------
 -- Helpers (temporary, gone with the transaction). Lookups are STABLE: a VOLATILE one in a WHERE
@@ -183,8 +183,14 @@ SELECT pg_temp.reg_refused(pg_temp.x(pg_temp.s('a'), pg_temp.s('d', 'decision', 
   'refused: a cycle through a decision and a deferred step, named');
 SELECT pg_temp.reg_refused(pg_temp.x(pg_temp.s(E'a\nb')),
   'template x: step #1: name "a\nb" contains control or direction characters', 'refused: a step name with a control character');
-SELECT throws_like(format('SELECT * FROM tasker.register_task_template(%L::jsonb)', pg_temp.x(pg_temp.s(E'a\u202eb'))),
-  'template x: step #1: name % contains control or direction characters', 'refused: a step name with a direction override');
+-- The message must not carry the refused character itself (regression: JSON quoting leaves
+-- direction overrides, C1 controls and DEL as they are).
+SELECT pg_temp.reg_refused(pg_temp.x(pg_temp.s(E'a\u202eb\u0085c\u007fd')),
+  'template x: step #1: name "a\u202eb\u0085c\u007fd" contains control or direction characters',
+  'refused: a step name with a direction override, a C1 control and DEL; the message shows them escaped');
+SELECT pg_temp.reg_refused(jsonb_build_object('name', E'evil\u2066x', 'namespace_name', 'tap_dyn_reg', 'steps', jsonb_build_array(pg_temp.s('a'))),
+  'template "evil\u2066x": name contains control or direction characters',
+  'refused: a template name with a direction isolate; the message shows it escaped');
 SELECT pg_temp.reg_refused(pg_temp.x(pg_temp.s('a', NULL, '{}', '{"retry": {"max_attempts": 101}}')),
   'template x: step a: retry: max_attempts must be an integer between 0 and 100 (got 101)', 'refused: max_attempts 101');
 SELECT pg_temp.reg_refused(pg_temp.x(pg_temp.s('a', NULL, '{}', '{"retry": {"backoff_base_ms": 3600001}}')),
