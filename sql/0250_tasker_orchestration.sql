@@ -272,6 +272,12 @@ DECLARE
   v_details text[];
   v_stale record;
   v_steps_snapshot jsonb;
+  v_expired uuid[];
+  v_cof_ids uuid[];
+  v_cof_msg_ids bigint[];
+  v_cof_details text[];
+  v_released uuid[] := '{}';
+  v_released_n integer[] := '{}';
   v_cur_at timestamptz;
   v_cur_step uuid;
   v_win_steps uuid[];
@@ -310,6 +316,33 @@ BEGIN
     ELSE
       v_tasks := tasker.lock_tasks(v_tasks, true);
       PERFORM set_config('tasker.reason', 'lease expired', true);
+      -- The expired attempts, fixed once: the two updates below split them.
+      SELECT array_agg(s.workflow_step_uuid) INTO v_expired
+      FROM tasker.workflow_steps s
+      WHERE s.task_uuid = ANY (v_tasks) AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp();
+      -- A batch worker under failure_strategy continue_on_failure whose last attempt expired is
+      -- resolved as process_completions resolves one that failed for good: it must not block its
+      -- task (docs/dynamic-steps.md); its convergence step sees the error among its dependency results.
+      PERFORM set_config('tasker.event', 'continue_on_failure', true);
+      WITH upd AS (
+        UPDATE tasker.workflow_steps s
+        SET state = 'resolved_manually',
+            error = x.error,
+            results = jsonb_build_object('error', x.error, 'failure_strategy', 'continue_on_failure'),
+            completed_at = now(), lease_expires_at = NULL, updated_at = now()
+        FROM (SELECT w.workflow_step_uuid,
+                     jsonb_build_object('message', format('lease expired: worker %s did not hand back attempt %s in time',
+                                                          w.claimed_by, w.attempt_no), 'error_type', 'lease_expired') AS error
+              FROM tasker.workflow_steps w WHERE w.workflow_step_uuid = ANY (v_expired)) x
+        WHERE s.workflow_step_uuid = x.workflow_step_uuid AND s.state = 'in_progress'
+          AND s.failure_strategy = 'continue_on_failure' AND NOT (s.retryable AND s.attempts < s.max_attempts)
+        RETURNING s.workflow_step_uuid, s.state, s.claimed_by, s.attempt_no, s.dispatch_msg_id
+      )
+      SELECT array_agg(u.workflow_step_uuid), array_agg(u.dispatch_msg_id),
+             array_agg(format('attempt %s on %s: now %s', u.attempt_no, u.claimed_by, u.state))
+      INTO v_cof_ids, v_cof_msg_ids, v_cof_details
+      FROM upd u;
+      PERFORM set_config('tasker.event', '', true);
       WITH upd AS (
         UPDATE tasker.workflow_steps s
         SET state = CASE WHEN s.retryable AND s.attempts < s.max_attempts THEN 'waiting_for_retry' ELSE 'error' END,
@@ -319,14 +352,17 @@ BEGIN
                                                         s.claimed_by, s.attempt_no), 'error_type', 'lease_expired'),
             lease_expires_at = NULL, updated_at = now()
         FROM tasker.named_steps n
-        WHERE n.named_step_uuid = s.named_step_uuid AND s.task_uuid = ANY (v_tasks)
-          AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp()
+        WHERE n.named_step_uuid = s.named_step_uuid AND s.workflow_step_uuid = ANY (v_expired)
+          AND s.state = 'in_progress'
         RETURNING s.task_uuid, s.workflow_step_uuid, s.state, s.claimed_by, s.attempt_no, s.dispatch_msg_id
       )
       SELECT array_agg(u.workflow_step_uuid), array_agg(u.dispatch_msg_id),
              array_agg(format('attempt %s on %s: now %s', u.attempt_no, u.claimed_by, u.state))
       INTO v_ids, v_msg_ids, v_details
       FROM upd u;
+      v_ids := coalesce(v_cof_ids, '{}') || coalesce(v_ids, '{}');
+      v_msg_ids := coalesce(v_cof_msg_ids, '{}') || coalesce(v_msg_ids, '{}');
+      v_details := coalesce(v_cof_details, '{}') || coalesce(v_details, '{}');
       RETURN QUERY
       SELECT 'lease_expired'::text, s.task_uuid, x.step, x.detail
       FROM unnest(v_ids, v_details) AS x(step, detail)
@@ -344,7 +380,11 @@ BEGIN
         PERFORM tasker.archive_messages(tasker.dispatch_queue(v_ns.name), v_ns.ids);
       END LOOP;
       PERFORM set_config('tasker.reason', '', true);
-      PERFORM tasker.advance_tasks(v_tasks);
+      -- Steps resolved above satisfy their children: counted down (and dispatched) by advance_tasks.
+      IF v_cof_ids IS NOT NULL THEN
+        SELECT r.steps, r.counts INTO v_released, v_released_n FROM tasker.released_children(v_cof_ids) r;
+      END IF;
+      PERFORM tasker.advance_tasks(v_tasks, v_released, v_released_n);
     END IF;
   END IF;
 

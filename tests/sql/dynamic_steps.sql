@@ -12,7 +12,7 @@
 BEGIN;
 SET LOCAL client_min_messages = warning;
 SET LOCAL jit = off;
-SELECT plan(169);
+SELECT plan(174);
 
 -- ---------------------------------------------------------------------------------------------
 -- Helpers (temporary, gone with the transaction). Lookups are STABLE: a VOLATILE one in a WHERE
@@ -707,6 +707,26 @@ SELECT pg_temp.ok(:'cof', 'aggregate') \g /dev/null
 SELECT pg_temp.pc('tap_dyn_fs') \g /dev/null
 SELECT pg_temp.run('tap_dyn_fs', :'cof', 'report') \g /dev/null
 SELECT is(pg_temp.tst(:'cof'), 'complete', 'continue_on_failure: the task completes');
+-- … also when the last attempt is lost to an expired lease (the sweep), not handed back.
+-- (Regression: the sweep put it in error, which stopped the batch and blocked the task.)
+SELECT pg_temp.at_planner('tap_dyn_fs', 'b_continue_on_failure') AS cof2 \gset
+SELECT pg_temp.ok(:'cof2', 'planner', pg_temp.plan_of(3)) \g /dev/null
+SELECT pg_temp.pc('tap_dyn_fs') \g /dev/null
+SELECT pg_temp.claim('tap_dyn_fs') \g /dev/null
+UPDATE tasker.workflow_steps SET lease_expires_at = clock_timestamp() - interval '1 second'  -- TEST-ONLY: the worker vanished
+WHERE workflow_step_uuid = pg_temp.sid(:'cof2', 'process_batch_001');
+SELECT is((SELECT array_agg(action || ': ' || detail) FROM tasker.detect_and_transition_stuck_tasks(100) WHERE task_uuid = :'cof2'),
+          ARRAY['lease_expired: attempt 1 on w1: now resolved_manually'],
+          'continue_on_failure, lease expired on the last attempt: the sweep resolves the worker');
+SELECT is(pg_temp.last_tr(pg_temp.sid(:'cof2', 'process_batch_001')), 'in_progress>resolved_manually:continue_on_failure',
+          'continue_on_failure, lease expired: event continue_on_failure');
+SELECT is((SELECT results->'error'->>'error_type' FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'cof2', 'process_batch_001')),
+          'lease_expired', 'continue_on_failure, lease expired: its results hold the error');
+SELECT is(pg_temp.st(:'cof2', 'process_batch_003') || ' ' || (SELECT unfinished_parents FROM tasker.workflow_steps
+                                                               WHERE workflow_step_uuid = pg_temp.sid(:'cof2', 'aggregate')),
+          'enqueued 2', 'continue_on_failure, lease expired: the next worker is dispatched, aggregate waits for the other two only');
+SELECT pg_temp.run('tap_dyn_fs', :'cof2', n) FROM unnest(ARRAY['process_batch_002', 'process_batch_003', 'aggregate', 'report']) n \g /dev/null
+SELECT is(pg_temp.tst(:'cof2'), 'complete', 'continue_on_failure, lease expired: the task completes');
 
 -- =============================================================================================
 -- 4. Checkpoints
