@@ -130,8 +130,9 @@ SELECT pg_temp.reg_refused(pg_temp.x(pg_temp.s('a', 'fancy')),
   'template x: step a: unknown step type "fancy" (standard, decision, deferred_convergence, batchable or batch_worker)',
   'refused: unknown step type, named');
 
--- First in the file: registration's cost should not depend on what the session did before, but
--- it does (see the note at the end of the report to the lead); the assertion is that it registers.
+-- First in the file: in a session that had already run many registrations (refusals among them),
+-- 2,000 steps took 3-8 s instead of about 1 s here, time spent in register_task_template's per-step
+-- loop; not understood yet. Only that it registers is asserted.
 SELECT set_config('tasker.max_template_steps', '2000', true) \g /dev/null
 SELECT is((SELECT status FROM tasker.register_task_template(jsonb_build_object('name', 'chain', 'namespace_name', 'tap_dyn_reg',
              'steps', (SELECT jsonb_agg(pg_temp.s('s' || g, NULL, CASE WHEN g > 1 THEN ARRAY['s' || (g - 1)] ELSE '{}' END) ORDER BY g)
