@@ -30,7 +30,7 @@ INSERT INTO tasker.step_states (state, is_terminal, satisfies_dependencies, in_f
   ('complete',                            true,  true,  false, 'succeeded'),
   ('error',                               false, false, false, 'failed for good (no attempts left, or not retryable); blocks its task'),
   ('cancelled',                           true,  false, false, 'cancelled with its task'),
-  ('resolved_manually',                   true,  true,  false, 'closed by an operator; satisfies its children')
+  ('resolved_manually',                   true,  true,  false, 'closed by an operator, or by a batch worker''s continue_on_failure strategy; satisfies its children')
 ON CONFLICT (state) DO UPDATE SET is_terminal = EXCLUDED.is_terminal,
   satisfies_dependencies = EXCLUDED.satisfies_dependencies, in_flight = EXCLUDED.in_flight,
   description = EXCLUDED.description;

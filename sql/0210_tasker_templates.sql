@@ -47,6 +47,17 @@ BEGIN
   RETURN v #>> '{}';
 END $$;
 
+-- tasker.quoted_name: a name as a JSON string for an error message, with the characters
+-- tasker.has_control_chars refuses (C1 controls, DEL, direction marks and overrides, which JSON
+-- leaves as they are) written as \uXXXX too: the message that refuses such a name must not carry
+-- the character into a log line or a client's terminal.
+CREATE OR REPLACE FUNCTION tasker.quoted_name(p text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT string_agg(CASE WHEN c ~ '[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+                         THEN '\u' || lpad(to_hex(ascii(c)), 4, '0') ELSE c END, '' ORDER BY i)
+  FROM regexp_split_to_table(to_json(p)::text, '') WITH ORDINALITY AS x(c, i)
+$$;
+
 -- tasker.ensure_namespace: create a namespace and its two queues if they do not exist yet. Queue
 -- creation is DDL, so it happens here, at registration, never on the hot path (DESIGN §4).
 CREATE OR REPLACE FUNCTION tasker.ensure_namespace(p_namespace text, p_description text DEFAULT NULL)
@@ -156,7 +167,7 @@ BEGIN
     PERFORM tasker.template_error(v_name, 'name is required (1 to 255 characters)');
   END IF;
   IF tasker.has_control_chars(v_name) THEN
-    RAISE EXCEPTION 'template %: name contains control or direction characters', to_json(v_name)::text USING ERRCODE = 'TK400';
+    RAISE EXCEPTION 'template %: name contains control or direction characters', tasker.quoted_name(v_name) USING ERRCODE = 'TK400';
   END IF;
   v_ns := tasker.json_text(p_template, 'namespace_name', NULL, 'template ' || v_name);
   IF v_ns IS NULL THEN
@@ -196,7 +207,8 @@ BEGIN
       RAISE EXCEPTION '%: name is required (a string of 1 to 128 characters)', v_where USING ERRCODE = 'TK400';
     END IF;
     IF tasker.has_control_chars(v_step->>'name') THEN
-      RAISE EXCEPTION '%: name % contains control or direction characters', v_where, v_step->'name' USING ERRCODE = 'TK400';
+      RAISE EXCEPTION '%: name % contains control or direction characters', v_where, tasker.quoted_name(v_step->>'name')
+        USING ERRCODE = 'TK400';
     END IF;
     v_where := format('template %s: step %s', v_name, v_step->>'name');
     IF jsonb_typeof(v_step->'handler') IS DISTINCT FROM 'object'

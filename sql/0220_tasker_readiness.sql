@@ -4,6 +4,32 @@
 -- unfinished_parents counter through tasker.step_is_ready() instead, and a randomized test
 -- (tests/sql/readiness_agreement.sql) checks that the two agree.
 
+-- tasker.batch_line: the batch workers of these tasks that are ready but for their batch's
+-- parallelism, each with its place in its batch's line (name order, so batch_id order), the
+-- batch's parallelism and how many of it are in flight, and whether it goes now: at most
+-- parallelism workers of one batch (same created_by) in flight at once. The one definition of the
+-- rule: advance_tasks dispatches the workers that go, get_step_readiness_status explains the rest.
+-- Static workflows have no such rows: one probe of workflow_steps_batch_waiting_idx per task.
+CREATE OR REPLACE FUNCTION tasker.batch_line(p_task_uuids uuid[])
+RETURNS TABLE (workflow_step_uuid uuid, task_uuid uuid, attempt_no integer, place bigint, parallelism integer,
+               busy bigint, goes boolean)
+LANGUAGE sql STABLE AS $$
+  SELECT w.workflow_step_uuid, w.task_uuid, w.attempt_no, w.place, w.batch_parallelism, b.busy,
+         w.place <= w.batch_parallelism - b.busy
+  FROM (SELECT s.task_uuid, s.workflow_step_uuid, s.attempt_no, s.created_by, s.batch_parallelism,
+               row_number() OVER (PARTITION BY s.created_by ORDER BY s.name) AS place
+        FROM tasker.workflow_steps s
+        WHERE s.task_uuid = ANY (p_task_uuids) AND s.batch_parallelism IS NOT NULL
+          AND s.state IN ('pending', 'waiting_for_retry')
+          AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts,
+                                   s.next_retry_at)) w
+  -- Busy siblings, counted once per batch (workflow_steps_batch_busy_idx: in-flight workers only).
+  CROSS JOIN LATERAL (
+    SELECT count(*) AS busy FROM tasker.workflow_steps f
+    WHERE f.created_by = w.created_by AND f.batch_parallelism IS NOT NULL
+      AND f.state IN ('enqueued', 'in_progress', 'enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')) b
+$$;
+
 CREATE OR REPLACE FUNCTION tasker.get_step_readiness_status(input_task_uuid uuid, step_uuids uuid[] DEFAULT NULL)
 RETURNS TABLE (
   workflow_step_uuid     uuid,
@@ -23,21 +49,7 @@ RETURNS TABLE (
   last_attempted_at      timestamptz,
   not_ready_reason       text)
 LANGUAGE sql STABLE AS $$
-  WITH batch_line AS (
-    -- Batch workers held back only by their batch's parallelism, as advance_tasks holds them:
-    -- of the workers of a batch that are otherwise ready, in name order, the first
-    -- (parallelism - in flight) go; the rest wait for a sibling to finish.
-    SELECT w.workflow_step_uuid, w.batch_parallelism AS parallelism,
-           row_number() OVER (PARTITION BY w.created_by ORDER BY w.name) AS place,
-           (SELECT count(*) FROM tasker.workflow_steps f
-            WHERE f.created_by = w.created_by AND f.batch_parallelism IS NOT NULL
-              AND f.state IN ('enqueued', 'in_progress', 'enqueued_for_orchestration',
-                              'enqueued_as_error_for_orchestration')) AS busy
-    FROM tasker.workflow_steps w
-    WHERE w.task_uuid = input_task_uuid AND w.batch_parallelism IS NOT NULL
-      AND w.state IN ('pending', 'waiting_for_retry')
-      AND tasker.step_is_ready(w.state, w.unfinished_parents, w.attempts, w.retryable, w.max_attempts, w.next_retry_at)
-  ), steps AS (
+  WITH steps AS (
     SELECT s.*, ns.position, ns.step_type,
            coalesce(p.total, 0) AS n_parents,
            coalesce(p.done, 0) AS n_done,
@@ -64,9 +76,10 @@ LANGUAGE sql STABLE AS $$
            st.n_parents = st.n_done AS deps_ok,
            (st.attempts = 0 OR (st.retryable AND st.attempts < st.max_attempts)) AS eligible,
            (st.next_retry_at IS NULL OR st.next_retry_at <= now()) AS backoff_passed,
-           coalesce(b.place > b.parallelism - b.busy, false) AS held, b.place, b.parallelism, b.busy
+           coalesce(NOT b.goes, false) AS held, b.place, b.parallelism, b.busy
     FROM steps st
-    LEFT JOIN batch_line b ON b.workflow_step_uuid = st.workflow_step_uuid
+    -- batch workers held back by their batch's parallelism (the rule advance_tasks applies)
+    LEFT JOIN tasker.batch_line(ARRAY[input_task_uuid]) b ON b.workflow_step_uuid = st.workflow_step_uuid
   )
   SELECT j.workflow_step_uuid, j.task_uuid, j.named_step_uuid, j.name, j.state,
          j.deps_ok, j.eligible,
@@ -142,15 +155,7 @@ LANGUAGE sql STABLE AS $$
                               AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts,
                                                        s.retryable, s.max_attempts, s.next_retry_at))::integer
            -- batch workers: per batch, as many as its parallelism lets go now
-           + coalesce((SELECT sum(least(b.waiting, greatest(b.parallelism - b.busy, 0)))
-                       FROM (SELECT max(w.batch_parallelism) AS parallelism,
-                                    count(*) FILTER (WHERE tasker.step_is_ready(w.state, w.unfinished_parents, w.attempts,
-                                                       w.retryable, w.max_attempts, w.next_retry_at)) AS waiting,
-                                    count(*) FILTER (WHERE w.state IN ('enqueued', 'in_progress', 'enqueued_for_orchestration',
-                                                                       'enqueued_as_error_for_orchestration')) AS busy
-                             FROM tasker.workflow_steps w
-                             WHERE w.task_uuid = input_task_uuid AND w.batch_parallelism IS NOT NULL
-                             GROUP BY w.created_by) b), 0)::integer AS ready
+           + (SELECT count(*) FROM tasker.batch_line(ARRAY[input_task_uuid]) b WHERE b.goes)::integer AS ready
     FROM tasker.tasks t
     LEFT JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid
     WHERE t.task_uuid = input_task_uuid

@@ -92,21 +92,9 @@ BEGIN
       -- so this costs them one probe of workflow_steps_batch_waiting_idx per task.
       SELECT t.namespace, false,
              tasker.step_message(w.task_uuid, w.workflow_step_uuid, w.attempt_no + 1, t.correlation_id)
-      FROM (SELECT s.task_uuid, s.workflow_step_uuid, s.attempt_no, s.created_by, s.batch_parallelism,
-                   row_number() OVER (PARTITION BY s.created_by ORDER BY s.name) AS rn
-            FROM tasker.workflow_steps s
-            WHERE s.task_uuid = ANY (v_live) AND s.batch_parallelism IS NOT NULL
-              AND s.state IN ('pending', 'waiting_for_retry')
-              AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts,
-                                       s.next_retry_at)) w
+      FROM tasker.batch_line(v_live) w
       JOIN tasker.tasks t ON t.task_uuid = w.task_uuid
-      -- Only the first batch_parallelism waiting workers of a batch can be let through, so only
-      -- they count its busy siblings (workflow_steps_batch_busy_idx: in-flight workers only).
-      WHERE w.rn <= w.batch_parallelism
-        AND w.rn <= w.batch_parallelism - (
-          SELECT count(*) FROM tasker.workflow_steps f
-          WHERE f.created_by = w.created_by AND f.batch_parallelism IS NOT NULL
-            AND f.state IN ('enqueued', 'in_progress', 'enqueued_for_orchestration', 'enqueued_as_error_for_orchestration'))
+      WHERE w.goes
     ) c
     GROUP BY c.namespace
   LOOP

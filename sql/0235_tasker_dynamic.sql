@@ -198,13 +198,19 @@ BEGIN
     JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
     WHERE s.workflow_step_uuid = ANY (p_creators) AND n.step_type IN ('decision', 'batchable')
   ), chosen AS (
-    SELECT c.task_uuid, ch.named_step_uuid, ch.name, NULL::jsonb AS inputs, c.creator,
+    -- A step that is a branch of two decisions exists once: not again when it exists already,
+    -- and once when both choose it in this pass (its edges come from both, below).
+    SELECT DISTINCT ON (c.task_uuid, ch.named_step_uuid)
+           c.task_uuid, ch.named_step_uuid, ch.name, NULL::jsonb AS inputs, c.creator,
            NULL::integer AS par, NULL::text AS strategy, false AS instance
     FROM c
     CROSS JOIN jsonb_array_elements_text(CASE WHEN c.step_type = 'decision'
                                                    AND c.results->'decision_point_outcome'->>'type' = 'create_steps'
                                               THEN c.results->'decision_point_outcome'->'step_names' END) AS nm(name)
     JOIN tasker.named_steps ch ON ch.task_template_uuid = c.task_template_uuid AND ch.name = nm.name
+    WHERE NOT EXISTS (SELECT 1 FROM tasker.workflow_steps s
+                      WHERE s.task_uuid = c.task_uuid AND s.named_step_uuid = ch.named_step_uuid)
+    ORDER BY c.task_uuid, ch.named_step_uuid, c.creator
   ), plans AS (
     SELECT c.task_uuid, c.creator, o.o, w.named_step_uuid AS w_named, w.name AS w_name,
            w.handler_initialization AS w_init, w.batch_config

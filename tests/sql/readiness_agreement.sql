@@ -14,6 +14,13 @@
 --   get_task_execution_context().ready_steps = number of ready steps
 -- and a few invariants (attempts within max_attempts, dispatched steps have their message for
 -- their attempt, task state agrees with its steps, stale hand-backs never accepted).
+-- Some templates are dynamic (issue 10): a decision choosing among branches (one may be a batch
+-- planner whose workers run under a random parallelism and failure strategy), a deferred
+-- convergence step and a tail. Their DAGs grow at run time: the decisions and batch plans that
+-- the random workers hand back (now and then an invalid one) and that operators complete by hand
+-- go through the real functions, and the same comparisons run after every phase. Extra
+-- invariants: no step exists twice in a task, every created step's creator is complete, and no
+-- batch has more workers in flight than its parallelism.
 --
 -- Reproducible: the seed is printed as a TAP comment; rerun a failure with
 --   TASKER_TAP_SEED=<seed> make check-db ONLY=sql      (or pg_prove … with that variable set)
@@ -28,7 +35,7 @@ SET LOCAL client_min_messages = warning;
 -- inflates the planner's costs until JIT compiles (and optimizes) nearly every query: that made this
 -- file 20-100x slower, depending on what the database held before. JIT has nothing to test here.
 SET LOCAL jit = off;
-SELECT plan(91);
+SELECT plan(96);
 
 \set seed ''
 \getenv seed TASKER_TAP_SEED
@@ -99,14 +106,113 @@ BEGIN
   END LOOP;
 END $$;
 
+-- Random dynamic templates. The first three: s1 and the batch planner `plan` (roots) → `work`
+-- (batch_worker, parallelism 1–3, a random failure strategy) → conv (deferred; on work, sometimes
+-- on s1 too) → tail. The others: s1 → dec (decision) → br1..brk (some with a child brX_c; with
+-- probability 0.6 one more branch is `plan` → `work`) → conv (deferred; depends on every branch,
+-- child and worker, and sometimes on s1 too, which makes it exist from the start behind a gate)
+-- → tail.
+CREATE FUNCTION pg_temp.make_dyn_templates(p_n integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  k integer;
+  steps jsonb;
+  conv_deps jsonb;
+  retry jsonb;
+BEGIN
+  FOR t IN 1 .. p_n LOOP
+    k := 2 + pg_temp.rnd(3);
+    retry := jsonb_build_object('max_attempts', 1 + pg_temp.rnd(3), 'backoff', 'linear', 'backoff_base_ms', 100);
+    steps := jsonb_build_array(
+      jsonb_build_object('name', 's1', 'handler', jsonb_build_object('callable', 'rnd'), 'retry', retry),
+      jsonb_build_object('name', 'dec', 'type', 'decision', 'handler', jsonb_build_object('callable', 'rnd'),
+                         'dependencies', '["s1"]'::jsonb, 'retry', retry));
+    conv_deps := CASE WHEN pg_temp.chance(0.5) THEN '["s1"]'::jsonb ELSE '[]'::jsonb END;
+    IF t <= 3 THEN
+      steps := steps - 1;  -- no decision: the planner is a root
+      k := 0;
+    END IF;
+    FOR i IN 1 .. k LOOP
+      steps := steps || jsonb_build_array(jsonb_build_object('name', 'br' || i, 'handler', jsonb_build_object('callable', 'rnd'),
+                                                             'dependencies', '["dec"]'::jsonb, 'retry', retry));
+      conv_deps := conv_deps || to_jsonb('br' || i);
+      IF pg_temp.chance(0.4) THEN
+        steps := steps || jsonb_build_array(jsonb_build_object('name', 'br' || i || '_c', 'handler', jsonb_build_object('callable', 'rnd'),
+                                                               'dependencies', jsonb_build_array('br' || i), 'retry', retry));
+        conv_deps := conv_deps || to_jsonb('br' || i || '_c');
+      END IF;
+    END LOOP;
+    IF t <= 3 OR pg_temp.chance(0.6) THEN
+      steps := steps || jsonb_build_array(
+        jsonb_build_object('name', 'plan', 'type', 'batchable', 'handler', jsonb_build_object('callable', 'rnd'),
+                           'dependencies', CASE WHEN t <= 3 THEN '[]' ELSE '["dec"]' END::jsonb, 'retry', retry),
+        jsonb_build_object('name', 'work', 'type', 'batch_worker', 'handler', jsonb_build_object('callable', 'rnd'),
+                           'dependencies', '["plan"]'::jsonb, 'retry', retry,
+                           'batch_config', jsonb_build_object('parallelism', 1 + pg_temp.rnd(3), 'batch_size', 10,
+                             'failure_strategy', (ARRAY['continue_on_failure', 'fail_fast', 'isolate'])[1 + pg_temp.rnd(3)])));
+      conv_deps := conv_deps || '["work"]'::jsonb;
+    END IF;
+    steps := steps || jsonb_build_array(
+      jsonb_build_object('name', 'conv', 'type', 'deferred_convergence', 'handler', jsonb_build_object('callable', 'rnd'),
+                         'dependencies', conv_deps, 'retry', retry),
+      jsonb_build_object('name', 'tail', 'handler', jsonb_build_object('callable', 'rnd'), 'dependencies', '["conv"]'::jsonb,
+                         'retry', retry));
+    PERFORM tasker.register_task_template(jsonb_build_object('name', 'dt' || t, 'namespace_name', 'tap_rdy',
+      'identity_strategy', 'always_unique', 'steps', steps));
+    INSERT INTO tpls (name, n_steps, n_edges)
+    VALUES ('dt' || t, jsonb_array_length(steps),
+            (SELECT sum(jsonb_array_length(coalesce(x->'dependencies', '[]')))::integer FROM jsonb_array_elements(steps) x));
+  END LOOP;
+END $$;
+
+-- A random outcome for a decision or batchable step (p_invalid: the chance of one the
+-- orchestrator must refuse); any other step: a plain result.
+CREATE FUNCTION pg_temp.rand_result(p_type text, p_named uuid, p_invalid double precision DEFAULT 0.1) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+  names text[];
+  n integer;
+BEGIN
+  IF p_type = 'decision' THEN
+    IF pg_temp.chance(p_invalid) THEN
+      RETURN '{"decision_point_outcome": {"type": "create_steps", "step_names": ["no_such_branch"]}}';
+    END IF;
+    IF pg_temp.chance(0.1) THEN
+      RETURN '{"decision_point_outcome": {"type": "no_branches"}}';
+    END IF;
+    SELECT array_agg(c.name ORDER BY c.position) INTO names
+    FROM tasker.named_step_edges e JOIN tasker.named_steps c ON c.named_step_uuid = e.to_named_step_uuid
+    WHERE e.from_named_step_uuid = p_named AND e.kind = 'declared';
+    SELECT array_agg(x ORDER BY o) INTO names FROM unnest(names) WITH ORDINALITY AS u(x, o) WHERE pg_temp.chance(0.5);
+    RETURN jsonb_build_object('decision_point_outcome', jsonb_build_object('type', 'create_steps',
+      'step_names', to_jsonb(coalesce(names, ARRAY['br1']))));
+  ELSIF p_type = 'batchable' THEN
+    IF pg_temp.chance(p_invalid) THEN
+      RETURN '{"batch_processing_outcome": {"type": "create_batches", "cursor_configs": [{"batch_id": "a", "start_cursor": 0, "end_cursor": 20}, {"batch_id": "b", "start_cursor": 10, "end_cursor": 30}]}}';
+    END IF;
+    IF pg_temp.chance(0.15) THEN
+      RETURN CASE WHEN pg_temp.chance(0.5) THEN '{"batch_processing_outcome": "no_batches"}'
+                  ELSE '{"batch_processing_outcome": {"type": "no_batches"}}' END::jsonb;
+    END IF;
+    n := 1 + pg_temp.rnd(5);
+    RETURN jsonb_build_object('batch_processing_outcome', jsonb_build_object('type', 'create_batches',
+      'cursor_configs', (SELECT jsonb_agg(jsonb_build_object('batch_id', lpad(g::text, 3, '0'), 'start_cursor', (g - 1) * 10,
+                                                             'end_cursor', g * 10, 'batch_size', 10) ORDER BY g)
+                         FROM generate_series(1, n) g)));
+  END IF;
+  RETURN jsonb_build_object('v', pg_temp.rnd(1000));
+END $$;
+
 CREATE FUNCTION pg_temp.create_tasks(p_round integer, p_n integer) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
   v_tpl text;
   v uuid;
+  k integer;
 BEGIN
   FOR i IN 1 .. p_n LOOP
-    v_tpl := 'rt' || (1 + pg_temp.rnd((SELECT count(*)::integer FROM tpls)));
+    k := 1 + pg_temp.rnd((SELECT count(*)::integer FROM tpls));
+    SELECT name INTO v_tpl FROM tpls WHERE seq = k;
     BEGIN
       SELECT c.task_uuid INTO v FROM tasker.create_task(jsonb_build_object('name', v_tpl, 'namespace', 'tap_rdy',
         'context', jsonb_build_object('round', p_round, 'i', i))) c;
@@ -131,7 +237,11 @@ BEGIN
   INSERT INTO cmp
   WITH s AS (SELECT s.* FROM tasker.workflow_steps s JOIN tasks t USING (task_uuid) WHERE t.final_checks < 2)
   SELECT p_round, p_phase, coalesce(s.task_uuid, r.task_uuid), coalesce(s.workflow_step_uuid, r.workflow_step_uuid), s.state,
-         tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts, s.next_retry_at),
+         -- the hot path: the counter, and for batch workers their batch's parallelism (advance_tasks)
+         tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts, s.next_retry_at)
+           AND (s.batch_parallelism IS NULL
+                OR EXISTS (SELECT 1 FROM tasker.batch_line(ARRAY[s.task_uuid]) b
+                           WHERE b.workflow_step_uuid = s.workflow_step_uuid AND b.goes)),
          r.ready_for_execution, s.unfinished_parents, r.total_parents, r.completed_parents
   FROM s FULL JOIN rs r ON r.workflow_step_uuid = s.workflow_step_uuid;
 
@@ -165,6 +275,21 @@ BEGIN
   FROM tasker.tasks t JOIN tasks USING (task_uuid)
   WHERE t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
     AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps s WHERE s.task_uuid = t.task_uuid AND s.state NOT IN ('complete', 'resolved_manually'));
+  INSERT INTO inv
+  SELECT p_round, p_phase, 'step exists twice', s.task_uuid || ' ' || s.name
+  FROM tasker.workflow_steps s JOIN tasks t USING (task_uuid)
+  GROUP BY s.task_uuid, s.name HAVING count(*) > 1;
+  INSERT INTO inv
+  SELECT p_round, p_phase, 'created by a step that is not complete', s.workflow_step_uuid || ' ' || s.name || ' by ' || c.name || ' ' || c.state
+  FROM tasker.workflow_steps s JOIN tasks t USING (task_uuid)
+  JOIN tasker.workflow_steps c ON c.workflow_step_uuid = s.created_by
+  WHERE c.state <> 'complete';
+  INSERT INTO inv
+  SELECT p_round, p_phase, 'batch parallelism exceeded', s.created_by || ': ' || count(*) || ' in flight, parallelism ' || min(s.batch_parallelism)
+  FROM tasker.workflow_steps s JOIN tasks t USING (task_uuid)
+  WHERE s.batch_parallelism IS NOT NULL
+    AND s.state IN ('enqueued', 'in_progress', 'enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')
+  GROUP BY s.created_by HAVING count(*) > min(s.batch_parallelism);
   PERFORM pg_temp.bump('checkpoints');
   PERFORM set_config('enable_seqscan', 'on', true);
 END $$;
@@ -196,10 +321,10 @@ DECLARE
   res record;
 BEGIN
   FOR r IN
-    SELECT s.workflow_step_uuid, s.attempt_no, s.state
+    SELECT s.workflow_step_uuid, s.attempt_no, s.state, n.step_type, n.named_step_uuid
     FROM tasks t JOIN tasker.workflow_steps s USING (task_uuid) JOIN tasker.named_steps n USING (named_step_uuid)
     WHERE s.state IN ('in_progress', 'complete', 'error', 'waiting_for_retry', 'cancelled')
-    ORDER BY t.seq, n.position
+    ORDER BY t.seq, n.position, s.name
   LOOP
     IF r.state <> 'in_progress' THEN
       -- a late or repeated hand-back from a worker that lost the step
@@ -213,7 +338,7 @@ BEGIN
     x := random();
     IF x < 0.45 THEN
       batch := batch || jsonb_build_array(jsonb_build_object('step_uuid', r.workflow_step_uuid, 'attempt', r.attempt_no,
-        'success', true, 'result', jsonb_build_object('v', pg_temp.rnd(1000)), 'worker_id', 'w', 'execution_ms', pg_temp.rnd(100)));
+        'success', true, 'result', pg_temp.rand_result(r.step_type, r.named_step_uuid), 'worker_id', 'w', 'execution_ms', pg_temp.rnd(100)));
     ELSIF x < 0.75 THEN
       e := jsonb_build_object('message', 'random failure');
       IF pg_temp.chance(0.1) THEN e := e || '{"retryable": false}'; END IF;
@@ -289,7 +414,7 @@ DECLARE
 BEGIN
   FOR r IN
     SELECT s.workflow_step_uuid FROM tasks t JOIN tasker.workflow_steps s USING (task_uuid) JOIN tasker.named_steps n USING (named_step_uuid)
-    WHERE s.state = 'waiting_for_retry' ORDER BY t.seq, n.position
+    WHERE s.state = 'waiting_for_retry' ORDER BY t.seq, n.position, s.name
   LOOP
     x := random();
     IF x < 0.35 THEN
@@ -319,12 +444,12 @@ DECLARE
   x double precision;
 BEGIN
   FOR r IN
-    SELECT t.task_uuid, s.workflow_step_uuid, s.state
+    SELECT t.task_uuid, s.workflow_step_uuid, s.state, n.step_type, n.named_step_uuid
     FROM tasks t JOIN tasker.tasks tk USING (task_uuid) JOIN tasker.workflow_steps s USING (task_uuid)
     JOIN tasker.named_steps n USING (named_step_uuid)
     WHERE tk.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
       AND s.state NOT IN ('complete', 'resolved_manually', 'cancelled')
-    ORDER BY t.seq, n.position
+    ORDER BY t.seq, n.position, s.name
   LOOP
     x := random();
     IF r.state = 'error' AND x < 0.5 THEN
@@ -338,7 +463,9 @@ BEGIN
     CONTINUE WHEN (SELECT state FROM tasker.tasks WHERE task_uuid = r.task_uuid) IN ('complete', 'error', 'cancelled', 'resolved_manually');
     BEGIN
       PERFORM tasker.resolve_step(r.task_uuid, r.workflow_step_uuid, v_action,
-        CASE WHEN v_action = 'complete_manually' THEN '{"manual": true}'::jsonb END, 'random operator', 'op');
+        -- a decision or planner completed by hand needs an outcome it can act on
+        CASE WHEN v_action = 'complete_manually' THEN pg_temp.rand_result(r.step_type, r.named_step_uuid, 0) END,
+        'random operator', 'op');
       PERFORM pg_temp.bump('resolve ' || v_action);
     EXCEPTION WHEN others THEN
       PERFORM pg_temp.err(p_round, 'operator', 'resolve_step ' || v_action || ' on ' || r.state, SQLSTATE, SQLERRM);
@@ -373,6 +500,13 @@ CREATE FUNCTION pg_temp.run_round(p_round integer) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_temp.create_tasks(p_round, CASE WHEN p_round = 1 THEN 12 ELSE pg_temp.rnd(3) END);
+  IF p_round = 1 THEN
+    -- and one task of every dynamic template, so that each shape runs whatever the seed
+    INSERT INTO tasks (task_uuid, tpl)
+    SELECT (SELECT c.task_uuid FROM tasker.create_task(jsonb_build_object('name', x.name, 'namespace', 'tap_rdy',
+                                                                        'context', jsonb_build_object('first', x.seq))) c), x.name
+    FROM tpls x WHERE x.name LIKE 'dt%' ORDER BY x.seq;
+  END IF;
   PERFORM pg_temp.checkpoint(p_round, 'created');
   PERFORM pg_temp.phase_claim(p_round);
   PERFORM pg_temp.phase_handback(p_round);
@@ -386,7 +520,7 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------------------------
--- Run: 10 random templates, 40 rounds.
+-- Run: 10 random static templates, 8 random dynamic ones, 40 rounds.
 -- ---------------------------------------------------------------------------------------------
 -- Planner trap: the tasker tables hold whatever earlier rolled-back runs left (dead rows, and
 -- pg_class.reltuples/relpages from autovacuum, e.g. reltuples = 0 over many pages). The planner
@@ -395,6 +529,7 @@ END $$;
 -- uncommitted rows). Note: ANALYZE writes reltuples/relpages in place, so those two planner numbers
 -- outlive the ROLLBACK (autovacuum rewrites them); nothing else does.
 SELECT pg_temp.make_templates(10) \g /dev/null
+SELECT pg_temp.make_dyn_templates(8) \g /dev/null
 SELECT pg_temp.run_round(k) FROM generate_series(1, 2) k \g /dev/null
 ANALYZE tasker.tasks, tasker.workflow_steps, tasker.workflow_step_edges, tasker.workflow_step_transitions,
         tasker.workflow_step_result_audit, tasker.task_transitions, tasker.named_steps, tasker.named_step_edges,
@@ -405,6 +540,10 @@ SELECT diag(format('templates: %s (steps %s, edges %s); tasks: %s; steps: %s', (
                    (SELECT string_agg(n_steps::text, ',' ORDER BY seq) FROM tpls), (SELECT sum(n_edges) FROM tpls),
                    (SELECT count(*) FROM tasks), (SELECT count(*) FROM tasker.workflow_steps JOIN tasks USING (task_uuid))));
 SELECT diag('activity: ' || (SELECT string_agg(what || ' ' || n, ', ' ORDER BY what) FROM counts));
+SELECT diag(format('dynamic: %s steps created at run time (%s batch workers), %s outcomes refused',
+                   (SELECT count(*) FROM tasker.workflow_steps s JOIN tasks USING (task_uuid) WHERE s.created_by IS NOT NULL),
+                   (SELECT count(*) FROM tasker.workflow_steps s JOIN tasks USING (task_uuid) WHERE s.batch_parallelism IS NOT NULL),
+                   (SELECT count(*) FROM tasker.workflow_step_transitions x JOIN tasks USING (task_uuid) WHERE x.event = 'invalid_outcome')));
 SELECT diag('task states at the end: ' || (SELECT string_agg(state || ' ' || n, ', ' ORDER BY state)
                                             FROM (SELECT t.state, count(*) AS n FROM tasker.tasks t JOIN tasks USING (task_uuid) GROUP BY 1) x));
 
@@ -445,6 +584,22 @@ SELECT is((SELECT count(*) FROM inv WHERE what IN ('complete task with an unfini
                                           WHERE what IN ('complete task with an unfinished step', 'finished steps but task not complete') LIMIT 1), '')));
 SELECT is((SELECT count(*) FROM inv WHERE what IN ('stale hand-back accepted', 'well-formed completion rejected')), 0::bigint,
           'stale hand-backs are never accepted; well-formed completions are never rejected');
+SELECT is((SELECT count(*) FROM inv WHERE what IN ('step exists twice', 'created by a step that is not complete')), 0::bigint,
+          format('dynamic steps: none exists twice, each was created by a complete decision or planner%s',
+                 coalesce(' — e.g. ' || (SELECT round || ' ' || phase || ': ' || what || ' ' || detail FROM inv
+                                          WHERE what IN ('step exists twice', 'created by a step that is not complete') LIMIT 1), '')));
+SELECT is((SELECT count(*) FROM inv WHERE what = 'batch parallelism exceeded'), 0::bigint,
+          format('no batch ever had more workers in flight than its parallelism%s',
+                 coalesce(' — e.g. ' || (SELECT round || ' ' || phase || ': ' || detail FROM inv WHERE what = 'batch parallelism exceeded' LIMIT 1), '')));
+SELECT cmp_ok((SELECT count(*) FROM cmp c JOIN tasker.workflow_steps s USING (workflow_step_uuid) WHERE s.created_by IS NOT NULL),
+              '>=', 100::bigint, 'many comparisons on steps created at run time');
+SELECT cmp_ok((SELECT count(DISTINCT s.created_by) FROM tasker.workflow_steps s JOIN tasks USING (task_uuid)
+               JOIN tasker.named_steps n USING (named_step_uuid) WHERE n.step_type = 'batch_worker'), '>=', 3::bigint,
+              'several batch plans created workers');
+SELECT cmp_ok((SELECT count(*) FROM cmp c JOIN tasker.workflow_steps s USING (workflow_step_uuid)
+               JOIN tasker.named_steps n USING (named_step_uuid)
+               WHERE n.step_type = 'deferred_convergence' AND c.state = 'pending' AND c.total > c.completed), '>=', 5::bigint,
+              'deferred steps compared while waiting for created parents or gates');
 SELECT is((SELECT count(*) FROM api_errors), 0::bigint,
           format('no API call failed%s',
                  coalesce(' — e.g. ' || (SELECT format('round %s %s %s: %s %s', round, phase, call, sqlstate, message) FROM api_errors LIMIT 1), '')));
