@@ -239,7 +239,7 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         "a whole request (line, headers, body) must arrive within this, else the connection is closed")              \
     KEY(INT, "web.request_timeout_ms",                                                                               \
         request_timeout_ms, web_request_timeout_ms, 30000, 100, 600000, NULL, RELOAD,                                \
-        "longest one request may take, reading, database and writing included; also the keep-alive idle limit")      \
+        "longest one request may take once it has arrived, database included; its statement is then cancelled")      \
     KEY(INT, "web.statement_timeout_ms",                                                                             \
         statement_timeout_ms, web_statement_timeout_ms, 20000, 0, 86400000, NULL, RELOAD,                            \
         "server-side statement_timeout of API statements; 0 = none")
