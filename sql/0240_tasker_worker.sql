@@ -2,7 +2,8 @@
 -- hand results back. Any language's worker needs only these three functions.
 
 -- tasker.ancestor_results: per given step, {step name: results} of every ancestor of it
--- (transitively), the data a handler usually needs from upstream. Set-based over the whole claim
+-- (transitively), the data a handler usually needs from upstream (a batch plan's results without
+-- its cursor_configs). Set-based over the whole claim
 -- batch: one query per DAG level for all steps together (each an index lookup on the child side of
 -- the edges), then one to gather the results. A recursive CTE here was planned as a scan of every
 -- edge in the database, so its cost grew with the table instead of the batch.
@@ -30,7 +31,11 @@ BEGIN
   RETURN QUERY
   SELECT q.step, coalesce(r.results, '{}'::jsonb)
   FROM unnest(p_step_uuids) AS q(step)
-  LEFT JOIN (SELECT a.of, jsonb_object_agg(s.name, s.results) AS results
+  -- A batch plan's cursor_configs stay out: every worker would otherwise carry the whole plan (850 KB
+  -- at 10,000 batches) where its own cursor, in its inputs, is all it needs.
+  LEFT JOIN (SELECT a.of, jsonb_object_agg(s.name,
+                      CASE WHEN s.results->'batch_processing_outcome' ? 'cursor_configs'
+                           THEN s.results #- '{batch_processing_outcome,cursor_configs}' ELSE s.results END) AS results
              FROM unnest(v_all_of, v_all) AS a(of, anc)
              JOIN tasker.workflow_steps s ON s.workflow_step_uuid = a.anc
              GROUP BY a.of) r ON r.of = q.step;
