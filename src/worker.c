@@ -551,6 +551,47 @@ static bool w_hb_due(const struct worker *w, int64_t now)
     return false;
 }
 
+/* w_lease_rows: the answer of a heartbeat or checkpoint statement, one (step, attempt, alive) row
+ * per job it named. A job that is still there and was part of the statement (asked) goes to alive
+ * while its lease holds; one whose lease is lost (cancelled, resolved or expired) is dropped: its
+ * handler stops and nothing is handed back. WHERE says when, for the log ("" or " at a checkpoint"). */
+static void w_lease_rows(struct worker *w, const struct db_rows *rows, const char *where,
+                         bool (*asked)(struct worker_job *), void (*alive)(struct worker *, struct worker_job *))
+{
+    int c_step = db_rows_col(rows, "step");
+    int c_attempt = db_rows_col(rows, "attempt");
+    int c_alive = db_rows_col(rows, "alive");
+    int n = db_rows_count(rows);
+    for (int i = 0; i < n; i++) {
+        struct worker_job *job = w_job_find(w, db_rows_text(rows, i, c_step), (int)db_rows_int(rows, i, c_attempt));
+        if (!job || !asked(job))
+            continue; /* finished or dropped meanwhile */
+        if (strcmp(db_rows_text(rows, i, c_alive), "t") == 0) {
+            alive(w, job);
+        } else {
+            w->n_lost++;
+            log_warn("worker", "task %s step %s (%s) attempt %d: lease lost%s (cancelled, resolved or expired); "
+                     "stopping the handler, no hand-back", job->task_uuid, job->step_uuid, job->step_name,
+                     job->attempt, where);
+            w_job_drop(w, job);
+        }
+    }
+}
+
+/* Heartbeat answers: every job named was asked; a held lease counts from the send time. */
+static bool w_hb_was_sent(struct worker_job *job)
+{
+    job->hb_inflight = false;
+    return true;
+}
+
+static void w_hb_alive(struct worker *w, struct worker_job *job)
+{
+    job->lease_renewed_ms = job->hb_sent_ms;
+    log_debug("worker", "task %s step %s (%s) attempt %d: lease extended by %d s", job->task_uuid, job->step_uuid,
+              job->step_name, job->attempt, w->o.lease_secs);
+}
+
 static void w_on_heartbeat(void *arg, const struct db_rows *rows, const struct db_error *err)
 {
     struct worker *w = arg;
@@ -566,27 +607,7 @@ static void w_on_heartbeat(void *arg, const struct db_rows *rows, const struct d
         w_pump_soon(w);
         return;
     }
-    int c_step = db_rows_col(rows, "step");
-    int c_attempt = db_rows_col(rows, "attempt");
-    int c_alive = db_rows_col(rows, "alive");
-    int n = db_rows_count(rows);
-    for (int i = 0; i < n; i++) {
-        struct worker_job *job = w_job_find(w, db_rows_text(rows, i, c_step), (int)db_rows_int(rows, i, c_attempt));
-        if (!job)
-            continue; /* finished meanwhile */
-        job->hb_inflight = false;
-        if (strcmp(db_rows_text(rows, i, c_alive), "t") == 0) {
-            job->lease_renewed_ms = job->hb_sent_ms;
-            log_debug("worker", "task %s step %s (%s) attempt %d: lease extended by %d s", job->task_uuid,
-                      job->step_uuid, job->step_name, job->attempt, w->o.lease_secs);
-        } else {
-            w->n_lost++;
-            log_warn("worker", "task %s step %s (%s) attempt %d: lease lost (cancelled, resolved or expired); "
-                     "stopping the handler, no hand-back", job->task_uuid, job->step_uuid, job->step_name,
-                     job->attempt);
-            w_job_drop(w, job);
-        }
-    }
+    w_lease_rows(w, rows, "", w_hb_was_sent, w_hb_alive);
     for (struct worker_job *j = w->jobs; j; j = j->next)
         j->hb_inflight = false;
     w_pump_soon(w);
@@ -684,6 +705,19 @@ static void w_cp_answer(struct worker_job *job, bool saved)
         done(job, saved);
 }
 
+/* Checkpoint answers: only jobs waiting for one were asked; a saved one extends the lease from the
+ * statement's send time. */
+static bool w_cp_was_sent(struct worker_job *job)
+{
+    return job->cp_inflight;
+}
+
+static void w_cp_alive(struct worker *w, struct worker_job *job)
+{
+    job->lease_renewed_ms = w->op_sent_ms;
+    w_cp_answer(job, true);
+}
+
 static void w_on_checkpoint(void *arg, const struct db_rows *rows, const struct db_error *err)
 {
     struct worker *w = arg;
@@ -708,25 +742,7 @@ static void w_on_checkpoint(void *arg, const struct db_rows *rows, const struct 
         w_check_drained(w);
         return;
     }
-    int c_step = db_rows_col(rows, "step");
-    int c_attempt = db_rows_col(rows, "attempt");
-    int c_alive = db_rows_col(rows, "alive");
-    int n = db_rows_count(rows);
-    for (int i = 0; i < n; i++) {
-        struct worker_job *job = w_job_find(w, db_rows_text(rows, i, c_step), (int)db_rows_int(rows, i, c_attempt));
-        if (!job || !job->cp_inflight)
-            continue; /* dropped meanwhile */
-        if (strcmp(db_rows_text(rows, i, c_alive), "t") == 0) {
-            job->lease_renewed_ms = w->op_sent_ms; /* the statement's send time */
-            w_cp_answer(job, true);
-        } else {
-            w->n_lost++;
-            log_warn("worker", "task %s step %s (%s) attempt %d: lease lost at a checkpoint (cancelled, resolved or "
-                     "expired); stopping the handler, no hand-back", job->task_uuid, job->step_uuid, job->step_name,
-                     job->attempt);
-            w_job_drop(w, job);
-        }
-    }
+    w_lease_rows(w, rows, " at a checkpoint", w_cp_was_sent, w_cp_alive);
     /* A row missing from the answer cannot happen; should it, do not leave a handler waiting. */
     struct worker_job *j = w->jobs;
     while (j) {
