@@ -185,7 +185,8 @@ BEGIN
 END $$;
 
 -- tasker.api_step_audit_json(task_uuid, step_uuid): a step's history — every transition in order,
--- and every result handed back (result-audit rows, each with the transition it caused). NULL when
+-- and every result handed back (result-audit rows, each with the result and error object of that
+-- attempt, capped as tasker.audit_payload says, and the transition it caused). NULL when
 -- the step does not exist or belongs to another task.
 CREATE OR REPLACE FUNCTION tasker.api_step_audit_json(p_task_uuid uuid, p_step_uuid uuid) RETURNS json
 LANGUAGE sql AS $$
@@ -213,6 +214,8 @@ LANGUAGE sql AS $$
                'worker_id', a.worker_id,
                'success', a.success,
                'execution_time_ms', a.execution_time_ms,
+               'result', a.result,
+               'error', a.error,
                'recorded_at', a.recorded_at,
                'workflow_step_transition_uuid', a.workflow_step_transition_uuid,
                'to_state', x.to_state,
