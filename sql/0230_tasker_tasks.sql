@@ -505,7 +505,8 @@ END $$;
 --     token, keeps counting; the checkpoint is kept), their unfinished-parent count recounted from
 --     the edges (a parent that was cancelled or failed is not satisfied);
 --   * a task in error goes error → pending (event recover), then is evaluated at once like any
---     other (advance_tasks): ready steps are dispatched in this transaction;
+--     other (advance_tasks): ready steps are dispatched in this transaction; its recovered_at is
+--     set, from which the sweep counts its maximum lifetime again;
 --   * the task's open DLQ record, if any, is marked manually_resolved (resolved_by = the claimed
 --     operator, else the actor; resolution_notes = p_reason when given; metadata.recovery says who
 --     recovered which steps when).
@@ -579,11 +580,14 @@ BEGIN
   WHERE s.workflow_step_uuid = ANY (v_steps) AND s.task_uuid = p_task_uuid AND s.state IN ('error', 'cancelled');
   GET DIAGNOSTICS v_n = ROW_COUNT;
 
-  IF v_state = 'error' THEN
-    UPDATE tasker.tasks t
-    SET state = 'pending', completed_at = NULL, state_changed_at = now(), updated_at = now()
-    WHERE t.task_uuid = p_task_uuid AND t.state = 'error';
-  END IF;
+  -- A task in error leaves it; any recovered task's maximum lifetime (the sweep's) counts from
+  -- now (recovered_at, migration 0051).
+  UPDATE tasker.tasks t
+  SET state = CASE WHEN v_state = 'error' THEN 'pending' ELSE t.state END,
+      completed_at = CASE WHEN v_state = 'error' THEN NULL ELSE t.completed_at END,
+      state_changed_at = CASE WHEN v_state = 'error' THEN now() ELSE t.state_changed_at END,
+      recovered_at = now(), updated_at = now()
+  WHERE t.task_uuid = p_task_uuid AND t.state = v_state;
 
   UPDATE tasker.tasks_dlq d
   SET resolution_status = 'manually_resolved', resolution_timestamp = now(),

@@ -8,7 +8,7 @@
 
 BEGIN;
 SET LOCAL client_min_messages = warning;
-SELECT plan(55);
+SELECT plan(57);
 
 -- Helpers -------------------------------------------------------------------------------------
 CREATE FUNCTION pg_temp.sid(p_task uuid, p_name text) RETURNS uuid
@@ -164,6 +164,11 @@ SELECT is((pg_temp.step_trs(pg_temp.sid(:'t2', 'a')))[5:], ARRAY['error>pending:
           'recover: a step in error goes error → pending with event recover');
 SELECT is((SELECT row(resolution_status, resolved_by)::text FROM tasker.tasks_dlq WHERE dlq_entry_uuid = :'d2'),
           '(manually_resolved,op-proc)', 'recover: without a claimed operator, resolved_by is the actor');
+-- t2 was created 25 hours ago, past the 24-hour maximum lifetime: that counts from its recovery now.
+SELECT is((SELECT count(*) FROM tasker.detect_and_transition_stuck_tasks(100, false) x WHERE x.task_uuid = :'t2'), 0::bigint,
+          'recover: the next sweep does not give the recovered task up again (its lifetime counts from the recovery)');
+SELECT is((SELECT row(recovered_at = now(), created_at < now() - interval '24 hours')::text FROM tasker.tasks WHERE task_uuid = :'t2'),
+          '(t,t)', 'recover: recovered_at is stamped, created_at stays a fact');
 SELECT pg_temp.claim('tap_dlq') \g /dev/null
 SELECT pg_temp.ok(:'t2', 'a') \g /dev/null
 SELECT pg_temp.pc('tap_dlq') \g /dev/null
