@@ -13,11 +13,11 @@
     X(TASKS_LIST, "tasks:list")           /* GET /v1/tasks */                                      \
     X(TASKS_CANCEL, "tasks:cancel")       /* DELETE /v1/tasks/{uuid} */                            \
     X(STEPS_READ, "steps:read")           /* GET …/workflow_steps[/{step}[/audit]] */              \
-    X(STEPS_RESOLVE, "steps:resolve")     /* PATCH …/workflow_steps/{step} */                      \
+    X(STEPS_RESOLVE, "steps:resolve")     /* PATCH …/workflow_steps/{step}, POST …/recover */      \
     X(TEMPLATES_READ, "templates:read")   /* GET /v1/templates[/…] */                              \
     X(TEMPLATES_WRITE, "templates:write") /* POST /v1/templates */                                 \
-    X(DLQ_READ, "dlq:read")               /* GET /v1/dlq */                                        \
-    X(DLQ_UPDATE, "dlq:update")           /* PATCH /v1/dlq/{uuid} */
+    X(DLQ_READ, "dlq:read")               /* GET /v1/dlq, /v1/dlq/stats */                         \
+    X(DLQ_UPDATE, "dlq:update")           /* PATCH /v1/dlq/{uuid} (+ steps:resolve to recover) */
 
 enum auth_perm {
 #define AUTH_ENUM(name, text) AUTH_##name,

@@ -34,6 +34,10 @@ bool hinput_step_resolve(const json_t *body, const char **by_key, struct hinput_
 /* hinput_dlq_update: PATCH /v1/dlq/{} — field types. */
 bool hinput_dlq_update(const json_t *body, struct hinput_error *err);
 
+/* hinput_task_recover: POST /v1/tasks/{uuid}/recover's body {steps?, reason?, recovered_by?}
+ * (the body is optional: check it only when there is one). steps: a non-empty array of UUIDs. */
+bool hinput_task_recover(const json_t *body, struct hinput_error *err);
+
 /* hinput_query_allowed: the query parameters route takes (NULL-terminated), or NULL: none. */
 const char *const *hinput_query_allowed(enum route_id id);
 

@@ -31,6 +31,7 @@ enum route_method {
     X(TASK_CREATE, RM_POST, "/v1/tasks", AUTH_TASKS_CREATE, "task_create")                         \
     X(TASK_GET, RM_GET, "/v1/tasks/{}", AUTH_TASKS_READ, "task_get")                               \
     X(TASK_CANCEL, RM_DELETE, "/v1/tasks/{}", AUTH_TASKS_CANCEL, "task_cancel")                    \
+    X(TASK_RECOVER, RM_POST, "/v1/tasks/{}/recover", AUTH_STEPS_RESOLVE, "task_recover")           \
     X(STEPS_LIST, RM_GET, "/v1/tasks/{}/workflow_steps", AUTH_STEPS_READ, "steps_list")            \
     X(STEP_GET, RM_GET, "/v1/tasks/{}/workflow_steps/{}", AUTH_STEPS_READ, "step_get")             \
     X(STEP_RESOLVE, RM_PATCH, "/v1/tasks/{}/workflow_steps/{}", AUTH_STEPS_RESOLVE, "step_resolve") \
@@ -39,6 +40,7 @@ enum route_method {
     X(TEMPLATE_REGISTER, RM_POST, "/v1/templates", AUTH_TEMPLATES_WRITE, "template_register")      \
     X(TEMPLATE_GET, RM_GET, "/v1/templates/{}/{}/{}", AUTH_TEMPLATES_READ, "template_get")         \
     X(DLQ_LIST, RM_GET, "/v1/dlq", AUTH_DLQ_READ, "dlq_list")                                      \
+    X(DLQ_STATS, RM_GET, "/v1/dlq/stats", AUTH_DLQ_READ, "dlq_stats")                              \
     X(DLQ_UPDATE, RM_PATCH, "/v1/dlq/{}", AUTH_DLQ_UPDATE, "dlq_update")
 
 enum route_id {

@@ -42,7 +42,7 @@ struct metrics {
     unsigned long long steps_completed;
     unsigned long long steps_retried;        /* failures sent to waiting_for_retry */
     unsigned long long steps_failed;         /* failures that ended in error */
-    unsigned long long steps_enqueued;       /* dispatched by the daemon: roots, children, retries, resolutions */
+    unsigned long long steps_enqueued;       /* dispatched by the daemon: roots, children, retries, resolutions, recoveries */
     unsigned long long messages_stale;
     unsigned long long messages_rejected;
     unsigned long long tasks_completed;

@@ -29,6 +29,8 @@ enum stmt_id {
     STMT_API_GET_TEMPLATE,    /* api_template_json(namespace, name, version); NULL = unknown */
     STMT_API_LIST_DLQ,        /* api_list_dlq(resolution_status, page, per_page) */
     STMT_API_UPDATE_DLQ,      /* api_update_dlq(entry, update, actor); NULL = unknown */
+    STMT_API_RECOVER_TASK,    /* api_recover_task(task, body, actor, claimed): json, steps_enqueued */
+    STMT_API_DLQ_STATS,       /* api_dlq_stats() */
     STMT_API_QUEUE_DEPTHS,    /* queue_name, queue_length, oldest_msg_age_sec of our PGMQ queues */
     STMT_COUNT
 };

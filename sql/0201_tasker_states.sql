@@ -15,7 +15,7 @@ INSERT INTO tasker.task_states (state, is_terminal, description) VALUES
   ('waiting_for_retry',        false, 'nothing in flight; a failed step waits for its backoff'),
   ('blocked_by_failures',      false, 'a step is in error and nothing is in flight: waits for an operator'),
   ('complete',                 true,  'every step complete or resolved manually'),
-  ('error',                    true,  'gave up: blocked too long, or stale'),
+  ('error',                    true,  'gave up: blocked too long, or stale (an operator may recover it)'),
   ('cancelled',                true,  'cancelled by a client or operator'),
   ('resolved_manually',        true,  'closed by an operator')
 ON CONFLICT (state) DO UPDATE SET is_terminal = EXCLUDED.is_terminal, description = EXCLUDED.description;
@@ -29,7 +29,7 @@ INSERT INTO tasker.step_states (state, is_terminal, satisfies_dependencies, in_f
   ('waiting_for_retry',                   false, false, false, 'failed, will be retried once next_retry_at passes'),
   ('complete',                            true,  true,  false, 'succeeded'),
   ('error',                               false, false, false, 'failed for good (no attempts left, or not retryable); blocks its task'),
-  ('cancelled',                           true,  false, false, 'cancelled with its task'),
+  ('cancelled',                           true,  false, false, 'cancelled with its task, or when its task was given up (recoverable then)'),
   ('resolved_manually',                   true,  true,  false, 'closed by an operator, or by a batch worker''s continue_on_failure strategy; satisfies its children')
 ON CONFLICT (state) DO UPDATE SET is_terminal = EXCLUDED.is_terminal,
   satisfies_dependencies = EXCLUDED.satisfies_dependencies, in_flight = EXCLUDED.in_flight,
@@ -46,7 +46,11 @@ SELECT * FROM (VALUES
   ('initializing', 'enqueuing_steps', 'ready_steps_found'),
   ('enqueuing_steps', 'steps_in_process', 'steps_enqueued'),
   ('steps_in_process', 'evaluating_results', 'step_completed'),
-  ('blocked_by_failures', 'error', 'give_up')
+  ('blocked_by_failures', 'error', 'give_up'),
+  -- The one way out of a terminal state: an operator recovers a task the sweep gave up on
+  -- (tasker.recover_task). The task passes through pending inside that transaction and is
+  -- evaluated at once, like a new one.
+  ('error', 'pending', 'recover')
 ) AS v(from_state, to_state, event)
 UNION ALL
 SELECT f.state, t.to_state, t.event
@@ -89,7 +93,10 @@ SELECT * FROM (VALUES
   -- its convergence step (an operator's resolve_manually on this edge names its own event).
   ('enqueued_as_error_for_orchestration', 'resolved_manually', 'continue_on_failure'),
   ('in_progress', 'resolved_manually', 'continue_on_failure'),   -- … its last lease expired
-  ('error', 'pending', 'reset_for_retry')
+  ('error', 'pending', 'reset_for_retry'),            -- tasker.recover_task names it 'recover'
+  -- A step cancelled when its task was given up (the sweep's DLQ move) runs again when an operator
+  -- recovers the task (tasker.recover_task): the one edge out of a terminal step state.
+  ('cancelled', 'pending', 'recover')
 ) AS v(from_state, to_state, event)
 UNION ALL
 -- Operator and cancellation edges from every unfinished state.

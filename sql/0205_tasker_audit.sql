@@ -1,5 +1,6 @@
 -- 0205_tasker_audit.sql — the audit trail: every state change of a task or step appends one
--- transition row in the same statement, along a legal edge, and every hand-back one result-audit row.
+-- transition row in the same statement, along a legal edge, and every hand-back one result-audit row
+-- (with the result and error object handed back, each capped: tasker.audit_payload).
 --
 -- Statement-level AFTER triggers with transition tables: one set-based INSERT per UPDATE statement,
 -- however many rows it changed, so batched state changes stay cheap. Legality is checked here, in
@@ -74,6 +75,15 @@ BEGIN
     USING ERRCODE = '23503', HINT = 'The legal changes are the rows of tasker.' || p_kind || '_state_edges.';
 END $$;
 
+-- tasker.audit_payload: a result or error object as the result audit keeps it (migration 0050):
+-- whole up to 64 KiB of JSON text, else {"truncated": true, "bytes": N}. An inlinable SQL
+-- expression, so the trigger stays one statement; a small payload costs one conversion to text.
+CREATE OR REPLACE FUNCTION tasker.audit_payload(p jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN p IS NULL OR octet_length(p::text) <= 65536 THEN p
+              ELSE jsonb_build_object('truncated', true, 'bytes', octet_length(p::text)) END
+$$;
+
 CREATE OR REPLACE FUNCTION tasker.audit_step_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -111,9 +121,11 @@ BEGIN
     RETURNING workflow_step_transition_uuid, workflow_step_uuid, task_uuid, to_state, attempt
   )
   INSERT INTO tasker.workflow_step_result_audit
-    (workflow_step_uuid, workflow_step_transition_uuid, task_uuid, attempt, worker_id, success, execution_time_ms)
+    (workflow_step_uuid, workflow_step_transition_uuid, task_uuid, attempt, worker_id, success, execution_time_ms,
+     result, error)
   SELECT i.workflow_step_uuid, i.workflow_step_transition_uuid, i.task_uuid, i.attempt, c.claimed_by,
-         i.to_state = 'enqueued_for_orchestration', c.last_execution_ms
+         i.to_state = 'enqueued_for_orchestration', c.last_execution_ms,
+         tasker.audit_payload(c.results), tasker.audit_payload(c.error)
   FROM ins i
   JOIN changed c USING (workflow_step_uuid)
   WHERE i.to_state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration');

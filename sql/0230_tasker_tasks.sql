@@ -1,5 +1,5 @@
 -- 0230_tasker_tasks.sql — moving tasks forward: the shared advance step, task creation, cancel,
--- and manual step resolution (DESIGN §5.1, §5.4, §5.6).
+-- manual step resolution and the recovery of a task given up on (DESIGN §5.1, §5.4, §5.6).
 --
 -- Locking rule, the one that keeps two daemons from both missing (or both doing) a fan-in: whoever
 -- changes the steps of a task on the orchestration side holds that task's row lock (FOR UPDATE,
@@ -436,7 +436,8 @@ BEGIN
     RAISE EXCEPTION 'unknown step % in task %', p_step_uuid, p_task_uuid USING ERRCODE = 'TK404';
   END IF;
   IF v_task_state IN ('complete', 'error', 'cancelled', 'resolved_manually') THEN
-    RAISE EXCEPTION 'task % is already %; its steps can no longer change', p_task_uuid, v_task_state
+    RAISE EXCEPTION 'task % is already %; its steps can no longer change%', p_task_uuid, v_task_state,
+      CASE WHEN v_task_state = 'error' THEN ' (recover the task first: tasker.recover_task)' ELSE '' END
       USING ERRCODE = 'TK409';
   END IF;
 
@@ -483,4 +484,113 @@ BEGIN
   SELECT p_step_uuid, v_step.state::text, s.state, t.state, v_adv.steps_enqueued
   FROM tasker.workflow_steps s JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
   WHERE s.workflow_step_uuid = p_step_uuid;
+END $$;
+
+-- tasker.recover_task: bring back a task the sweep gave up on (or one blocked by failures), in
+-- place, the way reset_for_retry brings back one step (issue 15 §6):
+--   * the chosen steps (p_step_uuids; NULL = every step in error or cancelled) go error/cancelled →
+--     pending (event recover) with a fresh set of attempts (attempts 0; attempt_no, the fencing
+--     token, keeps counting; the checkpoint is kept), their unfinished-parent count recounted from
+--     the edges (a parent that was cancelled or failed is not satisfied);
+--   * a task in error goes error → pending (event recover), then is evaluated at once like any
+--     other (advance_tasks): ready steps are dispatched in this transaction; its recovered_at is
+--     set, from which the sweep counts its maximum lifetime again;
+--   * the task's open DLQ record, if any, is marked manually_resolved (resolved_by = the claimed
+--     operator, else the actor; resolution_notes = p_reason when given; metadata.recovery says who
+--     recovered which steps when).
+-- Steps already finished (complete, resolved_manually) are never run again: a decision that
+-- created steps keeps them, and those steps (cancelled with the task) are recovered like the rest.
+-- Steps not chosen stay as they are: a cancelled one left behind keeps the task from completing.
+-- TK400 empty step list; TK404 unknown task or step; TK409 task complete/cancelled/resolved_manually,
+-- a chosen step that is not in error or cancelled, or (NULL list) no step to recover.
+-- p_actor and p_claimed_operator as in cancel_task.
+CREATE OR REPLACE FUNCTION tasker.recover_task(p_task_uuid uuid, p_step_uuids uuid[] DEFAULT NULL,
+  p_reason text DEFAULT NULL, p_actor text DEFAULT NULL, p_claimed_operator text DEFAULT NULL)
+RETURNS TABLE (task_uuid uuid, previous_state text, state text, steps_recovered integer, steps_enqueued integer,
+  recovered_steps uuid[], dlq_entry_uuid uuid)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_state text;
+  v_steps uuid[];
+  v_bad record;
+  v_n integer;
+  v_adv record;
+  v_dlq uuid;
+BEGIN
+  PERFORM tasker.audit_context(p_actor, 'recover', p_reason, p_claimed_operator);
+  SELECT t.state INTO v_state FROM tasker.tasks t WHERE t.task_uuid = p_task_uuid FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown task %', p_task_uuid USING ERRCODE = 'TK404';
+  END IF;
+  IF v_state IN ('complete', 'cancelled', 'resolved_manually') THEN
+    RAISE EXCEPTION 'task % is % and cannot be recovered', p_task_uuid, v_state USING ERRCODE = 'TK409';
+  END IF;
+
+  IF p_step_uuids IS NULL THEN
+    SELECT array_agg(s.workflow_step_uuid ORDER BY s.workflow_step_uuid) INTO v_steps
+    FROM tasker.workflow_steps s
+    WHERE s.task_uuid = p_task_uuid AND s.state IN ('error', 'cancelled');
+    IF v_steps IS NULL THEN
+      RAISE EXCEPTION 'task % (%) has no step in error or cancelled: nothing to recover', p_task_uuid, v_state
+        USING ERRCODE = 'TK409';
+    END IF;
+  ELSE
+    IF cardinality(p_step_uuids) = 0 OR array_position(p_step_uuids, NULL) IS NOT NULL THEN
+      RAISE EXCEPTION 'recover: the step list must name at least one step, and no null (omit it to recover every step in error or cancelled)'
+        USING ERRCODE = 'TK400';
+    END IF;
+    SELECT x.id, s.state INTO v_bad
+    FROM unnest(p_step_uuids) AS x(id)
+    LEFT JOIN tasker.workflow_steps s ON s.workflow_step_uuid = x.id AND s.task_uuid = p_task_uuid
+    WHERE s.state IS NULL OR s.state NOT IN ('error', 'cancelled')
+    ORDER BY s.state IS NOT NULL, x.id
+    LIMIT 1;
+    IF FOUND AND v_bad.state IS NULL THEN
+      RAISE EXCEPTION 'unknown step % in task %', v_bad.id, p_task_uuid USING ERRCODE = 'TK404';
+    ELSIF FOUND THEN
+      RAISE EXCEPTION 'step % is %: only steps in error or cancelled can be recovered%', v_bad.id, v_bad.state,
+        CASE WHEN v_bad.state IN ('complete', 'resolved_manually') THEN ' (a finished step is not run again)' ELSE '' END
+        USING ERRCODE = 'TK409';
+    END IF;
+    v_steps := ARRAY(SELECT DISTINCT x FROM unnest(p_step_uuids) AS x ORDER BY x);
+  END IF;
+
+  -- The parent counts are read from the rows as they were before this statement: a parent being
+  -- recovered with its child is not satisfied either way.
+  UPDATE tasker.workflow_steps s
+  SET state = 'pending', attempts = 0, next_retry_at = NULL, error = NULL, retry_after_secs = NULL,
+      lease_expires_at = NULL, completed_at = NULL, updated_at = now(),
+      unfinished_parents = (SELECT count(*) FROM tasker.workflow_step_edges e
+                            JOIN tasker.workflow_steps p ON p.workflow_step_uuid = e.from_step_uuid
+                            WHERE e.to_step_uuid = s.workflow_step_uuid
+                              AND p.state NOT IN ('complete', 'resolved_manually'))
+  WHERE s.workflow_step_uuid = ANY (v_steps) AND s.task_uuid = p_task_uuid AND s.state IN ('error', 'cancelled');
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+
+  -- A task in error leaves it; any recovered task's maximum lifetime (the sweep's) counts from
+  -- now (recovered_at, migration 0051).
+  UPDATE tasker.tasks t
+  SET state = CASE WHEN v_state = 'error' THEN 'pending' ELSE t.state END,
+      completed_at = CASE WHEN v_state = 'error' THEN NULL ELSE t.completed_at END,
+      state_changed_at = CASE WHEN v_state = 'error' THEN now() ELSE t.state_changed_at END,
+      recovered_at = now(), updated_at = now()
+  WHERE t.task_uuid = p_task_uuid AND t.state = v_state;
+
+  UPDATE tasker.tasks_dlq d
+  SET resolution_status = 'manually_resolved', resolution_timestamp = now(),
+      resolved_by = coalesce(p_claimed_operator, tasker.current_actor()),
+      resolution_notes = coalesce(p_reason, d.resolution_notes),
+      metadata = d.metadata || jsonb_build_object('recovery', jsonb_strip_nulls(jsonb_build_object(
+                   'recovered_at', now(), 'recovered_by', tasker.current_actor(),
+                   'claimed_operator', p_claimed_operator, 'reason', p_reason, 'steps', to_jsonb(v_steps)))),
+      updated_at = now()
+  WHERE d.task_uuid = p_task_uuid AND d.resolution_status = 'pending'
+  RETURNING d.dlq_entry_uuid INTO v_dlq;
+
+  PERFORM set_config('tasker.event', '', true);  -- what follows are ordinary dispatch/evaluation edges
+  v_adv := tasker.advance_tasks(ARRAY[p_task_uuid]);
+  RETURN QUERY
+  SELECT p_task_uuid, v_state, t.state, v_n, v_adv.steps_enqueued, v_steps, v_dlq
+  FROM tasker.tasks t WHERE t.task_uuid = p_task_uuid;
 END $$;

@@ -478,7 +478,8 @@ BEGIN
 
   -- 4. Stale tasks → error + DLQ. Candidates: of the unfinished tasks quiet for the shortest
   --    threshold (tasks_stale_idx, oldest state change first) and of those past the maximum lifetime
-  --    (tasks_unfinished_created_idx, oldest first), the batch with the oldest state change. Each
+  --    (tasks_unfinished_lifetime_idx, oldest first; the lifetime counts from the task's creation,
+  --    or from its last recovery by an operator), the batch with the oldest state change. Each
   --    half reads at most a batch through its partial index, and the rows come straight from those
   --    reads (no join back to tasks the planner could turn into a scan of it). The only difference
   --    from taking the batch with the oldest state change among all of them: when more than a
@@ -493,10 +494,10 @@ BEGIN
            -- Time without progress: since the task's state changed or any of its steps moved.
            extract(epoch FROM now() - greatest(t.state_changed_at,
              (SELECT max(s.updated_at) FROM tasker.workflow_steps s WHERE s.task_uuid = t.task_uuid))) / 60 AS idle_minutes,
-           extract(epoch FROM now() - t.created_at) / 3600 AS age_hours
+           extract(epoch FROM now() - coalesce(t.recovered_at, t.created_at)) / 3600 AS age_hours, t.recovered_at
     FROM (
       (SELECT t.task_uuid, t.task_template_uuid, t.state, t.namespace, t.correlation_id, t.priority,
-              t.requested_at, t.created_at, t.state_changed_at
+              t.requested_at, t.created_at, t.state_changed_at, t.recovered_at
        FROM tasker.tasks t
        WHERE t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
          AND t.state_changed_at < now() - make_interval(mins => least(p_waiting_for_dependencies_minutes,
@@ -505,11 +506,11 @@ BEGIN
        LIMIT p_batch_size)
       UNION
       (SELECT t.task_uuid, t.task_template_uuid, t.state, t.namespace, t.correlation_id, t.priority,
-              t.requested_at, t.created_at, t.state_changed_at
+              t.requested_at, t.created_at, t.state_changed_at, t.recovered_at
        FROM tasker.tasks t
        WHERE t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
-         AND t.created_at < now() - make_interval(hours => p_task_max_lifetime_hours)
-       ORDER BY t.created_at
+         AND coalesce(t.recovered_at, t.created_at) < now() - make_interval(hours => p_task_max_lifetime_hours)
+       ORDER BY coalesce(t.recovered_at, t.created_at)
        LIMIT p_batch_size)) t
     JOIN tasker.task_templates tt ON tt.task_template_uuid = t.task_template_uuid
     ORDER BY t.state_changed_at
@@ -539,6 +540,7 @@ BEGIN
               'idle_minutes', round(v_stale.idle_minutes), 'threshold_minutes', v_stale.threshold,
               'age_hours', round(v_stale.age_hours, 2), 'correlation_id', v_stale.correlation_id,
               'priority', v_stale.priority, 'requested_at', v_stale.requested_at, 'created_at', v_stale.created_at,
+              'recovered_at', v_stale.recovered_at,
               'steps', v_steps_snapshot,
               'snapshot_at', now()),
             jsonb_build_object('detected_by', tasker.current_actor()))

@@ -1,13 +1,14 @@
 -- 0260_tasker_api.sql — what the HTTP API (src/http_api.c) reads: each function returns one JSON
 -- document ready to send, or NULL when the task, step, template or DLQ entry asked for does not
 -- exist (the API answers 404). Writes go through the functions of 0210/0230 (register_task_template,
--- create_task, cancel_task, resolve_step); only the DLQ update lives here, since nothing else
--- changes a DLQ record.
+-- create_task, cancel_task, resolve_step, recover_task); only the DLQ update lives here (it may
+-- recover the record's task through recover_task), and api_recover_task wraps recover_task's row
+-- in a document.
 --
 -- Why these are not STABLE: POST /v1/tasks runs, in one statement,
 --     SELECT … tasker.api_task_json(c.task_uuid, …) FROM tasker.create_task($1) c
 -- and only a VOLATILE function takes a fresh snapshot that sees the rows create_task has just
--- inserted. They change nothing; api_update_dlq is the one writer.
+-- inserted. They change nothing, except api_update_dlq and api_recover_task.
 -- Why json and not jsonb: json keeps the keys in the order written here, which is the order a
 -- person reading `curl` output expects (identity first, then state, then the rest).
 -- Errors: TK400 (a filter or body field the HTTP layer let through is still wrong), TK409 (DLQ).
@@ -185,7 +186,8 @@ BEGIN
 END $$;
 
 -- tasker.api_step_audit_json(task_uuid, step_uuid): a step's history — every transition in order,
--- and every result handed back (result-audit rows, each with the transition it caused). NULL when
+-- and every result handed back (result-audit rows, each with the result and error object of that
+-- attempt, capped as tasker.audit_payload says, and the transition it caused). NULL when
 -- the step does not exist or belongs to another task.
 CREATE OR REPLACE FUNCTION tasker.api_step_audit_json(p_task_uuid uuid, p_step_uuid uuid) RETURNS json
 LANGUAGE sql AS $$
@@ -213,6 +215,8 @@ LANGUAGE sql AS $$
                'worker_id', a.worker_id,
                'success', a.success,
                'execution_time_ms', a.execution_time_ms,
+               'result', a.result,
+               'error', a.error,
                'recorded_at', a.recorded_at,
                'workflow_step_transition_uuid', a.workflow_step_transition_uuid,
                'to_state', x.to_state,
@@ -357,13 +361,102 @@ BEGIN
   RETURN json_build_object('entries', v_items, 'pagination', tasker.api_pagination(p_page, p_per_page, v_total));
 END $$;
 
+-- tasker.api_step_list(body, what): body.steps as uuid[] — NULL when absent or null (= every step
+-- the operation concerns); TK400 unless it is a non-empty array of UUID strings.
+CREATE OR REPLACE FUNCTION tasker.api_step_list(p_body jsonb, p_what text) RETURNS uuid[]
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  v jsonb := nullif(p_body->'steps', 'null'::jsonb);
+BEGIN
+  IF v IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF jsonb_typeof(v) <> 'array' OR jsonb_array_length(v) = 0
+     OR EXISTS (SELECT 1 FROM jsonb_array_elements(v) AS x
+                WHERE jsonb_typeof(x) <> 'string' OR tasker.uuid_or_null(x #>> '{}') IS NULL) THEN
+    RAISE EXCEPTION '%: steps must be a non-empty array of step UUIDs (omit it for every step in error or cancelled)',
+      p_what USING ERRCODE = 'TK400';
+  END IF;
+  RETURN ARRAY(SELECT (x #>> '{}')::uuid FROM jsonb_array_elements(v) AS x);
+END $$;
+
+-- tasker.api_recover_task(task_uuid, body jsonb, actor, claimed_operator): POST
+-- /v1/tasks/{uuid}/recover. body = {steps?, reason?} (NULL = {}); recover_task's row as a
+-- document, with the task as it is now (its execution context, without steps).
+CREATE OR REPLACE FUNCTION tasker.api_recover_task(p_task_uuid uuid, p_body jsonb, p_actor text,
+  p_claimed_operator text DEFAULT NULL)
+RETURNS json
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_body jsonb := coalesce(p_body, '{}'::jsonb);
+  r record;
+BEGIN
+  IF jsonb_typeof(v_body) <> 'object' THEN
+    RAISE EXCEPTION 'a recovery request must be a JSON object' USING ERRCODE = 'TK400';
+  END IF;
+  SELECT * INTO r FROM tasker.recover_task(p_task_uuid, tasker.api_step_list(v_body, 'recover'),
+    tasker.json_text(v_body, 'reason', NULL, 'recover'), p_actor, p_claimed_operator);
+  RETURN json_build_object(
+    'task_uuid', r.task_uuid,
+    'previous_state', r.previous_state,
+    'state', r.state,
+    'steps_recovered', r.steps_recovered,
+    'steps_enqueued', r.steps_enqueued,
+    'recovered_steps', r.recovered_steps,
+    'dlq_entry_uuid', r.dlq_entry_uuid,
+    'task', tasker.api_task_json(r.task_uuid, true, false));
+END $$;
+
+-- tasker.api_dlq_stats(): GET /v1/dlq/stats — the DLQ at a glance: entries by resolution status,
+-- by reason (each with its counts per status and its oldest and newest entry), and the oldest
+-- entry still open (pending), with its age; null when none is open.
+CREATE OR REPLACE FUNCTION tasker.api_dlq_stats() RETURNS json
+LANGUAGE sql AS $$
+  SELECT json_build_object(
+    'total', (SELECT count(*) FROM tasker.tasks_dlq),
+    'by_status', (SELECT json_object_agg(st.s, (SELECT count(*) FROM tasker.tasks_dlq d WHERE d.resolution_status = st.s)
+                                         ORDER BY st.i)
+                  FROM unnest(ARRAY['pending', 'manually_resolved', 'permanently_failed', 'cancelled'])
+                       WITH ORDINALITY AS st(s, i)),
+    'by_reason', (SELECT coalesce(json_agg(json_build_object(
+                           'dlq_reason', g.dlq_reason,
+                           'total', g.total,
+                           'pending', g.pending,
+                           'manually_resolved', g.manually_resolved,
+                           'permanently_failed', g.permanently_failed,
+                           'cancelled', g.cancelled,
+                           'oldest_entry', g.oldest_entry,
+                           'newest_entry', g.newest_entry) ORDER BY g.total DESC, g.dlq_reason), '[]'::json)
+                  FROM (SELECT d.dlq_reason, count(*) AS total,
+                               count(*) FILTER (WHERE d.resolution_status = 'pending') AS pending,
+                               count(*) FILTER (WHERE d.resolution_status = 'manually_resolved') AS manually_resolved,
+                               count(*) FILTER (WHERE d.resolution_status = 'permanently_failed') AS permanently_failed,
+                               count(*) FILTER (WHERE d.resolution_status = 'cancelled') AS cancelled,
+                               min(d.dlq_timestamp) AS oldest_entry, max(d.dlq_timestamp) AS newest_entry
+                        FROM tasker.tasks_dlq d GROUP BY d.dlq_reason) g),
+    'oldest_open', (SELECT json_build_object(
+                             'dlq_entry_uuid', d.dlq_entry_uuid,
+                             'task_uuid', d.task_uuid,
+                             'dlq_reason', d.dlq_reason,
+                             'dlq_timestamp', d.dlq_timestamp,
+                             'age_seconds', floor(extract(epoch FROM clock_timestamp() - d.dlq_timestamp))::bigint)
+                    FROM tasker.tasks_dlq d
+                    WHERE d.resolution_status = 'pending'
+                    ORDER BY d.dlq_timestamp, d.dlq_entry_uuid
+                    LIMIT 1))
+$$;
+
 -- tasker.api_update_dlq(dlq_entry_uuid, update jsonb, actor): an operator's notes on an
--- investigation. update = {resolution_status?, resolution_notes?, resolved_by?, metadata?}: a new
--- status (any of pending, manually_resolved, permanently_failed, cancelled) stamps
--- resolution_timestamp (cleared again for pending); metadata (an object) is merged into the
--- record's; resolved_by defaults to actor when the status changes. Returns the record, or NULL
--- when it does not exist. TK400 malformed update; TK409 reopening while the task has another
--- open record.
+-- investigation, and optionally the recovery of its task. update = {resolution_status?,
+-- resolution_notes?, resolved_by?, metadata?, recover?, steps?}: a new status (any of pending,
+-- manually_resolved, permanently_failed, cancelled) stamps resolution_timestamp (cleared again for
+-- pending); metadata (an object) is merged into the record's; resolved_by defaults to actor when
+-- the status changes. recover: true recovers the task in place first (tasker.recover_task: the
+-- steps listed in steps, else every step in error or cancelled; resolution_notes is its reason,
+-- resolved_by its claimed operator) and the record becomes manually_resolved (another status with
+-- recover is refused). Returns the record, or NULL when it does not exist. TK400 malformed update;
+-- TK409 reopening while the task has another open record, or a recovery recover_task refuses.
 CREATE OR REPLACE FUNCTION tasker.api_update_dlq(p_dlq_uuid uuid, p_update jsonb, p_actor text DEFAULT NULL)
 RETURNS json
 LANGUAGE plpgsql AS $$
@@ -374,12 +467,15 @@ DECLARE
   v_notes text;
   v_by text;
   v_meta jsonb;
+  v_recover boolean := false;
+  v_steps uuid[];
+  v_task uuid;
 BEGIN
   IF p_update IS NULL OR jsonb_typeof(p_update) <> 'object' THEN
     RAISE EXCEPTION 'a DLQ update must be a JSON object' USING ERRCODE = 'TK400';
   END IF;
-  IF NOT (p_update ?| ARRAY['resolution_status', 'resolution_notes', 'resolved_by', 'metadata']) THEN
-    RAISE EXCEPTION 'nothing to update: give resolution_status, resolution_notes, resolved_by or metadata'
+  IF NOT (p_update ?| ARRAY['resolution_status', 'resolution_notes', 'resolved_by', 'metadata', 'recover']) THEN
+    RAISE EXCEPTION 'nothing to update: give resolution_status, resolution_notes, resolved_by, metadata or recover'
       USING ERRCODE = 'TK400';
   END IF;
   v_status := tasker.json_text(p_update, 'resolution_status', NULL, 'DLQ update');
@@ -393,10 +489,38 @@ BEGIN
   IF v_meta IS NOT NULL AND jsonb_typeof(v_meta) <> 'object' THEN
     RAISE EXCEPTION 'DLQ update: metadata must be a JSON object' USING ERRCODE = 'TK400';
   END IF;
+  IF p_update ? 'recover' AND p_update->'recover' <> 'null'::jsonb THEN
+    IF jsonb_typeof(p_update->'recover') <> 'boolean' THEN
+      RAISE EXCEPTION 'DLQ update: recover must be true or false' USING ERRCODE = 'TK400';
+    END IF;
+    v_recover := (p_update->'recover')::text::boolean;
+  END IF;
+  v_steps := tasker.api_step_list(p_update, 'DLQ update');
+  IF v_steps IS NOT NULL AND NOT v_recover THEN
+    RAISE EXCEPTION 'DLQ update: steps goes with recover: true' USING ERRCODE = 'TK400';
+  END IF;
+  IF v_recover AND coalesce(v_status, 'manually_resolved') <> 'manually_resolved' THEN
+    RAISE EXCEPTION 'DLQ update: a recovered task''s record becomes manually_resolved (got resolution_status %)',
+      quote_literal(v_status) USING ERRCODE = 'TK400';
+  END IF;
 
+  IF v_recover THEN
+    -- Task lock first, then the record: the sweep's order (it locks the task, then inserts).
+    SELECT d.task_uuid INTO v_task FROM tasker.tasks_dlq d WHERE d.dlq_entry_uuid = p_dlq_uuid;
+    IF NOT FOUND THEN
+      RETURN NULL;
+    END IF;
+    PERFORM tasker.lock_tasks(ARRAY[v_task]);
+  END IF;
   SELECT d.* INTO v_old FROM tasker.tasks_dlq d WHERE d.dlq_entry_uuid = p_dlq_uuid FOR UPDATE;
   IF NOT FOUND THEN
     RETURN NULL;
+  END IF;
+  IF v_recover THEN
+    PERFORM tasker.recover_task(v_old.task_uuid, v_steps, v_notes, p_actor, v_by);
+    v_status := 'manually_resolved';
+    -- recover_task resolved the task's open record (this one, unless it was closed already).
+    SELECT d.* INTO v_old FROM tasker.tasks_dlq d WHERE d.dlq_entry_uuid = p_dlq_uuid;
   END IF;
   BEGIN
     UPDATE tasker.tasks_dlq d

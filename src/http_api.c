@@ -70,6 +70,7 @@ struct api_req {
     unsigned method;              /* enum route_method bit */
     struct route_match m;
     char key_name[AUTH_NAME_MAX]; /* the API key used; "" when auth is off */
+    unsigned grants;              /* that key's permissions (auth_allows); 0 when auth is off */
     char actor[HTTP_ACTOR_MAX];   /* who authenticated: the processor of audit rows */
     char claimed[HTTP_ACTOR_MAX]; /* the operator the caller names (cancelled_by, …): metadata only */
     char ns[METRICS_NS_NAME_MAX]; /* POST /v1/tasks: the task's namespace (metrics) */
@@ -896,6 +897,31 @@ static void handle_task_cancel(struct api_req *r)
     query_free(&q);
 }
 
+static void recover_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    if (db_rows_count(rows) != 1 || db_rows_isnull(rows, 0, 0)) {
+        api_error(r, HUTIL_ERR_INTERNAL, "internal error (recover_task returned no row)");
+        return;
+    }
+    long long enqueued = db_rows_int(rows, 0, 1);
+    r->h->o->metrics.steps_enqueued += (unsigned long long)(enqueued > 0 ? enqueued : 0);
+    char note[HTTP_ACTOR_MAX + 8];
+    log_info("http", "recovered task %s (by %s%s)", r->m.params[0], r->actor, claimed_note(r, note, sizeof note));
+    api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
+}
+
+/* POST /v1/tasks/{uuid}/recover: the body is optional ({} = every step in error or cancelled). */
+static void handle_task_recover(struct api_req *r)
+{
+    struct hinput_error e;
+    if (!uuid_params(r, 1) || !body_object(r, true) ||
+        (r->json && !hinput_task_recover(r->json, &e) && !input_refused(r, &e)) ||
+        !set_actor(r, "recovered_by", body_string(r, "recovered_by")))
+        return;
+    const char *params[4] = {r->m.params[0], r->body, r->actor, r->claimed[0] ? r->claimed : NULL};
+    (void)api_query(r, STMT_API_RECOVER_TASK, params, 4, recover_on_rows, NULL);
+}
+
 static void steps_on_rows(struct api_req *r, const struct db_rows *rows)
 {
     reply_document(r, rows, "task");
@@ -1015,6 +1041,11 @@ static void dlq_on_rows(struct api_req *r, const struct db_rows *rows)
     reply_document(r, rows, "DLQ entry");
 }
 
+static void handle_dlq_stats(struct api_req *r)
+{
+    (void)api_query(r, STMT_API_DLQ_STATS, NULL, 0, doc_on_rows, NULL);
+}
+
 static void handle_dlq_update(struct api_req *r)
 {
     struct hinput_error e;
@@ -1022,6 +1053,13 @@ static void handle_dlq_update(struct api_req *r)
         return;
     if (!set_actor(r, "resolved_by", body_string(r, "resolved_by")))
         return;
+    /* Recovering runs the task's steps again: what steps:resolve allows (PATCH of a step). */
+    if (json_is_true(json_object_get(r->json, "recover")) && r->h->o->conf.web_auth_enabled &&
+        !auth_allows(r->grants, AUTH_STEPS_RESOLVE)) {
+        api_error(r, HUTIL_ERR_FORBIDDEN, "API key %s lacks the permission %s (needed to recover the task)",
+                  r->key_name, auth_perm_name(AUTH_STEPS_RESOLVE));
+        return;
+    }
     const char *params[3] = {r->m.params[0], r->body, r->actor};
     (void)api_query(r, STMT_API_UPDATE_DLQ, params, 3, dlq_on_rows, NULL);
 }
@@ -1037,6 +1075,7 @@ static const api_handler_fn handlers[ROUTE_COUNT] = {
     [ROUTE_TASK_CREATE] = handle_task_create,
     [ROUTE_TASK_GET] = handle_task_get,
     [ROUTE_TASK_CANCEL] = handle_task_cancel,
+    [ROUTE_TASK_RECOVER] = handle_task_recover,
     [ROUTE_STEPS_LIST] = handle_steps_list,
     [ROUTE_STEP_GET] = handle_step_get,
     [ROUTE_STEP_RESOLVE] = handle_step_resolve,
@@ -1045,6 +1084,7 @@ static const api_handler_fn handlers[ROUTE_COUNT] = {
     [ROUTE_TEMPLATE_REGISTER] = handle_template_register,
     [ROUTE_TEMPLATE_GET] = handle_template_get,
     [ROUTE_DLQ_LIST] = handle_dlq_list,
+    [ROUTE_DLQ_STATS] = handle_dlq_stats,
     [ROUTE_DLQ_UPDATE] = handle_dlq_update,
 };
 
@@ -1148,6 +1188,7 @@ static bool authorize(struct api_req *r, struct evhttp_request *req)
         return false;
     }
     snprintf(r->key_name, sizeof r->key_name, "%s", k->name);
+    r->grants = k->grants;
     if (!auth_allows(k->grants, perm)) {
         log_info("http", "403 %s from %s: key %s lacks %s", route_label(r->route), peer ? peer : "?", k->name,
                  auth_perm_name(perm));

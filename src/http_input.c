@@ -55,7 +55,9 @@ enum field_type {
     FT_OBJECT,     /* an object */
     FT_STRINGS,    /* an array of strings */
     FT_INTEGER,    /* a number without a fraction */
-    FT_UUID        /* a string holding a UUID */
+    FT_UUID,       /* a string holding a UUID */
+    FT_UUIDS,      /* a non-empty array of strings holding UUIDs */
+    FT_BOOLEAN     /* true or false */
 };
 
 /* field: obj[key] is absent (or null, unless required) or of type t; else fail naming the field. */
@@ -96,6 +98,21 @@ static bool field(const json_t *obj, const char *key, enum field_type t, bool re
     case FT_UUID:
         if (!json_is_string(v) || !hutil_uuid_valid(json_string_value(v)))
             want = "a UUID (8-4-4-4-12 hex digits)";
+        break;
+    case FT_UUIDS:
+        if (!json_is_array(v) || json_array_size(v) == 0) {
+            want = "a non-empty array of UUIDs";
+        } else {
+            for (size_t i = 0; i < json_array_size(v); i++) {
+                const json_t *u = json_array_get(v, i);
+                if (!json_is_string(u) || !hutil_uuid_valid(json_string_value(u)))
+                    want = "a non-empty array of UUIDs";
+            }
+        }
+        break;
+    case FT_BOOLEAN:
+        if (!json_is_boolean(v))
+            want = "true or false";
         break;
     }
     return !want || fail(err, HUTIL_ERR_INVALID_REQUEST, "%s must be %s", key, want);
@@ -141,9 +158,21 @@ bool hinput_step_resolve(const json_t *body, const char **by_key, struct hinput_
 
 bool hinput_dlq_update(const json_t *body, struct hinput_error *err)
 {
-    return field(body, "resolution_status", FT_STRING, false, err) &&
-           field(body, "resolution_notes", FT_STRING, false, err) && field(body, "resolved_by", FT_STRING, false, err) &&
-           field(body, "metadata", FT_OBJECT, false, err);
+    if (!field(body, "resolution_status", FT_STRING, false, err) ||
+        !field(body, "resolution_notes", FT_STRING, false, err) || !field(body, "resolved_by", FT_STRING, false, err) ||
+        !field(body, "metadata", FT_OBJECT, false, err) || !field(body, "recover", FT_BOOLEAN, false, err) ||
+        !field(body, "steps", FT_UUIDS, false, err))
+        return false;
+    const json_t *steps = json_object_get(body, "steps");
+    if (steps && !json_is_null(steps) && !json_is_true(json_object_get(body, "recover")))
+        return fail(err, HUTIL_ERR_INVALID_REQUEST, "steps goes with recover: true");
+    return true;
+}
+
+bool hinput_task_recover(const json_t *body, struct hinput_error *err)
+{
+    return field(body, "steps", FT_UUIDS, false, err) && field(body, "reason", FT_STRING, false, err) &&
+           field(body, "recovered_by", FT_STRING, false, err);
 }
 
 const char *const *hinput_query_allowed(enum route_id id)

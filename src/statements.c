@@ -101,6 +101,12 @@ const struct db_statement statements[STMT_COUNT] = {
         "api_update_dlq",
         "SELECT tasker.api_update_dlq($1::uuid, $2::jsonb, $3::text)::text",
         3 },
+    [STMT_API_RECOVER_TASK] = {
+        "api_recover_task",
+        "SELECT j::text, (j ->> 'steps_enqueued')::integer"
+        "  FROM tasker.api_recover_task($1::uuid, $2::jsonb, $3::text, $4::text) j",
+        4 },
+    [STMT_API_DLQ_STATS] = { "api_dlq_stats", "SELECT tasker.api_dlq_stats()::text", 0 },
     [STMT_API_QUEUE_DEPTHS] = {
         "api_queue_depths",
         "SELECT m.queue_name, m.queue_length, m.oldest_msg_age_sec FROM pgmq.metrics_all() m"

@@ -1,6 +1,6 @@
 /* fuzz_http_body.c — fuzz target: a request body through the JSON checks the API makes before any
- * SQL (http_input.c: the parse, then the field checks of POST /v1/tasks, PATCH of a step and
- * PATCH of a DLQ entry), and every refusal through the error body a client would get. */
+ * SQL (http_input.c: the parse, then the field checks of POST /v1/tasks, PATCH of a step, PATCH of
+ * a DLQ entry and POST …/recover), and every refusal through the error body a client would get. */
 #include "fuzz.h"
 
 #include "http_input.h"
@@ -54,8 +54,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_refusal(&e);
     }
 
-    if (!hinput_dlq_update(body, &e))
+    if (hinput_dlq_update(body, &e)) {
+        /* steps only with recover: true */
+        const json_t *steps = json_object_get(body, "steps");
+        FUZZ_CHECK(!steps || json_is_null(steps) || json_is_true(json_object_get(body, "recover")));
+    } else {
         check_refusal(&e);
+    }
+
+    if (hinput_task_recover(body, &e)) {
+        const json_t *steps = json_object_get(body, "steps");
+        FUZZ_CHECK(!steps || json_is_null(steps) || json_array_size(steps) > 0);
+    } else {
+        check_refusal(&e);
+    }
     json_decref(body);
     return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "conf.h"
 #include "http_auth.h"
+#include "http_input.h"
 #include "http_route.h"
 #include "http_util.h"
 #include "metrics.h"
@@ -396,6 +397,11 @@ START_TEST(route_table)
     ck_assert_str_eq(m.params[2], "1.0.0");
     ck_assert_int_eq(route_of("/v1/dlq", RM_GET, &m), ROUTE_DLQ_LIST);
     ck_assert_int_eq(route_of("/v1/dlq/" U1, RM_PATCH, &m), ROUTE_DLQ_UPDATE);
+    ck_assert_int_eq(route_of("/v1/dlq/stats", RM_GET, &m), ROUTE_DLQ_STATS);
+    ck_assert_int_eq(route_of("/v1/tasks/" U1 "/recover", RM_POST, &m), ROUTE_TASK_RECOVER);
+    ck_assert_int_eq(m.nparams, 1);
+    ck_assert_str_eq(m.params[0], U1);
+    ck_assert_int_eq(route_match("/v1/tasks/" U1 "/recover", RM_GET, &m), ROUTE_METHOD_NOT_ALLOWED);
     /* path parameters are not judged here (a bad UUID is the handler's 400) */
     ck_assert_int_eq(route_of("/v1/tasks/nope", RM_GET, &m), ROUTE_TASK_GET);
     ck_assert_str_eq(m.params[0], "nope");
@@ -484,6 +490,8 @@ START_TEST(route_permissions)
     ck_assert(route_permission(ROUTE_STEP_RESOLVE, &p) && p == AUTH_STEPS_RESOLVE);
     ck_assert(route_permission(ROUTE_TEMPLATE_REGISTER, &p) && p == AUTH_TEMPLATES_WRITE);
     ck_assert(route_permission(ROUTE_DLQ_UPDATE, &p) && p == AUTH_DLQ_UPDATE);
+    ck_assert(route_permission(ROUTE_DLQ_STATS, &p) && p == AUTH_DLQ_READ);
+    ck_assert(route_permission(ROUTE_TASK_RECOVER, &p) && p == AUTH_STEPS_RESOLVE);
     /* every /v1 route needs a permission */
     for (int r = 0; r < ROUTE_COUNT; r++) {
         bool public_route =
@@ -492,6 +500,39 @@ START_TEST(route_permissions)
     }
     ck_assert_str_eq(route_label(ROUTE_TASK_CREATE), "task_create");
     ck_assert_str_eq(route_label(ROUTE_NONE), "none");
+}
+END_TEST
+
+/* The recovery inputs: POST …/recover and PATCH /v1/dlq/{uuid} with recover. */
+static bool input_ok(bool (*check)(const json_t *, struct hinput_error *), const char *body, const char *want_msg)
+{
+    struct hinput_error e = {0};
+    json_t *j = json_loads(body, 0, NULL);
+    ck_assert_msg(j != NULL, "test body is not JSON: %s", body);
+    bool ok = check(j, &e);
+    json_decref(j);
+    if (want_msg)
+        ck_assert_msg(!ok && strstr(e.message, want_msg), "%s: wanted a refusal with \"%s\", got %s \"%s\"", body,
+                      want_msg, ok ? "accepted" : "refused", e.message);
+    return ok;
+}
+
+START_TEST(recovery_inputs)
+{
+    ck_assert(input_ok(hinput_task_recover, "{}", NULL));
+    ck_assert(input_ok(hinput_task_recover, "{\"steps\": [\"" U1 "\", \"" U2 "\"], \"reason\": \"r\", \"recovered_by\": \"op\"}", NULL));
+    input_ok(hinput_task_recover, "{\"steps\": []}", "steps must be a non-empty array of UUIDs");
+    input_ok(hinput_task_recover, "{\"steps\": [\"x\"]}", "steps must be a non-empty array of UUIDs");
+    input_ok(hinput_task_recover, "{\"steps\": \"" U1 "\"}", "steps must be a non-empty array of UUIDs");
+    input_ok(hinput_task_recover, "{\"reason\": 1}", "reason must be a string");
+    input_ok(hinput_task_recover, "{\"recovered_by\": {}}", "recovered_by must be a string");
+    ck_assert(input_ok(hinput_dlq_update, "{\"recover\": true}", NULL));
+    ck_assert(input_ok(hinput_dlq_update, "{\"recover\": true, \"steps\": [\"" U1 "\"]}", NULL));
+    ck_assert(input_ok(hinput_dlq_update, "{\"recover\": false, \"resolution_status\": \"cancelled\"}", NULL));
+    input_ok(hinput_dlq_update, "{\"recover\": \"yes\"}", "recover must be true or false");
+    input_ok(hinput_dlq_update, "{\"steps\": [\"" U1 "\"]}", "steps goes with recover: true");
+    input_ok(hinput_dlq_update, "{\"recover\": false, \"steps\": [\"" U1 "\"]}", "steps goes with recover: true");
+    input_ok(hinput_dlq_update, "{\"recover\": true, \"steps\": [1]}", "steps must be a non-empty array of UUIDs");
 }
 END_TEST
 
@@ -671,6 +712,7 @@ Suite *make_http_suite(void)
     tcase_add_test(tc, route_methods);
     tcase_add_test(tc, route_permissions);
     tcase_add_test(tc, percent_decode);
+    tcase_add_test(tc, recovery_inputs);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("metrics");
