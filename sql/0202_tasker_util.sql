@@ -242,3 +242,14 @@ CREATE OR REPLACE FUNCTION tasker.has_control_chars(p text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT p ~ '[\x01-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]'
 $$;
+
+-- tasker.quoted_name: a name as a JSON string for an error message, with the characters
+-- tasker.has_control_chars refuses (C1 controls, DEL, direction marks and overrides, which JSON
+-- leaves as they are) escaped too (U+202E becomes \u202e): the message that refuses such a name must not carry
+-- the character into a log line or a client's terminal.
+CREATE OR REPLACE FUNCTION tasker.quoted_name(p text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT string_agg(CASE WHEN c ~ '[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+                         THEN '\u' || lpad(to_hex(ascii(c)), 4, '0') ELSE c END, '' ORDER BY i)
+  FROM regexp_split_to_table(to_json(p)::text, '') WITH ORDINALITY AS x(c, i)
+$$;

@@ -6,7 +6,10 @@ CREATE OR REPLACE FUNCTION tasker.template_error(p_template text, p_message text
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
-  RAISE EXCEPTION 'template %: %', coalesce(p_template, '(unnamed)'), p_message USING ERRCODE = 'TK400';
+  -- A name that is refused for its control characters must not carry them into the message.
+  RAISE EXCEPTION 'template %: %',
+    CASE WHEN p_template IS NULL THEN '(unnamed)' WHEN tasker.has_control_chars(p_template) THEN tasker.quoted_name(p_template)
+         ELSE p_template END, p_message USING ERRCODE = 'TK400';
 END $$;
 
 -- tasker.json_int: an integer field of a JSON object within bounds, its default when absent;
@@ -46,17 +49,6 @@ BEGIN
   END IF;
   RETURN v #>> '{}';
 END $$;
-
--- tasker.quoted_name: a name as a JSON string for an error message, with the characters
--- tasker.has_control_chars refuses (C1 controls, DEL, direction marks and overrides, which JSON
--- leaves as they are) written as \uXXXX too: the message that refuses such a name must not carry
--- the character into a log line or a client's terminal.
-CREATE OR REPLACE FUNCTION tasker.quoted_name(p text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-  SELECT string_agg(CASE WHEN c ~ '[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]'
-                         THEN '\u' || lpad(to_hex(ascii(c)), 4, '0') ELSE c END, '' ORDER BY i)
-  FROM regexp_split_to_table(to_json(p)::text, '') WITH ORDINALITY AS x(c, i)
-$$;
 
 -- tasker.ensure_namespace: create a namespace and its two queues if they do not exist yet. Queue
 -- creation is DDL, so it happens here, at registration, never on the hot path (DESIGN §4).
@@ -174,11 +166,11 @@ BEGIN
     PERFORM tasker.template_error(v_name, 'namespace_name is required');
   END IF;
   IF v_ns !~ '^[a-z][a-z0-9_]{0,28}$' THEN
-    PERFORM tasker.template_error(v_name, format('namespace_name %s must match ^[a-z][a-z0-9_]{0,28}$', to_json(v_ns)::text));
+    PERFORM tasker.template_error(v_name, format('namespace_name %s must match ^[a-z][a-z0-9_]{0,28}$', tasker.quoted_name(v_ns)));
   END IF;
   v_version := tasker.json_text(p_template, 'version', '0.1.0', 'template ' || v_name);
   IF v_version !~ '^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$' THEN
-    PERFORM tasker.template_error(v_name, format('version %s is not a valid version string', to_json(v_version)::text));
+    PERFORM tasker.template_error(v_name, format('version %s is not a valid version string', tasker.quoted_name(v_version)));
   END IF;
   v_strategy := tasker.json_text(p_template, 'identity_strategy', 'strict', 'template ' || v_name);
   IF v_strategy NOT IN ('strict', 'caller_provided', 'always_unique') THEN

@@ -62,7 +62,7 @@ BEGIN
     END IF;
     SELECT x INTO v_bad FROM jsonb_array_elements_text(o->'step_names') AS x GROUP BY x HAVING count(*) > 1 LIMIT 1;
     IF FOUND THEN
-      RETURN format('the decision chose %s twice', to_json(v_bad)::text);
+      RETURN format('the decision chose %s twice', tasker.quoted_name(v_bad));
     END IF;
     SELECT x INTO v_bad FROM jsonb_array_elements_text(o->'step_names') AS x
     WHERE NOT EXISTS (SELECT 1 FROM tasker.named_step_edges e
@@ -70,7 +70,7 @@ BEGIN
                       WHERE e.from_named_step_uuid = p_named_step AND e.kind = 'declared' AND c.name = x)
     LIMIT 1;
     IF FOUND THEN
-      RETURN format('the decision chose %s, which is not one of its branches (%s)', to_json(v_bad)::text,
+      RETURN format('the decision chose %s, which is not one of its branches (%s)', tasker.quoted_name(v_bad),
         (SELECT string_agg(c.name, ', ' ORDER BY c.position) FROM tasker.named_step_edges e
          JOIN tasker.named_steps c ON c.named_step_uuid = e.to_named_step_uuid
          WHERE e.from_named_step_uuid = p_named_step AND e.kind = 'declared'));
@@ -98,26 +98,21 @@ BEGIN
     IF v_n > v_max THEN
       RETURN format('the plan asks for %s batch workers; at most %s are allowed (batch_processing.max_workers)', v_n, v_max);
     END IF;
-    SELECT format('cursor_configs[%s]: %s', c.i - 1,
-             CASE WHEN jsonb_typeof(c.x) <> 'object' THEN 'must be an object'
-                  WHEN jsonb_typeof(c.x->'batch_id') NOT IN ('string', 'number') OR (c.x->>'batch_id') !~ '^[A-Za-z0-9_.-]{1,64}$'
-                    THEN 'batch_id must be 1 to 64 letters, digits, dots, dashes or underscores'
-                  WHEN coalesce(c.x->'start_cursor', 'null') = 'null' OR coalesce(c.x->'end_cursor', 'null') = 'null'
-                    THEN 'start_cursor and end_cursor are required'
-                  WHEN jsonb_typeof(c.x->'start_cursor') = 'number' AND (c.x->>'start_cursor')::numeric < 0
-                    THEN 'start_cursor is negative'
-                  WHEN jsonb_typeof(c.x->'start_cursor') = 'number' AND jsonb_typeof(c.x->'end_cursor') = 'number'
-                       AND (c.x->>'end_cursor')::numeric < (c.x->>'start_cursor')::numeric
-                    THEN 'end_cursor is before start_cursor'
-             END)
-    INTO v_bad
-    FROM jsonb_array_elements(o->'cursor_configs') WITH ORDINALITY AS c(x, i)
-    WHERE jsonb_typeof(c.x) <> 'object'
-       OR jsonb_typeof(c.x->'batch_id') NOT IN ('string', 'number') OR (c.x->>'batch_id') !~ '^[A-Za-z0-9_.-]{1,64}$'
-       OR coalesce(c.x->'start_cursor', 'null') = 'null' OR coalesce(c.x->'end_cursor', 'null') = 'null'
-       OR (jsonb_typeof(c.x->'start_cursor') = 'number' AND (c.x->>'start_cursor')::numeric < 0)
-       OR (jsonb_typeof(c.x->'start_cursor') = 'number' AND jsonb_typeof(c.x->'end_cursor') = 'number'
-           AND (c.x->>'end_cursor')::numeric < (c.x->>'start_cursor')::numeric)
+    SELECT format('cursor_configs[%s]: %s', c.i - 1, c.why) INTO v_bad
+    FROM (SELECT x.i,
+                 CASE WHEN jsonb_typeof(x.c) <> 'object' THEN 'must be an object'
+                      WHEN jsonb_typeof(x.c->'batch_id') NOT IN ('string', 'number') OR (x.c->>'batch_id') !~ '^[A-Za-z0-9_.-]{1,64}$'
+                        THEN 'batch_id must be 1 to 64 letters, digits, dots, dashes or underscores'
+                      WHEN coalesce(x.c->'start_cursor', 'null') = 'null' OR coalesce(x.c->'end_cursor', 'null') = 'null'
+                        THEN 'start_cursor and end_cursor are required'
+                      WHEN jsonb_typeof(x.c->'start_cursor') = 'number' AND (x.c->>'start_cursor')::numeric < 0
+                        THEN 'start_cursor is negative'
+                      WHEN jsonb_typeof(x.c->'start_cursor') = 'number' AND jsonb_typeof(x.c->'end_cursor') = 'number'
+                           AND (x.c->>'end_cursor')::numeric < (x.c->>'start_cursor')::numeric
+                        THEN 'end_cursor is before start_cursor'
+                 END AS why
+          FROM jsonb_array_elements(o->'cursor_configs') WITH ORDINALITY AS x(c, i)) c
+    WHERE c.why IS NOT NULL
     ORDER BY c.i LIMIT 1;
     IF FOUND THEN
       RETURN v_bad;
@@ -125,7 +120,7 @@ BEGIN
     SELECT x->>'batch_id' INTO v_bad FROM jsonb_array_elements(o->'cursor_configs') AS x
     GROUP BY x->>'batch_id' HAVING count(*) > 1 LIMIT 1;
     IF FOUND THEN
-      RETURN format('batch_id %s appears twice', to_json(v_bad)::text);
+      RETURN format('batch_id %s appears twice', tasker.quoted_name(v_bad));
     END IF;
     -- Numeric ranges (start inclusive, end exclusive) must not overlap: sorted by start, each
     -- starts at or after the end of the one before.
