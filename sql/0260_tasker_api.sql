@@ -414,11 +414,9 @@ END $$;
 CREATE OR REPLACE FUNCTION tasker.api_dlq_stats() RETURNS json
 LANGUAGE sql AS $$
   SELECT json_build_object(
-    'total', (SELECT count(*) FROM tasker.tasks_dlq),
-    'by_status', (SELECT json_object_agg(st.s, (SELECT count(*) FROM tasker.tasks_dlq d WHERE d.resolution_status = st.s)
-                                         ORDER BY st.i)
-                  FROM unnest(ARRAY['pending', 'manually_resolved', 'permanently_failed', 'cancelled'])
-                       WITH ORDINALITY AS st(s, i)),
+    'total', c.total,
+    'by_status', json_build_object('pending', c.pending, 'manually_resolved', c.manually_resolved,
+                                   'permanently_failed', c.permanently_failed, 'cancelled', c.cancelled),
     'by_reason', (SELECT coalesce(json_agg(json_build_object(
                            'dlq_reason', g.dlq_reason,
                            'total', g.total,
@@ -445,6 +443,12 @@ LANGUAGE sql AS $$
                     WHERE d.resolution_status = 'pending'
                     ORDER BY d.dlq_timestamp, d.dlq_entry_uuid
                     LIMIT 1))
+  FROM (SELECT count(*) AS total,
+               count(*) FILTER (WHERE d.resolution_status = 'pending') AS pending,
+               count(*) FILTER (WHERE d.resolution_status = 'manually_resolved') AS manually_resolved,
+               count(*) FILTER (WHERE d.resolution_status = 'permanently_failed') AS permanently_failed,
+               count(*) FILTER (WHERE d.resolution_status = 'cancelled') AS cancelled
+        FROM tasker.tasks_dlq d) c
 $$;
 
 -- tasker.api_update_dlq(dlq_entry_uuid, update jsonb, actor): an operator's notes on an
