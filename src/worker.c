@@ -718,6 +718,18 @@ static void w_cp_alive(struct worker *w, struct worker_job *job)
     w_cp_answer(job, true);
 }
 
+/* w_cp_unsaved: every job still waiting for its checkpoint hears that it was not saved. */
+static void w_cp_unsaved(struct worker *w)
+{
+    struct worker_job *j = w->jobs;
+    while (j) {
+        struct worker_job *next = j->next; /* the callback may finish (free) j */
+        if (j->cp_inflight)
+            w_cp_answer(j, false);
+        j = next;
+    }
+}
+
 static void w_on_checkpoint(void *arg, const struct db_rows *rows, const struct db_error *err)
 {
     struct worker *w = arg;
@@ -731,26 +743,14 @@ static void w_on_checkpoint(void *arg, const struct db_rows *rows, const struct 
                  err->sqlstate[0] ? ": " : "", err->message,
                  strcmp(err->sqlstate, "42883") == 0 ? " (no tasker.checkpoint_step: run `tasker-orchestratord migrate`)"
                                                      : "");
-        struct worker_job *j = w->jobs;
-        while (j) {
-            struct worker_job *next = j->next; /* the callback may finish (free) j */
-            if (j->cp_inflight)
-                w_cp_answer(j, false);
-            j = next;
-        }
+        w_cp_unsaved(w);
         w_pump_soon(w);
         w_check_drained(w);
         return;
     }
     w_lease_rows(w, rows, " at a checkpoint", w_cp_was_sent, w_cp_alive);
     /* A row missing from the answer cannot happen; should it, do not leave a handler waiting. */
-    struct worker_job *j = w->jobs;
-    while (j) {
-        struct worker_job *next = j->next;
-        if (j->cp_inflight)
-            w_cp_answer(j, false);
-        j = next;
-    }
+    w_cp_unsaved(w);
     w_pump_soon(w);
     w_check_drained(w);
 }
