@@ -77,6 +77,28 @@ BEGIN
   RETURN make_interval(secs => greatest(least(v_ms, p_max_ms), 0) / 1000.0);
 END $$;
 
+-- tasker.state_after_failure: where an attempt that failed for good or not goes — a handed-back
+-- failure (process_completions) or an expired lease (the sweep), one rule for both:
+-- waiting_for_retry while the step is retryable, has attempts left and the error does not say
+-- "retryable": false; else resolved_manually for a batch worker under failure_strategy
+-- continue_on_failure (it stops blocking its convergence step, docs/dynamic-steps.md); else error.
+CREATE OR REPLACE FUNCTION tasker.state_after_failure(p_retryable boolean, p_attempts integer,
+  p_max_attempts integer, p_error jsonb, p_failure_strategy text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN p_retryable AND p_attempts < p_max_attempts
+                   AND coalesce(p_error->>'retryable', 'true') <> 'false' THEN 'waiting_for_retry'
+              WHEN p_failure_strategy = 'continue_on_failure' THEN 'resolved_manually'
+              ELSE 'error' END
+$$;
+
+-- tasker.continued_failure: the results a batch worker resolved by continue_on_failure keeps, so
+-- its convergence step finds its error among its dependency results.
+CREATE OR REPLACE FUNCTION tasker.continued_failure(p_error jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT jsonb_build_object('error', p_error, 'failure_strategy', 'continue_on_failure')
+$$;
+
 -- tasker.step_is_ready: the hot-path readiness test, on one step row. Same meaning as
 -- get_step_readiness_status().ready_for_execution (DESIGN §3), but uses the unfinished_parents
 -- counter instead of walking the edges. tests/sql/readiness_agreement.sql checks they agree.

@@ -96,12 +96,8 @@ BEGIN
     SELECT c.*,
            CASE WHEN c.state = 'enqueued_for_orchestration' THEN
                   CASE WHEN c.outcome_error IS NULL THEN 'complete' ELSE 'error' END
-                WHEN c.retryable AND c.attempts < c.max_attempts
-                     AND coalesce(c.error->>'retryable', 'true') <> 'false' THEN 'waiting_for_retry'
-                -- A batch worker that failed for good under continue_on_failure stops blocking
-                -- its convergence step, which sees the error among its dependency results.
-                WHEN c.failure_strategy = 'continue_on_failure' THEN 'resolved_manually'
-                ELSE 'error' END AS to_state
+                ELSE tasker.state_after_failure(c.retryable, c.attempts, c.max_attempts, c.error,
+                                                c.failure_strategy) END AS to_state
     FROM checked c
   ), upd AS (
     UPDATE tasker.workflow_steps s
@@ -114,8 +110,7 @@ BEGIN
                      THEN jsonb_build_object('message', d.outcome_error, 'error_type', 'invalid_outcome',
                                              'retryable', false)
                      ELSE s.error END,
-        results = CASE WHEN d.to_state = 'resolved_manually'
-                       THEN jsonb_build_object('error', s.error, 'failure_strategy', 'continue_on_failure')
+        results = CASE WHEN d.to_state = 'resolved_manually' THEN tasker.continued_failure(s.error)
                        ELSE s.results END,
         updated_at = now()
     FROM decided d
@@ -314,25 +309,21 @@ BEGIN
       v_tasks := tasker.lock_tasks(v_tasks, true);
       PERFORM set_config('tasker.reason', 'lease expired', true);
       WITH decided AS (
-        SELECT s.workflow_step_uuid,
-               CASE WHEN s.retryable AND s.attempts < s.max_attempts THEN 'waiting_for_retry'
-                    -- a batch worker under continue_on_failure stops blocking its convergence
-                    -- however its last attempt failed (process_completions does the same)
-                    WHEN s.failure_strategy = 'continue_on_failure' THEN 'resolved_manually'
-                    ELSE 'error' END AS to_state,
-               tasker.backoff_delay(n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts) AS delay,
-               jsonb_build_object('message', format('lease expired: worker %s did not hand back attempt %s in time',
-                                                    s.claimed_by, s.attempt_no), 'error_type', 'lease_expired') AS error
-        FROM tasker.workflow_steps s
-        JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
-        WHERE s.task_uuid = ANY (v_tasks) AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp()
+        SELECT x.*, tasker.state_after_failure(x.retryable, x.attempts, x.max_attempts, x.error,
+                                               x.failure_strategy) AS to_state
+        FROM (SELECT s.workflow_step_uuid, s.retryable, s.attempts, s.max_attempts, s.failure_strategy,
+                     tasker.backoff_delay(n.backoff, n.backoff_base_ms, n.max_backoff_ms, s.attempts) AS delay,
+                     jsonb_build_object('message', format('lease expired: worker %s did not hand back attempt %s in time',
+                                                          s.claimed_by, s.attempt_no), 'error_type', 'lease_expired') AS error
+              FROM tasker.workflow_steps s
+              JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid
+              WHERE s.task_uuid = ANY (v_tasks) AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp()) x
       ), upd AS (
         UPDATE tasker.workflow_steps s
         SET state = d.to_state,
             next_retry_at = CASE WHEN d.to_state = 'waiting_for_retry' THEN now() + d.delay END,
             error = d.error,
-            results = CASE WHEN d.to_state = 'resolved_manually'
-                           THEN jsonb_build_object('error', d.error, 'failure_strategy', 'continue_on_failure')
+            results = CASE WHEN d.to_state = 'resolved_manually' THEN tasker.continued_failure(d.error)
                            ELSE s.results END,
             completed_at = CASE WHEN d.to_state = 'resolved_manually' THEN now() ELSE s.completed_at END,
             lease_expires_at = NULL, updated_at = now()
