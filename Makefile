@@ -45,14 +45,17 @@ Q := @
 quiet = @printf '  %-6s %s\n'
 endif
 
-# Daemon sources: every src/*.c except the worker's (src/worker*.c); the worker shares the
-# connection and logging code.
-WORKER_SRC  := $(wildcard src/worker*.c)
-DAEMON_SRC  := $(filter-out $(WORKER_SRC),$(wildcard src/*.c))
-DAEMON_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(DAEMON_SRC)) $(OBJDIR)/embedded_sql.o
-WORKER_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(WORKER_SRC)) $(OBJDIR)/db_conn.o $(OBJDIR)/log.o $(OBJDIR)/backoff.o $(OBJDIR)/names.o
+# One folder per program under src/ and one for what they share (DESIGN §14): src/common (config
+# loader, connection, logging, names, states, API-key parsing), src/orchestratord, src/worker,
+# src/ctl. Objects keep the folder: build/<variant>/<folder>/<name>.o.
+COMMON_SRC  := $(wildcard src/common/*.c)
+COMMON_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(COMMON_SRC))
+WORKER_SRC  := $(wildcard src/worker/*.c)
+DAEMON_SRC  := $(wildcard src/orchestratord/*.c)
+DAEMON_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(DAEMON_SRC)) $(COMMON_OBJ) $(OBJDIR)/embedded_sql.o
+WORKER_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(WORKER_SRC)) $(COMMON_OBJ)
 BINARIES    := $(OUT)/tasker-orchestratord $(if $(WORKER_SRC),$(OUT)/tasker-worker)
-LIB_OBJ     := $(filter-out $(OBJDIR)/main.o,$(DAEMON_OBJ))
+LIB_OBJ     := $(filter-out $(OBJDIR)/orchestratord/main.o,$(DAEMON_OBJ))
 UNIT_SRC    := $(wildcard tests/unit/*.c)
 UNIT_OBJ    := $(patsubst tests/unit/%.c,$(OBJDIR)/tests/%.o,$(UNIT_SRC))
 SQL_FILES   := $(sort $(wildcard migrations/*.sql)) $(sort $(wildcard sql/*.sql))
@@ -97,7 +100,7 @@ $(OBJDIR)/tests/%.o: tests/unit/%.c | deps
 	$(quiet) CC $<
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(TEST_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(OUT)/tests/check_unit: $(UNIT_OBJ) $(LIB_OBJ) $(OBJDIR)/worker_util.o $(OBJDIR)/worker_dynamic.o
+$(OUT)/tests/check_unit: $(UNIT_OBJ) $(LIB_OBJ) $(OBJDIR)/worker/worker_util.o $(OBJDIR)/worker/worker_dynamic.o
 	@mkdir -p $(@D)
 	$(quiet) LINK $@
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) -lm
@@ -152,10 +155,10 @@ FUZZ_DIR     := build/fuzz
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -Iinclude -Itests/fuzz $(PKG_CFLAGS)
 FUZZ_TARGETS := http_route http_body conf queue_message
-FUZZ_OBJ_http_route    := http_route http_util http_input names states log
-FUZZ_OBJ_http_body     := http_input http_util names log
-FUZZ_OBJ_conf          := conf log http_auth
-FUZZ_OBJ_queue_message := worker_util worker_dynamic names
+FUZZ_OBJ_http_route    := orchestratord/http_route orchestratord/http_util orchestratord/http_input common/names common/states common/log
+FUZZ_OBJ_http_body     := orchestratord/http_input orchestratord/http_util common/names common/log
+FUZZ_OBJ_conf          := common/conf common/log common/http_auth
+FUZZ_OBJ_queue_message := worker/worker_util worker/worker_dynamic common/names
 FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 
 $(FUZZ_DIR)/%.o: src/%.c | deps
@@ -221,4 +224,4 @@ db-reset: all
 	psql "$$DATABASE_URL" -qc "DROP SCHEMA IF EXISTS tasker CASCADE; DROP SCHEMA IF EXISTS pgmq CASCADE; DROP EXTENSION IF EXISTS pgmq CASCADE"
 	$(OUT)/tasker-orchestratord migrate
 
--include $(wildcard $(OBJDIR)/*.d $(OBJDIR)/tests/*.d $(FUZZ_DIR)/*.d)
+-include $(wildcard $(OBJDIR)/*/*.d $(OBJDIR)/tests/*.d $(FUZZ_DIR)/*/*.d)

@@ -15,7 +15,7 @@ enum stmt_id {
     STMT_ENQUEUE_READY,       /* tasker.enqueue_ready_steps(limit) */
     STMT_SWEEP,               /* tasker.detect_and_transition_stuck_tasks(...) */
     STMT_VACUUM_CHECK,        /* name, present, permitted for each of text[] table names (vacuum.c) */
-    /* the HTTP API (src/http_api.c); each returns one JSON text column unless noted */
+    /* the HTTP API (src/orchestratord/http_api.c); each returns one JSON text column unless noted */
     STMT_API_CREATE_TASK,     /* create_task(request): created, task_uuid, state, task json */
     STMT_API_LIST_TASKS,      /* api_list_tasks(namespace, state, name, initiator, source_system, page, per_page) */
     STMT_API_GET_TASK,        /* api_task_json(task) with context and steps; NULL = unknown */

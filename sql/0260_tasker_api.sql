@@ -1,4 +1,4 @@
--- 0260_tasker_api.sql — what the HTTP API (src/http_api.c) reads: each function returns one JSON
+-- 0260_tasker_api.sql — what the HTTP API (src/orchestratord/http_api.c) reads: each function returns one JSON
 -- document ready to send, or NULL when the task, step, template or DLQ entry asked for does not
 -- exist (the API answers 404). Writes go through the functions of 0210/0230 (register_task_template,
 -- create_task, cancel_task, resolve_step, recover_task); only the DLQ update lives here (it may

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # 60_daemon_watchdog_outage.sh — a database outage must not stop the systemd watchdog pings
-# (src/svc.c: "a database outage — the pool idle, components waiting — does not"), or systemd
+# (src/orchestratord/svc.c: "a database outage — the pool idle, components waiting — does not"), or systemd
 # kills a daemon that is only waiting for its database. The outage here is of this one database:
 # ALLOW_CONNECTIONS false, then every connection of the daemon terminated, for 4 s (the server
 # keeps running, so no other test is disturbed). WATCHDOG_USEC = 1 s: the daemon pings every
 # 500 ms, and systemd would kill it after 1 s without a ping.
 #
-# Regression test. Before the fix in src/db_pool.c, queries issued just before the connections
+# Regression test. Before the fix in src/orchestratord/db_pool.c, queries issued just before the connections
 # died stayed in the pool's queue until the breaker opened or acquire_timeout_secs passed. Meanwhile
 # db_pool_progress() stood still, because it moved only when a query completed or the pool was idle
 # with an empty queue, so svc skipped pings. Here that meant 5 pings skipped and a 3 s gap. With the

@@ -8,7 +8,7 @@
 #      does not notify) is still processed, within the completion poll's idle ceiling;
 #   3. retries scheduled after the long idle period go out on time: one with a 100 ms backoff and
 #      one with 2.5 s (the poller sleeps until it is due, not until its next idle poll);
-#   4. the idle daemon runs no VACUUM (src/vacuum.c: only completions make tables due).
+#   4. the idle daemon runs no VACUUM (src/orchestratord/vacuum.c: only completions make tables due).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

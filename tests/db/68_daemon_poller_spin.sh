@@ -14,7 +14,7 @@
 #
 # Regression test. Before the fix this measured about 70–280 calls/s. The fix has two halves,
 # either of which is enough: in sql/0250, enqueue_ready_steps leaves tasks with a step in error out
-# of its candidates; in src/poller.c, the poller polls again at once only when a full batch also
+# of its candidates; in src/orchestratord/poller.c, the poller polls again at once only when a full batch also
 # enqueued something.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1

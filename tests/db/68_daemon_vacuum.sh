@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 68_daemon_vacuum.sh — the daemon vacuums the hot tables while work flows, and only then
-# (src/vacuum.c). One daemon (orchestration.vacuum at its defaults but for the task tables every
+# (src/orchestratord/vacuum.c). One daemon (orchestration.vacuum at its defaults but for the task tables every
 # 2 s) and two workers:
 #   1. idle, before any work: no VACUUM of the queue or task tables;
 #   2. under load: pgmq.q_tasker_dispatch_vac, pgmq.q_tasker_completion_vac, tasker.workflow_steps

@@ -11,7 +11,7 @@
 # Either way the daemon must reconnect with backoff and carry on, not exit.
 #
 # Regression test. Before the fix both cases exited 1 with "cannot prepare statement namespaces
-# (57014): … — the database schema does not match this build". The fix is in src/db_conn.c
+# (57014): … — the database schema does not match this build". The fix is in src/common/db_conn.c
 # (dbc_prepare_done). Only SQLSTATE class 42 and 0A000 now mean "not our schema"; any other prepare
 # error drops the connection, and the pool reconnects with backoff.
 set -uo pipefail

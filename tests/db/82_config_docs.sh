@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # 82_config_docs.sh — the configuration documentation says what the binary does, and the other
 # operator documents hold up:
-#   1. scripts/check-config-coverage: every key of src/conf.c is in etc/ and docs/configuration.md;
+#   1. scripts/check-config-coverage: every key of src/common/conf.c is in etc/ and docs/configuration.md;
 #   2. for every key, docs/configuration.md, tasker-orchestratord.conf(5) and the comments of
-#      etc/tasker-orchestratord.conf give the default, range and reload/restart of src/conf.c's
+#      etc/tasker-orchestratord.conf give the default, range and reload/restart of src/common/conf.c's
 #      table, and etc/ sets the default;
 #   3. the binary agrees: `--check-config -v` on an empty file prints those defaults, and every
 #      integer key accepts its documented min and max and refuses min-1 and max+1 (file:line);
@@ -27,7 +27,7 @@ ETC=etc/tasker-orchestratord.conf
 out=$(scripts/check-config-coverage 2>&1) && ok "$out" || fail "check-config-coverage: $out"
 
 # ---- 2. the key table and the three documents ------------------------------------------------------
-# "kind path default min max apply" per key, from the three-line KEY(...) entries of src/conf.c.
+# "kind path default min max apply" per key, from the three-line KEY(...) entries of src/common/conf.c.
 awk '/KEY\((INT|BOOL|STR|ENV), *"/ {
        kind = $0; sub(/.*KEY\(/, "", kind); sub(/,.*/, "", kind)
        match($0, /"[a-z0-9_.]+"/); path = substr($0, RSTART + 1, RLENGTH - 2)
@@ -35,9 +35,9 @@ awk '/KEY\((INT|BOOL|STR|ENV), *"/ {
        gsub(/^[ \t]+|[ \t]*\\$/, "", l2)
        n = split(l2, f, /, */)           # name, field, default, min, max, check, apply,
        print kind, path, f[3], f[4], f[5], tolower(f[7])
-     }' src/conf.c >"$TMP/keys"
+     }' src/common/conf.c >"$TMP/keys"
 nkeys=$(wc -l <"$TMP/keys")
-[ "$nkeys" -ge 30 ] && ok "src/conf.c's key table: $nkeys keys" || fail "src/conf.c's key table parsed ($nkeys keys)"
+[ "$nkeys" -ge 30 ] && ok "src/common/conf.c's key table: $nkeys keys" || fail "src/common/conf.c's key table parsed ($nkeys keys)"
 
 # doc_row KEY: "default|range|applies" from the key's row in docs/configuration.md.
 doc_row() {
@@ -87,12 +87,12 @@ while read -r kind path def min max apply; do
   [ -z "$range" ] || grep -q -- "$range" <<<"$c" || bad_etc+=("$path: comment lacks $range")
   grep -q "($apply)" <<<"$c" || bad_etc+=("$path: comment lacks ($apply)")
 done <"$TMP/keys"
-[ ${#bad_doc[@]} -eq 0 ] && ok "$DOC: default, range and reload/restart of all $nkeys keys match src/conf.c" ||
-  fail "$DOC disagrees with src/conf.c: ${bad_doc[*]}"
-[ ${#bad_man[@]} -eq 0 ] && ok "$MAN: default, range and reload/restart of all $nkeys keys match src/conf.c" ||
-  fail "$MAN disagrees with src/conf.c: ${bad_man[*]}"
+[ ${#bad_doc[@]} -eq 0 ] && ok "$DOC: default, range and reload/restart of all $nkeys keys match src/common/conf.c" ||
+  fail "$DOC disagrees with src/common/conf.c: ${bad_doc[*]}"
+[ ${#bad_man[@]} -eq 0 ] && ok "$MAN: default, range and reload/restart of all $nkeys keys match src/common/conf.c" ||
+  fail "$MAN disagrees with src/common/conf.c: ${bad_man[*]}"
 [ ${#bad_etc[@]} -eq 0 ] && ok "$ETC: every key at its default, its comment giving range and reload/restart" ||
-  fail "$ETC disagrees with src/conf.c: ${bad_etc[*]}"
+  fail "$ETC disagrees with src/common/conf.c: ${bad_etc[*]}"
 
 # ---- 3. the binary -----------------------------------------------------------------------------------
 : >"$TMP/empty.conf"

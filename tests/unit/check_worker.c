@@ -1,9 +1,9 @@
-/* check_worker.c — unit tests of tasker-worker's pure logic (src/worker_util.c, src/worker_dynamic.c):
+/* check_worker.c — unit tests of tasker-worker's pure logic (src/worker/worker_util.c, src/worker/worker_dynamic.c):
  * options and handler choice, handler outcomes, the decision rules, batch planning, batch_work's
  * state machine, aggregation, exec result interpretation, text helpers. No database, no processes.
  *
  * The unit binary links the daemon's objects plus worker_util.o and worker_dynamic.o only (the
- * Makefile keeps the rest of src/worker*.c out), so nothing here needs a loop or a connection. */
+ * Makefile keeps the rest of the worker's sources out), so nothing here needs a loop or a connection. */
 #include "worker.h"
 #include "worker_exec.h"
 

@@ -1085,7 +1085,7 @@ struct worker *worker_init(struct event_base *base, const struct worker_opts *o)
     w_rlist_init(&w->pending);
     w_rlist_init(&w->submitting);
     snprintf(w->queue, sizeof w->queue, "tasker_dispatch_%s", o->namespace_name);
-    /* jit=off: short OLTP calls; see src/db_pool.c. The worker id is validated to need no escaping. */
+    /* jit=off: short OLTP calls; see src/orchestratord/db_pool.c. The worker id is validated to need no escaping. */
     snprintf(w->options, sizeof w->options, "-c tasker.actor=%s -c jit=off", o->worker_id);
     snprintf(w->lease_arg, sizeof w->lease_arg, "%d", o->lease_secs);
     w->rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16) ^ 0x9e3779b9u;
