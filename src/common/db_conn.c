@@ -241,6 +241,18 @@ static void dbc_prepare_done(struct db_conn *c, PGresult *res)
          * connection is dropped and the pool reconnects with backoff. */
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         c->prepare_failed = state && (strncmp(state, "42", 2) == 0 || strcmp(state, "0A000") == 0);
+        /* 42P05, the name already exists on a session we just opened: the server session is not
+         * ours alone — a PgBouncer in transaction mode handed us one another client prepared on.
+         * Not a schema mismatch; say what fixes it. */
+        if (state && strcmp(state, "42P05") == 0) {
+            c->prepare_failed = false;
+            size_t n = strlen(msg);
+            while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+                msg[--n] = '\0';
+            snprintf(msg + n, sizeof msg - n, " — this server session is shared with other clients (PgBouncer in "
+                     "transaction mode?): turn prepared statements off (database.prepared_statements = false, "
+                     "tasker-worker --no-prepared-statements)");
+        }
         PQclear(res);
         dbc_broken(c, msg);
         return;
