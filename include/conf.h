@@ -20,6 +20,9 @@ struct conf {
 
     /* database { … } */
     char database_url[CONF_URL_MAX];        /* [restart] libpq URL; DATABASE_URL overrides */
+    char database_listen_url[CONF_URL_MAX]; /* [restart] the LISTEN connection's URL; "" = database_url */
+    bool database_prepared_statements;      /* [restart] false: every statement unnamed, with its text */
+    bool database_transaction_pooling;      /* [restart] session settings per transaction, none at connect */
     int pool_max_connections;               /* [restart] seed: 30 base; 10/25/50 by environment */
     int pool_min_connections;               /* [restart] opened at start and kept */
     int pool_acquire_timeout_secs;          /* wait for a free connection before failing a query */

@@ -47,6 +47,7 @@ struct conf_key {
 /* String format rules (the key table below names them). Each writes why a value is wrong. */
 static bool check_environment(const char *v, char *why, size_t whylen);
 static bool check_url(const char *v, char *why, size_t whylen);
+static bool check_listen_url(const char *v, char *why, size_t whylen);
 static bool check_processor_id(const char *v, char *why, size_t whylen);
 static bool check_bind_address(const char *v, char *why, size_t whylen);
 static bool check_log_level(const char *v, char *why, size_t whylen);
@@ -75,7 +76,16 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     SECTION(web)
 
 #define DATABASE_OPTS(KEY, SECTION)                                                                                  \
+    KEY(STR, "database.listen_url",                                                                                  \
+        listen_url, database_listen_url, "", 0, 0, check_listen_url, RESTART,                                        \
+        "libpq URL of the LISTEN connection; empty = database.url. Direct when database.url is PgBouncer's")         \
     SECTION(pool)                                                                                                    \
+    KEY(BOOL, "database.prepared_statements",                                                                        \
+        prepared_statements, database_prepared_statements, true, 0, 0, NULL, RESTART,                                \
+        "false = send every statement unnamed with its text (PgBouncer before 1.21 in transaction mode)")            \
+    KEY(BOOL, "database.transaction_pooling",                                                                        \
+        transaction_pooling, database_transaction_pooling, false, 0, 0, NULL, RESTART,                               \
+        "true = database.url is a transaction-pooling PgBouncer: session settings go with every transaction")        \
     KEY(STR, "database.url",                                                                                         \
         url, database_url, "postgresql://localhost/tasker", 0, 0, check_url, RESTART,                                \
         "libpq URL; DATABASE_URL overrides")
@@ -380,6 +390,12 @@ static bool check_url(const char *v, char *why, size_t whylen)
     return true;
 }
 
+/* check_listen_url: empty (database.url serves) or a libpq URL, never echoed either. */
+static bool check_listen_url(const char *v, char *why, size_t whylen)
+{
+    return !*v || check_url(v, why, whylen);
+}
+
 static bool check_processor_id(const char *v, char *why, size_t whylen)
 {
     for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
@@ -494,7 +510,8 @@ static bool check_str(const struct conf_key *k, const char *v, char *why, size_t
     char detail[160];
     if (!k->check || k->check(v, detail, sizeof detail))
         return true;
-    if (k == &keys[KEY_database_url] || k == &keys[KEY_web_auth_api_keys]) /* secrets: never echoed */
+    if (k == &keys[KEY_database_url] || k == &keys[KEY_database_listen_url] || k == &keys[KEY_web_auth_api_keys])
+        /* secrets: never echoed */
         snprintf(why, whylen, "%s %s", k->path, detail);
     else
         snprintf(why, whylen, "%s = \"%.64s\": %s", k->path, v, detail);
@@ -1181,7 +1198,7 @@ static void dump_value(FILE *fp, const struct conf *c, const struct conf_key *k)
         is_default = *(const bool *)f == (k->def_int != 0);
         break;
     case KIND_STR:
-        if (k == &keys[KEY_database_url]) {
+        if (k == &keys[KEY_database_url] || k == &keys[KEY_database_listen_url]) {
             mask_url(f, url, sizeof url);
             put_string(fp, url);
         } else if (k == &keys[KEY_web_auth_api_keys]) {
