@@ -14,6 +14,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 
+#include "conf.h"
 #include "http_auth.h"
 #include "jwt_auth.h"
 #include "suites.h"
@@ -554,6 +555,53 @@ START_TEST(pem_refusals)
 }
 END_TEST
 
+/* ---- configuration ------------------------------------------------------------------------------ */
+
+START_TEST(jwt_config)
+{
+    struct conf c;
+    char err[600], text[2000];
+    conf_defaults(&c);
+    snprintf(text, sizeof text, "web { auth { enabled = true\n jwt { enabled = true\n public_keys = \"k1=%s\"\n"
+                                "issuer = \"https://id.example\" } } }\n", rsa1_pem);
+    ck_assert_msg(conf_load_buffer(&c, "t.conf", text, err, sizeof err), "%s", err);
+    ck_assert(c.web_auth_jwt_enabled);
+    ck_assert_str_eq(c.web_auth_jwt_permissions_claim, "permissions");
+    ck_assert_int_eq(c.web_auth_jwt_leeway_secs, 30);
+    /* an unreadable key file: the error gives the line and names the file */
+    conf_defaults(&c);
+    ck_assert(!conf_load_buffer(&c, "t.conf", "web { auth { jwt {\n public_keys = \"/no/such/key.pem\" } } }\n", err,
+                                sizeof err));
+    ck_assert_msg(strstr(err, "t.conf:2:") && strstr(err, "/no/such/key.pem: cannot open"), "%s", err);
+    /* JWT without auth: refused, rather than an open /v1 that looks protected */
+    conf_defaults(&c);
+    snprintf(text, sizeof text, "web { auth { jwt { enabled = true\n public_keys = \"%s\" } } }\n", rsa1_pem);
+    ck_assert(!conf_load_buffer(&c, "t.conf", text, err, sizeof err));
+    ck_assert_msg(strstr(err, "web.auth.jwt.enabled = true needs web.auth.enabled = true"), "%s", err);
+    /* JWT on without a key */
+    conf_defaults(&c);
+    ck_assert(!conf_load_buffer(&c, "t.conf", "web { auth { enabled = true\n jwt { enabled = true } } }\n", err,
+                                sizeof err));
+    ck_assert_msg(strstr(err, "needs a key"), "%s", err);
+    /* a short secret: said so, never echoed; the dump masks a good one */
+    conf_defaults(&c);
+    ck_assert(!conf_load_buffer(&c, "t.conf", "web { auth { jwt { hs256_secret = \"hunter2-hunter2\" } } }\n", err,
+                                sizeof err));
+    ck_assert_msg(strstr(err, "shorter than 32 bytes") && !strstr(err, "hunter2"), "%s", err);
+    conf_defaults(&c);
+    ck_assert(conf_load_buffer(&c, "t.conf", "web { auth { jwt { hs256_secret = \"" SECRET "\" } } }\n", err,
+                               sizeof err));
+    char *dump = NULL;
+    size_t dlen = 0;
+    FILE *f = open_memstream(&dump, &dlen);
+    conf_dump(&c, f);
+    fclose(f);
+    ck_assert_ptr_null(strstr(dump, SECRET));
+    ck_assert_ptr_nonnull(strstr(dump, "hs256_secret = \"***\""));
+    free(dump);
+}
+END_TEST
+
 Suite *make_jwt_suite(void)
 {
     Suite *s = suite_create("jwt");
@@ -573,6 +621,7 @@ Suite *make_jwt_suite(void)
     tcase_add_test(tc, base64url_strict);
     tcase_add_test(tc, jwks_file);
     tcase_add_test(tc, pem_refusals);
+    tcase_add_test(tc, jwt_config);
     suite_add_tcase(s, tc);
     return s;
 }
