@@ -13,7 +13,7 @@ DOCDIR     ?= $(PREFIX)/share/doc/tasker-orchestratord
 # systemd searches /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CC         ?= cc
-PKGS       := libpq libevent jansson libconfuse libsystemd
+PKGS       := libpq libevent jansson libconfuse libsystemd libcrypto
 TEST_PKGS  := check
 
 ifeq ($(SANITIZE),1)
@@ -154,10 +154,11 @@ FUZZ_SECS    ?= 60
 FUZZ_DIR     := build/fuzz
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -Iinclude -Itests/fuzz $(PKG_CFLAGS)
-FUZZ_TARGETS := http_route http_body conf queue_message
+FUZZ_TARGETS := http_route http_body conf queue_message jwt
 FUZZ_OBJ_http_route    := orchestratord/http_route orchestratord/http_util orchestratord/http_input common/names common/states common/log
 FUZZ_OBJ_http_body     := orchestratord/http_input orchestratord/http_util common/names common/log
-FUZZ_OBJ_conf          := common/conf common/log common/http_auth
+FUZZ_OBJ_conf          := common/conf common/log common/http_auth common/jwt_keys
+FUZZ_OBJ_jwt           := common/jwt_verify common/jwt_keys common/http_auth
 FUZZ_OBJ_queue_message := worker/worker_util worker/worker_dynamic common/names
 FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 

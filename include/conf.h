@@ -74,6 +74,14 @@ struct conf {
     int web_statement_timeout_ms;           /* server-side statement_timeout of API statements; 0 = none */
     bool web_auth_enabled;                  /* /v1 needs an API key (health and metrics stay public) */
     char web_auth_api_keys[CONF_API_KEYS_MAX]; /* "[NAME@]KEY:PERM[,PERM…] …" (http_auth.h); secret */
+    bool web_auth_jwt_enabled;              /* JWT bearer tokens accepted on /v1 (jwt_auth.h) */
+    char web_auth_jwt_public_keys[CONF_API_KEYS_MAX]; /* "[KID=]PATH …" PEM files */
+    char web_auth_jwt_jwks_file[CONF_URL_MAX];
+    char web_auth_jwt_hs256_secret[512];    /* secret; TASKER_JWT_HS256_SECRET overrides */
+    char web_auth_jwt_issuer[512];          /* "" = not checked */
+    char web_auth_jwt_audience[512];        /* "" = tokens must name no audience */
+    char web_auth_jwt_permissions_claim[CONF_NAME_MAX];
+    int web_auth_jwt_leeway_secs;
 
     /* log { … } */
     char log_level[16];                     /* error | warn | info | debug */

@@ -8,6 +8,7 @@
 #include "db_pool.h"
 #include "http_auth.h"
 #include "http_input.h"
+#include "jwt_auth.h"
 #include "http_route.h"
 #include "http_util.h"
 #include "metrics.h"
@@ -38,8 +39,9 @@ struct api_req {
     enum route_id route;
     unsigned method;              /* enum route_method bit */
     struct route_match m;
-    char key_name[AUTH_NAME_MAX]; /* the API key used; "" when auth is off */
-    unsigned grants;              /* that key's permissions (auth_allows); 0 when auth is off */
+    char key_name[AUTH_NAME_MAX]; /* the API key used; "" when auth is off or a JWT was used */
+    char subject[JWT_SUB_MAX];    /* the JWT's sub when a token was used; "" otherwise */
+    unsigned grants;              /* that key's or token's permissions (auth_allows); 0 when auth is off */
     char actor[HTTP_ACTOR_MAX];   /* who authenticated: the processor of audit rows */
     char claimed[HTTP_ACTOR_MAX]; /* the operator the caller names (cancelled_by, …): metadata only */
     char ns[METRICS_NS_NAME_MAX]; /* POST /v1/tasks: the task's namespace (metrics) */
@@ -75,6 +77,7 @@ struct http_api {
     char auth_text[CONF_API_KEYS_MAX];
     struct auth_keys keys;
     bool keys_parsed;
+    struct jwt_keyset *jwt_keys;  /* NULL: JWT off, or its keys failed to load (every token refused) */
 
     /* evhttp settings as applied (reloadable keys are re-applied when they change) */
     int applied_max_body;

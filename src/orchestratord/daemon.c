@@ -187,6 +187,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         if (restart[0])
             log_warn("daemon", "changed keys that need a restart (not applied): %s", restart);
         poller_kick(o->poller);
+        http_api_reload(o->http);
     }
     if (d->ready_sent)
         svc_ready(o->svc);

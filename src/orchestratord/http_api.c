@@ -123,8 +123,8 @@ void api_send(struct api_req *r, int status, const char *body, size_t len, const
     if (status >= 500)
         log_warn("http", "%s %s -> %d (%.1f ms)", method_name(r->method), route_label(r->route), status, secs * 1e3);
     else
-        log_debug("http", "%s %s -> %d (%.1f ms)%s%s", method_name(r->method), route_label(r->route), status,
-                  secs * 1e3, r->key_name[0] ? " key " : "", r->key_name);
+        log_debug("http", "%s %s -> %d (%.1f ms)%s%s%s%s", method_name(r->method), route_label(r->route), status,
+                  secs * 1e3, r->key_name[0] ? " key " : "", r->key_name, r->subject[0] ? " jwt " : "", r->subject);
 }
 
 void api_send_json_text(struct api_req *r, int status, const char *text, const char *const *headers)
@@ -315,13 +315,15 @@ const char *body_string(struct api_req *r, const char *key)
     return json_string_value(json_object_get(r->json, key));
 }
 
-/* set_actor: who acts, for audit rows. The processor is who authenticated — "api:KEY-NAME", or
- * "api" when auth is off — never what the caller writes: the operator the caller names in its
- * `field` (cancelled_by, resolved_by, …) is kept next to it (metadata.claimed_operator). false
- * after answering 400 when that name holds control characters or does not fit. */
+/* set_actor: who acts, for audit rows. The processor is who authenticated — "api:KEY-NAME",
+ * "jwt:SUBJECT", or "api" when auth is off — never what the caller writes: the operator the caller
+ * names in its `field` (cancelled_by, resolved_by, …) is kept next to it (metadata.claimed_operator).
+ * false after answering 400 when that name holds control characters or does not fit. */
 bool set_actor(struct api_req *r, const char *field, const char *by)
 {
-    if (r->key_name[0])
+    if (r->subject[0])
+        snprintf(r->actor, sizeof r->actor, "jwt:%s", r->subject);
+    else if (r->key_name[0])
         snprintf(r->actor, sizeof r->actor, "api:%s", r->key_name);
     else
         snprintf(r->actor, sizeof r->actor, "api");
@@ -513,8 +515,63 @@ static void auth_refresh(struct http_api *h)
     log_info("http", "API auth: %d key(s) loaded", h->keys.n);
 }
 
-/* authorize: when auth is on and the route needs a permission, check the presented key; false
- * after answering 401/403. */
+/* jwt_refresh: (re)load the JWT keys from their files and the secret: at start and on SIGHUP. A
+ * failure leaves no key, so every token is refused until a reload succeeds: a key that could not
+ * be read must not stay trusted after its file changed. */
+static void jwt_refresh(struct http_api *h)
+{
+    const struct conf *c = &h->o->conf;
+    jwt_keyset_free(h->jwt_keys);
+    h->jwt_keys = NULL;
+    if (!c->web_auth_enabled || !c->web_auth_jwt_enabled)
+        return;
+    char err[400];
+    struct jwt_sources src = {.public_keys = c->web_auth_jwt_public_keys, .jwks_file = c->web_auth_jwt_jwks_file,
+                              .hs256_secret = c->web_auth_jwt_hs256_secret};
+    h->jwt_keys = jwt_keyset_load(&src, err, sizeof err);
+    if (!h->jwt_keys) {
+        log_error("http", "JWT keys: %s; refusing every token", err);
+        return;
+    }
+    unsigned algs = jwt_keyset_algs(h->jwt_keys);
+    log_info("http", "JWT auth: %d key(s) loaded (%s%s%s)", jwt_keyset_count(h->jwt_keys),
+             algs & (1u << JWT_RS256) ? "RS256 " : "", algs & (1u << JWT_ES256) ? "ES256 " : "",
+             algs & (1u << JWT_HS256) ? "HS256" : "");
+}
+
+void http_api_reload(struct http_api *h)
+{
+    if (h && h->http)
+        jwt_refresh(h);
+}
+
+/* authorize_jwt: the presented credential is no API key but looks like a JWT: verify it. The
+ * token itself is never logged; the subject is, once its signature verified. */
+static bool authorize_jwt(struct api_req *r, const char *token, const char *peer)
+{
+    const struct conf *c = &r->h->o->conf;
+    struct jwt_policy pol = {.issuer = c->web_auth_jwt_issuer, .audience = c->web_auth_jwt_audience,
+                             .permissions_claim = c->web_auth_jwt_permissions_claim,
+                             .leeway_secs = c->web_auth_jwt_leeway_secs};
+    struct jwt_identity id;
+    enum jwt_error e = jwt_verify(r->h->jwt_keys, &pol, token, strlen(token), (long long)time(NULL), &id);
+    if (e != JWT_E_OK) {
+        const char *const challenge[] = {
+            "WWW-Authenticate", "Bearer realm=\"tasker-orchestratord\", error=\"invalid_token\"", NULL};
+        log_info("http", "401 %s from %s: JWT refused: %s", route_label(r->route), peer, jwt_error_reason(e));
+        json_t *extra = json_pack("{s:s}", "reason", jwt_error_reason(e));
+        api_error_x(r, HUTIL_ERR_UNAUTHORIZED, jwt_error_text(e), extra, challenge);
+        json_decref(extra);
+        return false;
+    }
+    snprintf(r->subject, sizeof r->subject, "%s", id.sub);
+    r->grants = id.grants;
+    return true;
+}
+
+/* authorize: when auth is on and the route needs a permission, check the presented API key or JWT;
+ * false after answering 401/403. An API key is looked up first, so keys keep working whatever
+ * they look like; a credential that is no key and contains a '.' is taken for a JWT. */
 static bool authorize(struct api_req *r, struct evhttp_request *req)
 {
     struct http_api *h = r->h;
@@ -523,23 +580,45 @@ static bool authorize(struct api_req *r, struct evhttp_request *req)
         return true;
     auth_refresh(h);
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    char presented[AUTH_SECRET_MAX + 1];
+    char presented[JWT_TOKEN_MAX + 1];
     const char *const challenge[] = {"WWW-Authenticate", "Bearer realm=\"tasker-orchestratord\"", NULL};
     char *peer = NULL;
     ev_uint16_t port = 0;
     evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
-    if (!auth_presented(evhttp_find_header(in, "X-API-Key"), evhttp_find_header(in, "Authorization"), presented,
-                        sizeof presented)) {
-        log_info("http", "401 %s from %s: no API key", route_label(r->route), peer ? peer : "?");
-        api_error_x(r, HUTIL_ERR_UNAUTHORIZED, "an API key is required (X-API-Key: KEY or Authorization: Bearer KEY)",
-                    NULL, challenge);
+    const char *authz = evhttp_find_header(in, "Authorization");
+    bool jwt_on = h->o->conf.web_auth_jwt_enabled;
+    if (!auth_presented(evhttp_find_header(in, "X-API-Key"), authz, presented, sizeof presented)) {
+        bool too_long = authz && strlen(authz) > JWT_TOKEN_MAX;
+        log_info("http", "401 %s from %s: %s", route_label(r->route), peer ? peer : "?",
+                 too_long ? "credential too long" : "no API key");
+        json_t *extra = too_long ? json_pack("{s:s}", "reason", jwt_error_reason(JWT_E_TOO_LONG)) : NULL;
+        api_error_x(r, HUTIL_ERR_UNAUTHORIZED,
+                    too_long ? jwt_error_text(JWT_E_TOO_LONG)
+                    : jwt_on ? "an API key or a JWT is required (X-API-Key: KEY or Authorization: Bearer KEY|JWT)"
+                             : "an API key is required (X-API-Key: KEY or Authorization: Bearer KEY)",
+                    extra, challenge);
+        json_decref(extra);
         return false;
     }
     const struct auth_key *k = auth_lookup(&h->keys, presented);
+    if (!k && jwt_on && strchr(presented, '.')) {
+        bool ok = authorize_jwt(r, presented, peer ? peer : "?");
+        explicit_bzero(presented, sizeof presented);
+        if (ok && !auth_allows(r->grants, perm)) {
+            log_info("http", "403 %s from %s: JWT subject %s lacks %s", route_label(r->route), peer ? peer : "?",
+                     r->subject, auth_perm_name(perm));
+            api_error(r, HUTIL_ERR_FORBIDDEN, "the token of %s lacks the permission %s", r->subject,
+                      auth_perm_name(perm));
+            return false;
+        }
+        return ok;
+    }
     explicit_bzero(presented, sizeof presented);
     if (!k) {
         log_info("http", "401 %s from %s: unknown API key", route_label(r->route), peer ? peer : "?");
-        api_error_x(r, HUTIL_ERR_UNAUTHORIZED, "unknown API key", NULL, challenge);
+        api_error_x(r, HUTIL_ERR_UNAUTHORIZED,
+                    h->o->conf.web_auth_jwt_enabled ? "unknown API key (and not a JWT)" : "unknown API key", NULL,
+                    challenge);
         return false;
     }
     snprintf(r->key_name, sizeof r->key_name, "%s", k->name);
@@ -767,9 +846,12 @@ bool http_api_start(struct http_api *h)
             h->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
     log_info("http", "HTTP API listening on %s (port %d)%s", h->o->conf.web_bind_address, h->port,
-             h->o->conf.web_auth_enabled ? ", API keys required on /v1" : "");
+             h->o->conf.web_auth_enabled ? (h->o->conf.web_auth_jwt_enabled ? ", API keys or JWTs required on /v1"
+                                                                             : ", API keys required on /v1")
+                                         : "");
     if (h->o->conf.web_auth_enabled)
         auth_refresh(h);
+    jwt_refresh(h);
     timer_in_ms(h->lag_timer, 0);
     return true;
 }
@@ -815,6 +897,7 @@ void http_api_free(struct http_api *h)
     if (h->lag_timer)
         event_free(h->lag_timer);
     explicit_bzero(&h->keys, sizeof h->keys);
+    jwt_keyset_free(h->jwt_keys);
     explicit_bzero(h->auth_text, sizeof h->auth_text);
     free(h->queues);
     free(h);

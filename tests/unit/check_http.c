@@ -351,7 +351,7 @@ START_TEST(keys_in_config)
     ck_assert_str_eq(err, "t.conf:1: web.auth.api_keys entry 1 (x): the key must be 16 to 128 characters");
     conf_defaults(&c);
     ck_assert(!conf_load_buffer(&c, "t.conf", "web {\n auth {\n  enabled = true\n }\n}\n", err, sizeof err));
-    ck_assert_str_eq(err, "t.conf:3: web.auth.enabled = true needs at least one key in web.auth.api_keys");
+    ck_assert_str_eq(err, "t.conf:3: web.auth.enabled = true needs at least one key in web.auth.api_keys or web.auth.jwt.enabled = true");
     conf_defaults(&c);
     ck_assert(conf_load_buffer(&c, "t.conf", "web { backpressure_queue_depth = 7 }\n", err, sizeof err));
     ck_assert_int_eq(c.web_backpressure_queue_depth, 7);

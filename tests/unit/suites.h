@@ -15,6 +15,7 @@
     X(poller) \
     X(worker) \
     X(http) \
+    X(jwt) \
     X(log) \
     X(pool)
 
