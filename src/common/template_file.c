@@ -83,6 +83,8 @@ struct anchor {
 
 struct yp {
     yaml_parser_t parser;
+    const char *text; /* the input, for the position of a reader error (a byte offset) */
+    size_t len;
     const char *name;
     struct template_error *err;
     bool failed;
@@ -117,6 +119,18 @@ static bool next_event(struct yp *p, yaml_event_t *ev)
     if (yaml_parser_parse(&p->parser, ev))
         return true;
     yaml_mark_t mark = p->parser.problem ? p->parser.problem_mark : p->parser.context_mark;
+    if (p->parser.error == YAML_READER_ERROR) {
+        /* Encoding errors come with a byte offset only. */
+        mark.line = mark.column = 0;
+        for (size_t i = 0; i < p->parser.problem_offset && i < p->len; i++) {
+            if (p->text[i] == '\n') {
+                mark.line++;
+                mark.column = 0;
+            } else if (((unsigned char)p->text[i] & 0xC0) != 0x80) {
+                mark.column++;
+            }
+        }
+    }
     const char *problem = p->parser.problem ? p->parser.problem : "invalid YAML";
     if (p->parser.context)
         yp_fail(p, mark, "%s %s", p->parser.context, problem);
@@ -577,7 +591,7 @@ static json_t *parse_node(struct yp *p, yaml_event_t *ev, int depth, struct sub 
 
 static json_t *parse_yaml(const char *text, size_t len, const char *name, struct template_error *err)
 {
-    struct yp p = {.name = name, .err = err};
+    struct yp p = {.name = name, .err = err, .text = text, .len = len};
     json_t *root = NULL;
     yaml_event_t ev;
     if (!yaml_parser_initialize(&p.parser)) {
