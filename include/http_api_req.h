@@ -141,6 +141,10 @@ bool input_refused(struct api_req *r, const struct hinput_error *e);
  * an empty body is fine (r->json stays NULL). false after answering 400/413. */
 bool body_object(struct api_req *r, bool optional);
 
+/* body_read: r's body, unparsed, into r->body (NUL-terminated; *len bytes; NULL when empty and
+ * optional). false after answering 400 (empty) or 413 (over web.max_body_bytes). */
+bool body_read(struct api_req *r, bool optional, size_t *len);
+
 /* body_string: obj[key] as a string, or NULL. */
 const char *body_string(struct api_req *r, const char *key);
 

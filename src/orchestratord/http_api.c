@@ -284,8 +284,22 @@ bool input_refused(struct api_req *r, const struct hinput_error *e)
  * an empty body is fine (r->json stays NULL). false after answering 400/413. */
 bool body_object(struct api_req *r, bool optional)
 {
+    size_t n;
+    if (!body_read(r, optional, &n))
+        return false;
+    if (!r->body)
+        return true;
+    struct hinput_error e;
+    r->json = hinput_body_parse(r->body, n, &e);
+    return r->json || input_refused(r, &e);
+}
+
+/* body_read: r's body into r->body (NUL-terminated, *len bytes), within web.max_body_bytes. */
+bool body_read(struct api_req *r, bool optional, size_t *len)
+{
     struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
     size_t n = in ? evbuffer_get_length(in) : 0;
+    *len = n;
     if (n == 0) {
         if (optional)
             return true;
@@ -304,9 +318,7 @@ bool body_object(struct api_req *r, bool optional)
     }
     evbuffer_copyout(in, r->body, n);
     r->body[n] = '\0';
-    struct hinput_error e;
-    r->json = hinput_body_parse(r->body, n, &e);
-    return r->json || input_refused(r, &e);
+    return true;
 }
 
 /* body_string: obj[key] as a string, or NULL. */

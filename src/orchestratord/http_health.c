@@ -92,16 +92,18 @@ void handle_live(struct api_req *r)
                   NULL);
 }
 
-/* ready_reply: GET /health/ready — 200 only when the database answered, LISTEN is up and we are
- * not stopping. */
+/* ready_reply: GET /health/ready — 200 only when the database answered, LISTEN is up, the first
+ * load of the template directory is over (or has run past its wait, see daemon.c) and we are not
+ * stopping. */
 void ready_reply(struct api_req *r, const char *db)
 {
     struct orchd *o = r->h->o;
     bool listening = listener_connected(o->listener);
-    bool ready = strcmp(db, "up") == 0 && listening && !o->stopping;
+    bool ready = strcmp(db, "up") == 0 && listening && !o->stopping && !o->templates_pending;
     api_send_json(r, ready ? 200 : 503,
-                  json_pack("{s:s, s:{s:s, s:s, s:b}}", "status", ready ? "ready" : "not_ready", "checks", "database",
-                            db, "listener", listening ? "up" : "down", "stopping", o->stopping),
+                  json_pack("{s:s, s:{s:s, s:s, s:s, s:b}}", "status", ready ? "ready" : "not_ready", "checks",
+                            "database", db, "listener", listening ? "up" : "down", "templates",
+                            o->templates_pending ? "loading" : "loaded", "stopping", o->stopping),
                   NULL);
 }
 

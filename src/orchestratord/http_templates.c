@@ -10,9 +10,11 @@
 #include "orchd.h"
 #include "states.h"
 #include "statements.h"
+#include "template_file.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +36,35 @@ static void register_on_rows(struct api_req *r, const struct db_rows *rows)
     api_send_json_text(r, created ? 201 : 200, db_rows_text(rows, 0, 1), NULL);
 }
 
+/* body_yaml: a YAML body (Content-Type application/yaml and its aliases) read by the shared
+ * loader into r->json, and r->body replaced by its JSON text, which is what the SQL takes. A YAML
+ * error is the template's fault: 400 invalid_template with its line and column. */
+static bool body_yaml(struct api_req *r)
+{
+    size_t n;
+    if (!body_read(r, false, &n))
+        return false;
+    struct template_error err;
+    r->json = template_parse(r->body, n, TEMPLATE_FORMAT_YAML, NULL, &err);
+    if (!r->json) {
+        api_error(r, HUTIL_ERR_INVALID_TEMPLATE, "invalid YAML: %s", err.text);
+        return false;
+    }
+    char *text = json_dumps(r->json, JSON_COMPACT);
+    if (!text) {
+        api_error(r, HUTIL_ERR_INTERNAL, "out of memory");
+        return false;
+    }
+    free(r->body);
+    r->body = text;
+    return true;
+}
+
 void handle_template_register(struct api_req *r)
 {
-    if (!body_object(r, false))
+    const char *ctype = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Content-Type");
+    bool yaml = template_format_for_content_type(ctype) == TEMPLATE_FORMAT_YAML;
+    if (!(yaml ? body_yaml(r) : body_object(r, false)))
         return;
     const char *params[1] = {r->body};
     (void)api_query(r, STMT_API_REGISTER_TEMPLATE, params, 1, register_on_rows, NULL);

@@ -17,7 +17,8 @@
     X(http) \
     X(jwt) \
     X(log) \
-    X(pool)
+    X(pool) \
+    X(template_file)
 
 #define UNIT_SUITE_DECLARE(name) Suite *make_##name##_suite(void);
 UNIT_SUITES(UNIT_SUITE_DECLARE)
