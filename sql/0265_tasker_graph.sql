@@ -91,11 +91,13 @@ RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
   SELECT 'digraph ' || tasker.dot_string(p_id) || E' {\n'
     || '  graph [label=<<table border="0" cellborder="0" cellspacing="2" cellpadding="2">'
-    || format('<tr><td align="left" colspan="%s"><b>%s</b></td></tr>', greatest(cardinality(p_legend_cells), 1),
-              tasker.dot_html(p_title))
-    || format('<tr><td align="left" colspan="%s"><font point-size="9">%s</font></td></tr>',
-              greatest(cardinality(p_legend_cells), 1), tasker.dot_html(p_subtitle))
-    || CASE WHEN cardinality(p_legend_cells) > 0 THEN '<tr>' || array_to_string(p_legend_cells, '') || '</tr>' ELSE '' END
+    || format('<tr><td align="left"><b>%s</b></td></tr>', tasker.dot_html(p_title))
+    || format('<tr><td align="left"><font point-size="9">%s</font></td></tr>', tasker.dot_html(p_subtitle))
+    -- the legend in a table of its own, so that its cells keep their own widths
+    || CASE WHEN cardinality(p_legend_cells) > 0
+            THEN '<tr><td align="left"><table border="0" cellborder="0" cellspacing="3" cellpadding="3"><tr>'
+                 || array_to_string(p_legend_cells, '') || '</tr></table></td></tr>'
+            ELSE '' END
     || E'</table>>, labelloc=t, labeljust=l, fontname="Helvetica", fontsize=11, rankdir=TB, nodesep=0.3, ranksep=0.45];\n'
     || E'  node [fontname="Helvetica", fontsize=10, margin="0.12,0.05", color="#495057", penwidth=1];\n'
     || E'  edge [color="#495057", arrowsize=0.7];\n'
