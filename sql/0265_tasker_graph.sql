@@ -211,8 +211,13 @@ LANGUAGE sql AS $$
     SELECT DISTINCT pf.node AS src, pt.node AS dst, coalesce(ne.kind, 'declared') AS kind,
            pf.position AS src_pos, pt.position AS dst_pos
     FROM placed pt
-    JOIN tasker.workflow_step_edges e ON e.to_step_uuid = pt.workflow_step_uuid
-    JOIN placed pf ON pf.workflow_step_uuid = e.from_step_uuid
+    -- each step's parents through the child index (the aggregate keeps the planner from turning
+    -- this into one scan of every edge of every task: workflow_step_edges has no task index)
+    CROSS JOIN LATERAL (SELECT array_agg(e.from_step_uuid) AS parents
+                        FROM tasker.workflow_step_edges e
+                        WHERE e.to_step_uuid = pt.workflow_step_uuid) x
+    CROSS JOIN LATERAL unnest(x.parents) AS par(step_uuid)
+    JOIN placed pf ON pf.workflow_step_uuid = par.step_uuid
     LEFT JOIN tasker.named_step_edges ne ON ne.from_named_step_uuid = pf.named_step_uuid
                                         AND ne.to_named_step_uuid = pt.named_step_uuid),
   legend AS (
@@ -287,7 +292,8 @@ LANGUAGE sql AS $$
                                    E'\n' ORDER BY p.position, c.position) || E'\n'
                  FROM tasker.named_step_edges e
                  JOIN step p ON p.named_step_uuid = e.from_named_step_uuid
-                 JOIN step c ON c.named_step_uuid = e.to_named_step_uuid), '')
+                 JOIN step c ON c.named_step_uuid = e.to_named_step_uuid
+                 WHERE e.task_template_uuid = t.task_template_uuid), '')
     || E'}\n'
   FROM tpl t CROSS JOIN legend l
 $$;
