@@ -181,6 +181,10 @@ void doc_on_rows(struct api_req *r, const struct db_rows *rows);
 
 void steps_on_rows(struct api_req *r, const struct db_rows *rows);
 
+/* graph_on_rows: the DOT text of rows as text/vnd.graphviz (GET …/graph); NULL → 404 as in
+ * reply_document. */
+void graph_on_rows(struct api_req *r, const struct db_rows *rows);
+
 /* health_reply: GET /health — db (from the query: true = it answered), pool, listener,
  * namespaces (names, or NULL when the query failed), version, uptime. */
 void health_reply(struct api_req *r, bool db_ok, json_t *names, const char *db_error);
@@ -207,10 +211,12 @@ void handle_task_recover(struct api_req *r);
 void handle_steps_list(struct api_req *r);
 void handle_step_get(struct api_req *r);
 void handle_step_resolve(struct api_req *r);
+void handle_task_graph(struct api_req *r);
 /* templates (http_templates.c) */
 void handle_template_register(struct api_req *r);
 void handle_templates_list(struct api_req *r);
 void handle_template_get(struct api_req *r);
+void handle_template_graph(struct api_req *r);
 /* the dead-letter queue (http_dlq.c) */
 void handle_dlq_list(struct api_req *r);
 void handle_dlq_stats(struct api_req *r);

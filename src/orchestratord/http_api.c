@@ -413,20 +413,34 @@ bool query_page(struct api_req *r, struct query *q, char page[16], char per_page
 
 /* ---- /v1 handlers ------------------------------------------------------------------------------ */
 
+/* found: rows hold one non-NULL document; else answer 404 naming what the route looked for. */
+static bool found(struct api_req *r, const struct db_rows *rows, const char *what)
+{
+    if (db_rows_count(rows) == 1 && !db_rows_isnull(rows, 0, 0))
+        return true;
+    if (r->m.nparams >= 2 && (r->route == ROUTE_STEP_GET || r->route == ROUTE_STEP_AUDIT))
+        api_error(r, HUTIL_ERR_NOT_FOUND, "unknown step %s in task %s", r->m.params[1], r->m.params[0]);
+    else if (r->route == ROUTE_TEMPLATE_GET || r->route == ROUTE_TEMPLATE_GRAPH)
+        api_error(r, HUTIL_ERR_NOT_FOUND, "unknown template %.64s/%.128s@%.64s", r->m.params[0], r->m.params[1],
+                  r->m.params[2]);
+    else
+        api_error(r, HUTIL_ERR_NOT_FOUND, "unknown %s %s", what, r->m.nparams ? r->m.params[0] : "");
+    return false;
+}
+
 /* reply_document: the one-column JSON document of rows; NULL means "no such thing" → 404. */
 void reply_document(struct api_req *r, const struct db_rows *rows, const char *what)
 {
-    if (db_rows_count(rows) != 1 || db_rows_isnull(rows, 0, 0)) {
-        if (r->m.nparams >= 2 && (r->route == ROUTE_STEP_GET || r->route == ROUTE_STEP_AUDIT))
-            api_error(r, HUTIL_ERR_NOT_FOUND, "unknown step %s in task %s", r->m.params[1], r->m.params[0]);
-        else if (r->route == ROUTE_TEMPLATE_GET)
-            api_error(r, HUTIL_ERR_NOT_FOUND, "unknown template %.64s/%.128s@%.64s", r->m.params[0], r->m.params[1],
-                      r->m.params[2]);
-        else
-            api_error(r, HUTIL_ERR_NOT_FOUND, "unknown %s %s", what, r->m.nparams ? r->m.params[0] : "");
+    if (found(r, rows, what))
+        api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
+}
+
+void graph_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    if (!found(r, rows, "task"))
         return;
-    }
-    api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
+    const char *dot = db_rows_text(rows, 0, 0);
+    api_send(r, 200, dot, strlen(dot), "text/vnd.graphviz; charset=utf-8", NULL);
 }
 
 void doc_on_rows(struct api_req *r, const struct db_rows *rows)
@@ -449,9 +463,11 @@ static const api_handler_fn handlers[ROUTE_COUNT] = {
     [ROUTE_STEP_GET] = handle_step_get,
     [ROUTE_STEP_RESOLVE] = handle_step_resolve,
     [ROUTE_STEP_AUDIT] = handle_step_get,
+    [ROUTE_TASK_GRAPH] = handle_task_graph,
     [ROUTE_TEMPLATES_LIST] = handle_templates_list,
     [ROUTE_TEMPLATE_REGISTER] = handle_template_register,
     [ROUTE_TEMPLATE_GET] = handle_template_get,
+    [ROUTE_TEMPLATE_GRAPH] = handle_template_graph,
     [ROUTE_DLQ_LIST] = handle_dlq_list,
     [ROUTE_DLQ_STATS] = handle_dlq_stats,
     [ROUTE_DLQ_UPDATE] = handle_dlq_update,

@@ -1,5 +1,6 @@
-/* http_tasks.c — /v1/tasks and their workflow steps: create, list, get, cancel, recover; list, get,
- * audit and resolve steps. The documents come from SQL (sql/0260_tasker_api.sql). */
+/* http_tasks.c — /v1/tasks and their workflow steps: create, list, get, cancel, recover, graph; list,
+ * get, audit and resolve steps. The documents come from SQL (sql/0260_tasker_api.sql, and
+ * sql/0265_tasker_graph.sql for the graph). */
 #include "http_api_req.h"
 
 #include "completions.h"
@@ -190,4 +191,19 @@ void handle_step_resolve(struct api_req *r)
         return;
     const char *params[5] = {r->m.params[0], r->m.params[1], r->body, r->actor, r->claimed[0] ? r->claimed : NULL};
     (void)api_query(r, STMT_API_RESOLVE_STEP, params, 5, resolve_on_rows, NULL);
+}
+
+/* GET /v1/tasks/{uuid}/graph: the task's DAG as Graphviz DOT (?format=dot, ?fold=N). */
+void handle_task_graph(struct api_req *r)
+{
+    struct query q;
+    struct hinput_error e;
+    char fold[16];
+    if (!uuid_params(r, 1) || !query_parse(r, &q))
+        return;
+    if (hinput_graph_query(&q.kv, r->route, fold, &e) || input_refused(r, &e)) {
+        const char *params[2] = {r->m.params[0], fold};
+        (void)api_query(r, STMT_API_TASK_GRAPH, params, 2, graph_on_rows, NULL);
+    }
+    query_free(&q);
 }

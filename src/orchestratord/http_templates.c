@@ -1,4 +1,4 @@
-/* http_templates.c — /v1/templates: register (POST), list and get. */
+/* http_templates.c — /v1/templates: register (POST), list, get, and a template's graph (DOT). */
 #include "http_api_req.h"
 
 #include "completions.h"
@@ -92,4 +92,19 @@ void handle_template_get(struct api_req *r)
 {
     const char *params[3] = {r->m.params[0], r->m.params[1], r->m.params[2]};
     (void)api_query(r, STMT_API_GET_TEMPLATE, params, 3, steps_on_rows, NULL);
+}
+
+/* GET /v1/templates/{ns}/{name}/{version}/graph: the template's DAG as Graphviz DOT (?format=dot). */
+void handle_template_graph(struct api_req *r)
+{
+    struct query q;
+    struct hinput_error e;
+    char fold[16];
+    if (!query_parse(r, &q))
+        return;
+    if (hinput_graph_query(&q.kv, r->route, fold, &e) || input_refused(r, &e)) {
+        const char *params[3] = {r->m.params[0], r->m.params[1], r->m.params[2]};
+        (void)api_query(r, STMT_API_TEMPLATE_GRAPH, params, 3, graph_on_rows, NULL);
+    }
+    query_free(&q);
 }
