@@ -16,7 +16,8 @@
     X(worker) \
     X(http) \
     X(log) \
-    X(pool)
+    X(pool) \
+    X(ctl)
 
 #define UNIT_SUITE_DECLARE(name) Suite *make_##name##_suite(void);
 UNIT_SUITES(UNIT_SUITE_DECLARE)
