@@ -316,5 +316,11 @@ while read -r group cmd; do
 done < <("$BIN/taskerctl" --help | sed -n 's/^  \([a-z]\+\) \+\([a-z]\+\) .*/\1 \2/p')
 [ -z "$missing" ] && ok "every command is in the man page, docs/cli.md and the bash completion" || fail "undocumented:$missing"
 bash -n completions/taskerctl.bash && ok "the bash completion parses" || fail "completions/taskerctl.bash has syntax errors"
+# complete WORDS…: what the completion offers for the last word.
+complete_words() { bash -c '. completions/taskerctl.bash; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _taskerctl; echo "${COMPREPLY[*]}"' _ "$@"; }
+is "$(complete_words taskerctl --output json ta)" "task" "completion: the group after a global option"
+is "$(complete_words taskerctl task wa)" "wait" "completion: the command"
+is "$(complete_words taskerctl dlq update X --st)" "--status --step" "completion: the command's options"
+is "$(complete_words taskerctl task visualize X --format "")" "svg png dot" "completion: --format values"
 
 dt_finish
