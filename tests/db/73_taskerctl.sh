@@ -23,10 +23,12 @@ ctl() {
   ERR=$(cat "$DT_DIR/err")
 }
 j() { printf '%s' "$OUT" | jq -r "$1" 2>/dev/null; }
+# has TEXT REGEX: TEXT has a line matching REGEX (grep -E; a here-string, so no SIGPIPE under pipefail).
+has() { grep -Eq -e "$2" <<<"$1"; }
 # expect_rc RC [STDERR-REGEX] DESCRIPTION
 expect_rc() {
   local want=$1 re=$2 what=$3
-  if [ "$RC" = "$want" ] && { [ -z "$re" ] || printf '%s' "$ERR" | grep -Eq -e "$re"; }; then ok "$what → exit $want"
+  if [ "$RC" = "$want" ] && { [ -z "$re" ] || has "$ERR" "$re"; }; then ok "$what → exit $want"
   else fail "$what: want exit $want${re:+ and stderr ~ /$re/}, got $RC: $(printf '%s' "$ERR$OUT" | head -c 400)"; fi
 }
 # one_line: stderr is exactly one line (errors are never a stack of text).
@@ -70,7 +72,7 @@ ctl --version; expect_rc 0 "" "--version"; is "$OUT" "taskerctl $("$BIN/tasker-o
 helps=0 badhelp=
 while read -r group cmd _; do
   ctl "$group" "$cmd" --help
-  if [ "$RC" = 0 ] && printf '%s' "$OUT" | grep -q "^usage: taskerctl $group $cmd"; then helps=$((helps + 1)); else badhelp+=" $group/$cmd"; fi
+  if [ "$RC" = 0 ] && has "$OUT" "^usage: taskerctl $group $cmd( |$)"; then helps=$((helps + 1)); else badhelp+=" $group/$cmd"; fi
 done < <("$BIN/taskerctl" --help | sed -n 's/^  \([a-z]\+\) \+\([a-z]\+\) .*/\1 \2/p')
 [ -z "$badhelp" ] && [ "$helps" -ge 26 ] && ok "--help on all $helps commands: usage on stdout, exit 0" || fail "--help failed for:$badhelp ($helps ok)"
 
@@ -95,7 +97,7 @@ ctl system health --live --output json; is "$(j .status)" alive "system health -
 ctl system info --output json; expect_rc 0 "" "system info"
 is "$(j '.checks.database.status + " " + .processor_id')" "up plain" "system info: the /health document"
 ctl system info --output table
-printf '%s' "$OUT" | grep -Eq '^processor_id +plain$' && ok "system info as a table" || fail "system info table: $OUT"
+has "$OUT" '^processor_id +plain$' && ok "system info as a table" || fail "system info table: $OUT"
 
 # ---- templates ------------------------------------------------------------------------------------
 tdir=$DT_DIR/templates; mkdir -p "$tdir/sub"
@@ -127,7 +129,7 @@ ctl --output json template get "$NS" linear 1.0.0; expect_rc 0 "" "template get"
 is "$(j '[.steps[] | .name + ":" + (.dependencies | join("+"))] | join(",")')" "a:,b:a" "template get: steps and dependencies"
 ctl template get "$NS" linear 9.9.9; expect_rc 1 '^error: not_found: ' "template get of an unknown version"
 ctl --output table template list
-printf '%s' "$OUT" | grep -Eq "^NAMESPACE +NAME +VERSION" && printf '%s' "$OUT" | grep -Eq "^$NS +pair +1\.0\.0 +2 " \
+has "$OUT" "^NAMESPACE +NAME +VERSION" && has "$OUT" "^$NS +pair +1\.0\.0 +2 " \
   && ok "template list as a table" || fail "template list table: $OUT"
 
 # ---- task create / list / get / steps / step ------------------------------------------------------------
@@ -159,7 +161,7 @@ is "$(j '[(.tasks | length), .pagination.total_count, .pagination.total_pages] |
 ctl --output json task list --namespace "$NS" --name pair; is "$(j '[.tasks[].task_uuid] | join(",")')" "$T6" "task list --name"
 ctl --output json task list --state bogus; expect_rc 1 '^error: invalid_request: ' "task list --state bogus: the daemon's 400"
 ctl --output table task list --namespace "$NS"
-printf '%s' "$OUT" | grep -Eq "^$T1 +$NS +linear +1\.0\.0 +steps_in_process +0/2 " && ok "task list as a table (steps done/total)" \
+has "$OUT" "^$T1 +$NS +linear +1\.0\.0 +steps_in_process +0/2 " && ok "task list as a table (steps done/total)" \
   || fail "task list table: $OUT"
 ctl --output json task get "$T1"; expect_rc 0 "" "task get"
 is "$(j '[.task_uuid, .execution_context.total_steps, ([.steps[].name] | join(","))] | map(tostring) | join(" ")')" "$T1 2 a,b" \
@@ -173,7 +175,7 @@ B1=$(j .workflow_step_uuid)
 ctl --output json task step "$T1" "$B1"; is "$(j .name)" b "task step by uuid"
 ctl task step "$T1" nosuch; expect_rc 1 "^error: not_found: task $T1 has no step named 'nosuch'$" "task step with an unknown name"
 ctl --output table task get "$T1"
-printf '%s' "$OUT" | grep -Eq '^b +pending +0/3 ' && ok "task get as a table lists the steps" || fail "task get table: $OUT"
+has "$OUT" '^b +pending +0/3 ' && ok "task get as a table lists the steps" || fail "task get table: $OUT"
 
 # ---- task wait: completes ----------------------------------------------------------------------------
 bg_wait w1 "$T1" --timeout 60
@@ -228,7 +230,7 @@ is "$(j '[.transitions[] | select(.to_state == "complete") | .step_name + " " + 
   "b ops-ben" "task audit: who completed b"
 is "$(j '[.results[] | .step_name + " " + (.success | tostring)] | join(",")')" "a false" "task audit: the results handed back"
 ctl --output table task audit "$T4"
-printf '%s' "$OUT" | grep -Eq '^AT +STEP +FROM +TO +EVENT' && ok "task audit as a table" || fail "task audit table: $OUT"
+has "$OUT" '^AT +STEP +FROM +TO +EVENT' && ok "task audit as a table" || fail "task audit table: $OUT"
 
 # ---- dlq ------------------------------------------------------------------------------------------------
 ctl --output json dlq stats; expect_rc 0 "" "dlq stats (empty)"
@@ -251,7 +253,7 @@ is "$(j '[.resolution_status, .resolved_by, .resolution_notes, .metadata.ticket]
 ctl dlq update "$D" --status bogus; expect_rc 1 '^error: invalid_request: ' "dlq update with an unknown status"
 ctl --output json dlq stats; is "$(j '[.total, .by_status.manually_resolved] | map(tostring) | join(" ")')" "1 1" "dlq stats counts it"
 ctl --output table dlq stats
-printf '%s' "$OUT" | grep -Eq '^REASON +TOTAL' && ok "dlq stats as a table" || fail "dlq stats table: $OUT"
+has "$OUT" '^REASON +TOTAL' && ok "dlq stats as a table" || fail "dlq stats table: $OUT"
 
 # ---- visualize (the /graph endpoints) ---------------------------------------------------------------------
 ctl task visualize "$T1" --format gif; expect_rc 2 "--format must be svg, png or dot" "visualize --format gif"
@@ -275,10 +277,10 @@ ctl config validate -c "$DT_DIR/bad.conf"; expect_rc 1 "bad.conf:[0-9]+: " "conf
 printf 'orchestration {\n  bogus_key = 1\n}\n' >"$DT_DIR/bad2.conf"
 ctl config validate -c "$DT_DIR/bad2.conf"; expect_rc 1 "bogus_key" "config validate names an unknown key"
 ctl config dump -c "$DT_DIR/plain.conf"; expect_rc 0 "" "config dump"
-printf '%s' "$OUT" | grep -q 'bind_address = "127.0.0.1:0"' && ok "config dump shows the file's values" || fail "config dump: $OUT"
-printf '%s' "$OUT" | grep -q 'processor_id = "plain"' && ok "config dump: processor_id" || fail "config dump lacks processor_id"
+has "$OUT" 'bind_address = "127.0.0.1:0"' && ok "config dump shows the file's values" || fail "config dump: $OUT"
+has "$OUT" 'processor_id = "plain"' && ok "config dump: processor_id" || fail "config dump lacks processor_id"
 ctl db status --database-url "$url"; expect_rc 0 "" "db status (delegated to tasker-orchestratord migrate --status)"
-printf '%s' "$OUT$ERR" | grep -q 'applied' && ok "db status lists applied files" || fail "db status: $OUT$ERR"
+has "$OUT$ERR" 'applied' && ok "db status lists applied files" || fail "db status: $OUT$ERR"
 ctl db migrate --database-url "$url"; expect_rc 0 "" "db migrate on a migrated database"
 env -u DATABASE_URL "$BIN/taskerctl" db status >/dev/null 2>"$DT_DIR/err"; RC=$?; ERR=$(cat "$DT_DIR/err")
 expect_rc 2 "no database" "db status without a database"
