@@ -13,7 +13,7 @@ DOCDIR     ?= $(PREFIX)/share/doc/tasker-orchestratord
 # systemd searches /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CC         ?= cc
-PKGS       := libpq libevent jansson libconfuse libsystemd
+PKGS       := libpq libevent jansson libconfuse libsystemd yaml-0.1
 TEST_PKGS  := check
 
 ifeq ($(SANITIZE),1)
@@ -229,7 +229,7 @@ install: all
 	install -m 0644 man/man8/tasker-orchestratord.8 $(DESTDIR)$(MANDIR)/man8/
 	install -d $(DESTDIR)$(DOCDIR)/templates
 	install -m 0644 systemd/tasker-orchestratord.env.example systemd/tasker-worker.env.example $(DESTDIR)$(DOCDIR)/
-	install -m 0644 etc/templates/*.json $(DESTDIR)$(DOCDIR)/templates/
+	install -m 0644 etc/templates/*.json etc/templates/*.yaml $(DESTDIR)$(DOCDIR)/templates/
 
 # Database helpers (DATABASE_URL names the database; the seed's db-* targets).
 db-check:

@@ -56,6 +56,7 @@ struct conf {
     int batch_max_workers;                  /* most workers one batch plan may create */
     int decision_max_steps;                 /* most steps one decision may choose */
     int templates_max_steps;                /* most steps a template may have */
+    char templates_path[CONF_URL_MAX];      /* template directory or file; "" = none; TASKER_TEMPLATE_PATH overrides */
     int vacuum_task_tables_interval_ms;     /* period of tasker.tasks/workflow_steps' vacuum; 0 = never */
     int namespace_refresh_secs;             /* how often the list of namespaces is re-read */
     int shutdown_timeout_secs;              /* SIGTERM: how long in-flight work may take to drain */

@@ -147,7 +147,10 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
 #define TEMPLATES_OPTS(KEY, SECTION)                                                                                 \
     KEY(INT, "templates.max_steps",                                                                                  \
         max_steps, templates_max_steps, 1000, 1, 100000, NULL, RESTART,                                              \
-        "most steps a registered template may have (registration is linear in its size)")
+        "most steps a registered template may have (registration is linear in its size)")                       \
+    KEY(STR, "templates.path",                                                                                       \
+        path, templates_path, "", 0, 0, NULL, RELOAD,                                                                \
+        "directory (or file) of YAML/JSON templates registered at start and on SIGHUP; empty = none; TASKER_TEMPLATE_PATH overrides")
 
 #define COMPLETIONS_OPTS(KEY, SECTION)                                                                               \
     KEY(INT, "orchestration.completions.batch_size",                                                                 \
@@ -1050,7 +1053,8 @@ bool conf_load(struct conf *c, struct conf_source *src, const char *path, const 
         cfg_free(cfg);
 
     ok = ok && override(ctx, c, KEY_database_url, "DATABASE_URL") &&
-         override(ctx, c, KEY_web_bind_address, "TASKER_WEB_BIND_ADDRESS") && validate(ctx, c);
+         override(ctx, c, KEY_web_bind_address, "TASKER_WEB_BIND_ADDRESS") &&
+         override(ctx, c, KEY_templates_path, "TASKER_TEMPLATE_PATH") && validate(ctx, c);
     return ok;
 }
 

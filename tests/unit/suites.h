@@ -17,7 +17,8 @@
     X(http) \
     X(log) \
     X(pool) \
-    X(ctl)
+    X(ctl) \
+    X(template_file)
 
 #define UNIT_SUITE_DECLARE(name) Suite *make_##name##_suite(void);
 UNIT_SUITES(UNIT_SUITE_DECLARE)
