@@ -1,11 +1,12 @@
 /* ctl_template.c — `taskerctl template list|get|register|validate|visualize`. */
 #include "ctl.h"
 
-#include <dirent.h>
+#include "conf.h"
+#include "template_file.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 /* template_path: "/v1/templates/NS/NAME/VERSION" + tail, each part one encoded segment. */
 static void template_path(struct ctl_buf *b, const char *const *nnv, const char *tail)
@@ -111,103 +112,8 @@ static int template_visualize(struct ctl *c, const struct ctl_cmd *cmd, int argc
 
 /* ---- files ---------------------------------------------------------------------------------------- */
 
-/* A list of template files, sorted so a directory registers in a predictable order. */
-struct files {
-    char **v;
-    size_t n, cap;
-};
-
-static bool is_template_file(const char *name)
-{
-    const char *dot = strrchr(name, '.');
-    return dot && (strcmp(dot, ".json") == 0 || strcmp(dot, ".yaml") == 0 || strcmp(dot, ".yml") == 0);
-}
-
-static void files_add(struct files *f, const char *path)
-{
-    if (f->n == f->cap) {
-        f->cap = f->cap ? f->cap * 2 : 16;
-        char **v = realloc(f->v, f->cap * sizeof *v);
-        if (!v) {
-            fputs("taskerctl: out of memory\n", stderr);
-            exit(CTL_EFAIL);
-        }
-        f->v = v;
-    }
-    f->v[f->n++] = strdup(path);
-}
-
-/* collect: path itself when it is a file; every .json, .yaml or .yml file under it when a directory
- * (hidden entries skipped). False after printing why path cannot be read. */
-static bool collect(const char *path, struct files *f, bool top)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        fprintf(stderr, "taskerctl: %s: no such file or directory\n", path);
-        return false;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        if (top || is_template_file(path))
-            files_add(f, path);
-        return true;
-    }
-    DIR *d = opendir(path);
-    if (!d) {
-        fprintf(stderr, "taskerctl: %s: cannot read the directory\n", path);
-        return false;
-    }
-    bool ok = true;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char sub[4096];
-        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-        struct stat sst;
-        if (stat(sub, &sst) != 0)
-            continue;
-        if (S_ISDIR(sst.st_mode) || is_template_file(e->d_name))
-            ok = collect(sub, f, false) && ok;
-    }
-    closedir(d);
-    return ok;
-}
-
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void files_free(struct files *f)
-{
-    for (size_t i = 0; i < f->n; i++)
-        free(f->v[i]);
-    free(f->v);
-}
-
-/* load_template: read one template file into a JSON object; false with "file:line:col: message".
- * JSON files only until the shared YAML loader (include/template_file.h) lands: switching to it
- * is this one call. */
-static bool load_template(const char *path, json_t **out, char *err, size_t errlen)
-{
-    json_error_t e;
-    const char *dot = strrchr(path, '.');
-    if (dot && strcmp(dot, ".json") != 0) {
-        snprintf(err, errlen, "%s: YAML templates need the YAML loader, not in this build yet; use JSON", path);
-        return false;
-    }
-    *out = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
-    if (!*out) {
-        snprintf(err, errlen, "%s:%d:%d: %s", path, e.line, e.column, e.text);
-        return false;
-    }
-    if (!json_is_object(*out)) {
-        snprintf(err, errlen, "%s: a template must be a JSON object", path);
-        json_decref(*out);
-        return false;
-    }
-    return true;
-}
+/* The files, their loading and the local check are the daemon's own (src/common/template_file.c):
+ * what taskerctl accepts, the daemon's template directory accepts, with the same messages. */
 
 /* for_each_file: the shared loop of register and validate: collect every path's files, load
  * each, hand it to fn (which prints its own outcome); count failures. */
@@ -219,29 +125,37 @@ static int for_each_file(struct ctl *c, const struct ctl_cmd *cmd, int argc, cha
     int rc = ctl_parse(c, cmd, argc, argv, NULL, pos, &npos, 1, CTL_POS_MAX);
     if (rc != CTL_OK)
         return rc;
-    struct files f = {0};
     bool ok = true;
-    for (int i = 0; i < npos; i++)
-        ok = collect(pos[i], &f, true) && ok;
-    qsort(f.v, f.n, sizeof *f.v, by_name);
-    if (f.n == 0 && ok) {
-        fprintf(stderr, "taskerctl: no *.json, *.yaml or *.yml file found\n");
-        ok = false;
-    }
+    size_t seen = 0;
     json_t *results = json_array();
-    for (size_t i = 0; i < f.n; i++) {
-        json_t *doc = NULL;
-        char err[1024];
-        if (!load_template(f.v[i], &doc, err, sizeof err)) {
-            fprintf(stderr, "%s\n", err);
-            json_array_append_new(results, json_pack("{s:s, s:s}", "file", f.v[i], "error", err));
+    for (int i = 0; i < npos; i++) {
+        char **files = NULL;
+        size_t n = 0;
+        struct template_error e;
+        if (template_paths(pos[i], &files, &n, &e) != 0) {
+            fprintf(stderr, "%s\n", e.text);
+            json_array_append_new(results, json_pack("{s:s, s:s}", "file", pos[i], "error", e.text));
             ok = false;
             continue;
         }
-        ok = fn(c, f.v[i], doc, results) && ok;
-        json_decref(doc);
+        for (size_t k = 0; k < n; k++) {
+            json_t *doc = template_load_file(files[k], 0, &e);
+            seen++;
+            if (!doc) {
+                fprintf(stderr, "%s\n", e.text);
+                json_array_append_new(results, json_pack("{s:s, s:s}", "file", files[k], "error", e.text));
+                ok = false;
+                continue;
+            }
+            ok = fn(c, files[k], doc, results) && ok;
+            json_decref(doc);
+        }
+        template_paths_free(files, n);
     }
-    files_free(&f);
+    if (seen == 0 && ok) {
+        fprintf(stderr, "taskerctl: no .json, .yaml or .yml file found\n");
+        ok = false;
+    }
     if (c->output == CTL_OUT_JSON)
         ctl_print_json(results);
     json_decref(results);
@@ -271,6 +185,32 @@ static int template_register(struct ctl *c, const struct ctl_cmd *cmd, int argc,
     return for_each_file(c, cmd, argc, argv, register_one);
 }
 
+/* validate_one: the daemon's checks, made here (templates.max_steps at its default): the first
+ * refusal is the one POST /v1/templates would answer. */
+static bool validate_one(struct ctl *c, const char *file, json_t *doc, json_t *results)
+{
+    struct conf defaults;
+    conf_defaults(&defaults);
+    char msg[1024];
+    bool good = template_check(doc, defaults.templates_max_steps, msg, sizeof msg);
+    const char *ns = json_string_value(json_object_get(doc, "namespace_name"));
+    const char *name = json_string_value(json_object_get(doc, "name"));
+    const char *version = json_string_value(json_object_get(doc, "version"));
+    if (!good)
+        fprintf(stderr, "%s: %s\n", file, msg);
+    else if (c->output == CTL_OUT_TABLE)
+        printf("%s: valid %s/%s@%s\n", file, ns ? ns : "default", name ? name : "?", version ? version : "0.1.0");
+    json_array_append_new(results, good ? json_pack("{s:s, s:b, s:s?, s:s?, s:s?}", "file", file, "valid", 1,
+                                                    "namespace", ns, "name", name, "version", version)
+                                        : json_pack("{s:s, s:b, s:s}", "file", file, "valid", 0, "error", msg));
+    return good;
+}
+
+static int template_validate(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+    return for_each_file(c, cmd, argc, argv, validate_one);
+}
+
 const struct ctl_cmd ctl_template_cmds[] = {
     {"template", "list", "[--namespace NS] [--page P] [--per-page N]",
      "List registered templates (GET /v1/templates).",
@@ -281,6 +221,9 @@ const struct ctl_cmd ctl_template_cmds[] = {
     {"template", "register", "PATH…",
      "Register templates from files or directories (every *.json, *.yaml, *.yml under them).", NULL,
      template_register},
+    {"template", "validate", "PATH…",
+     "Check template files locally, as the daemon would (YAML or JSON; errors as FILE:LINE:COLUMN or FILE: message).",
+     NULL, template_validate},
     {"template", "visualize", "NAMESPACE NAME VERSION [--format svg|png|dot] [-o FILE]",
      "Draw the template's DAG (GET /v1/templates/NS/NAME/VERSION/graph, Graphviz).",
      "  -f, --format FORMAT         svg (default), png or dot\n"

@@ -74,7 +74,7 @@ while read -r group cmd _; do
   ctl "$group" "$cmd" --help
   if [ "$RC" = 0 ] && has "$OUT" "^usage: taskerctl $group $cmd( |$)"; then helps=$((helps + 1)); else badhelp+=" $group/$cmd"; fi
 done < <("$BIN/taskerctl" --help | sed -n 's/^  \([a-z]\+\) \+\([a-z]\+\) .*/\1 \2/p')
-[ -z "$badhelp" ] && [ "$helps" -ge 26 ] && ok "--help on all $helps commands: usage on stdout, exit 0" || fail "--help failed for:$badhelp ($helps ok)"
+[ -z "$badhelp" ] && [ "$helps" -ge 27 ] && ok "--help on all $helps commands: usage on stdout, exit 0" || fail "--help failed for:$badhelp ($helps ok)"
 
 # ---- connection errors ----------------------------------------------------------------------------
 "$BIN/taskerctl" --url http://127.0.0.1:9 task list >/dev/null 2>"$DT_DIR/err"; RC=$?; ERR=$(cat "$DT_DIR/err")
@@ -111,10 +111,22 @@ cat >"$tdir/sub/pair.json" <<EOF
  "steps": [{"name": "x", "handler": {"callable": "noop"}}, {"name": "y", "handler": {"callable": "noop"}}]}
 EOF
 printf '{"name": "broken",\n  "steps": [}\n' >"$tdir/sub/broken.json"
+# YAML, with an anchor and an alias (the shared loader, src/common/template_file.c)
+cat >"$tdir/sub/chain.yaml" <<EOF
+name: chain
+namespace_name: $NS
+version: "1.0.0"
+steps:
+  - name: one
+    handler: &noop {callable: noop}
+  - name: two
+    handler: *noop
+    dependencies: [one]
+EOF
 printf 'not a template\n' >"$tdir/README.txt"
 ctl --output json template register "$tdir"
 expect_rc 1 'broken.json:2:[0-9]+: ' "template register DIR with one malformed file: exit 1, file:line:col"
-is "$(j '[.[] | .status // "error"] | join(",")')" "created,error,created" "the good files are registered anyway, in path order; .txt ignored"
+is "$(j '[.[] | .status // "error"] | join(",")')" "created,error,created,created" "the good files (JSON and YAML) are registered anyway, in path order; .txt ignored"
 is "$(j '.[0].file')" "$tdir/linear.json" "each result names its file"
 ctl --output json template register "$tdir/linear.json"; expect_rc 0 "" "register one file again"
 is "$(j '.[0].status')" unchanged "re-registering the same file: unchanged"
@@ -124,10 +136,24 @@ ctl template register "$DT_DIR/cyc.json"; expect_rc 1 "cyc.json: error: invalid_
 one_line "invalid_template"
 ctl template register "$DT_DIR/nope.json"; expect_rc 1 "nope.json: no such file" "a missing file"
 ctl --output json template list --namespace "$NS"; expect_rc 0 "" "template list"
-is "$(j '[.templates[].name] | join(",")')" "linear,pair" "template list --namespace"
+is "$(j '[.templates[].name] | join(",")')" "chain,linear,pair" "template list --namespace"
+ctl --output json template get "$NS" chain 1.0.0
+is "$(j '[.steps[] | .name + ":" + .handler.callable + ":" + (.dependencies | join("+"))] | join(",")')" "one:noop:,two:noop:one" \
+  "the YAML template's alias was resolved"
 ctl --output json template get "$NS" linear 1.0.0; expect_rc 0 "" "template get"
 is "$(j '[.steps[] | .name + ":" + (.dependencies | join("+"))] | join(",")')" "a:,b:a" "template get: steps and dependencies"
 ctl template get "$NS" linear 9.9.9; expect_rc 1 '^error: not_found: ' "template get of an unknown version"
+# validate: local, no daemon needed (a dead --url), the daemon's own checks and messages
+printf 'name: dup\nsteps: []\nname: again\n' >"$DT_DIR/dup.yaml"
+"$BIN/taskerctl" --url http://127.0.0.1:9 --output json template validate "$tdir" "$DT_DIR/cyc.json" "$DT_DIR/dup.yaml" \
+  >"$DT_DIR/out" 2>"$DT_DIR/err"; RC=$?; OUT=$(cat "$DT_DIR/out"); ERR=$(cat "$DT_DIR/err")
+expect_rc 1 'broken.json:2:[0-9]+: ' "template validate: a malformed JSON file, file:line:col"
+has "$ERR" 'dup.yaml:3:[0-9]+: .*duplicate' && ok "template validate: a duplicate YAML key, file:line:col" || fail "validate dup.yaml: $ERR"
+has "$ERR" 'cyc.json: template cyc: dependency cycle: p -> q -> p' && ok "template validate: the cycle, in the daemon's words" || fail "validate cyc: $ERR"
+is "$(j '[.[] | .valid // false] | map(tostring) | join(",")')" "true,false,true,true,false,false" "template validate: a verdict per file"
+is "$(printf '%s\n' "$ERR" | wc -l | tr -d ' ')" 3 "template validate: one line per bad file"
+"$BIN/taskerctl" --url http://127.0.0.1:9 template validate "$tdir/sub/chain.yaml" >"$DT_DIR/out" 2>&1; RC=$?; OUT=$(cat "$DT_DIR/out")
+is "$RC $OUT" "0 $tdir/sub/chain.yaml: valid $NS/chain@1.0.0" "template validate of a good file: exit 0, without a daemon"
 ctl --output table template list
 has "$OUT" "^NAMESPACE +NAME +VERSION" && has "$OUT" "^$NS +pair +1\.0\.0 +2 " \
   && ok "template list as a table" || fail "template list table: $OUT"
