@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 /* Exit codes (docs/cli.md, taskerctl(1)); scripts key on them, so never renumber. */
 enum ctl_exit {
@@ -73,7 +74,7 @@ int ctl_parse(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **argv, c
 int ctl_usage_error(const struct ctl_cmd *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ctl_cmd_usage: "usage: taskerctl GROUP NAME SYNOPSIS" (and the options when full) to fp. */
-void ctl_cmd_usage(const struct ctl_cmd *cmd, bool full, void *fp);
+void ctl_cmd_usage(const struct ctl_cmd *cmd, bool full, FILE *fp);
 
 /* ctl_set_url / ctl_set_output: validate and store a global option; false after printing why. */
 bool ctl_set_url(struct ctl *c, const char *url);

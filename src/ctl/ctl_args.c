@@ -15,9 +15,8 @@ static const char global_help[] =
     "  --output FORMAT     table (default on a terminal) or json (default otherwise)\n"
     "  -h, --help          this help\n";
 
-void ctl_cmd_usage(const struct ctl_cmd *cmd, bool full, void *fpv)
+void ctl_cmd_usage(const struct ctl_cmd *cmd, bool full, FILE *fp)
 {
-    FILE *fp = fpv;
     fprintf(fp, "usage: taskerctl %s %s%s%s\n", cmd->group, cmd->name, cmd->synopsis[0] ? " " : "", cmd->synopsis);
     if (!full) {
         fprintf(fp, "Try 'taskerctl %s %s --help'.\n", cmd->group, cmd->name);

@@ -81,15 +81,10 @@ int main(int argc, char **argv)
     c.api_key = getenv("TASKER_API_KEY");
     c.argv0_dir = argv0_dir();
 
-    /* Global options before the group. */
+    /* Global options before the group (the same ones every command accepts after it). */
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];
-        const char *eq = strchr(a, '=');
-        size_t n = eq ? (size_t)(eq - a) : strlen(a);
-        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
-        bool takes = (n == 5 && strncmp(a, "--url", 5) == 0) || (n == 9 && strncmp(a, "--api-key", 9) == 0) ||
-                     (n == 8 && strncmp(a, "--output", 8) == 0);
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout, true);
             return CTL_OK;
@@ -98,23 +93,28 @@ int main(int argc, char **argv)
             printf("taskerctl %s\n", TASKER_VERSION);
             return CTL_OK;
         }
-        if (!takes) {
-            fprintf(stderr, "taskerctl: unknown option '%s'\n", a);
-            usage(stderr, false);
-            return CTL_EUSAGE;
-        }
-        if (!val) {
-            fprintf(stderr, "taskerctl: option '%s' needs a value\n", a);
+        const char *eq = strchr(a, '=');
+        size_t n = eq ? (size_t)(eq - a) : strlen(a);
+        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
+        bool known = true, good = true;
+        if (n == 5 && strncmp(a, "--url", n) == 0)
+            good = val && ctl_set_url(&c, val);
+        else if (n == 8 && strncmp(a, "--output", n) == 0)
+            good = val && ctl_set_output(&c, val);
+        else if (n == 9 && strncmp(a, "--api-key", n) == 0)
+            c.api_key = val;
+        else
+            known = false;
+        if (!known || !val || !good) {
+            if (!known)
+                fprintf(stderr, "taskerctl: unknown option '%s'\n", a);
+            else if (!val)
+                fprintf(stderr, "taskerctl: option '%s' needs a value\n", a);
             usage(stderr, false);
             return CTL_EUSAGE;
         }
         if (!eq)
             i++;
-        bool good = a[2] == 'u' ? ctl_set_url(&c, val) : a[2] == 'o' ? ctl_set_output(&c, val) : (c.api_key = val, true);
-        if (!good) {
-            usage(stderr, false);
-            return CTL_EUSAGE;
-        }
     }
     if (i >= argc) {
         usage(stderr, false);

@@ -134,7 +134,7 @@ printf '{"name": "cyc", "namespace_name": "%s", "steps": [{"name": "p", "handler
   {"name": "q", "handler": {"callable": "h"}, "dependencies": ["p"]}]}' "$NS" >"$DT_DIR/cyc.json"
 ctl template register "$DT_DIR/cyc.json"; expect_rc 1 "cyc.json: error: invalid_template: .*dependency cycle" "a cyclic template: the daemon's error with the file"
 one_line "invalid_template"
-ctl template register "$DT_DIR/nope.json"; expect_rc 1 "nope.json: no such file" "a missing file"
+ctl template register "$DT_DIR/nope.json"; expect_rc 1 "nope.json: .*[Nn]o such file" "a missing file"
 ctl --output json template list --namespace "$NS"; expect_rc 0 "" "template list"
 is "$(j '[.templates[].name] | join(",")')" "chain,linear,pair" "template list --namespace"
 ctl --output json template get "$NS" chain 1.0.0
@@ -152,7 +152,7 @@ has "$ERR" 'dup.yaml:3:[0-9]+: .*duplicate' && ok "template validate: a duplicat
 has "$ERR" 'cyc.json: template cyc: dependency cycle: p -> q -> p' && ok "template validate: the cycle, in the daemon's words" || fail "validate cyc: $ERR"
 is "$(j '[.[] | .valid // false] | map(tostring) | join(",")')" "true,false,true,true,false,false" "template validate: a verdict per file"
 is "$(printf '%s\n' "$ERR" | wc -l | tr -d ' ')" 3 "template validate: one line per bad file"
-"$BIN/taskerctl" --url http://127.0.0.1:9 template validate "$tdir/sub/chain.yaml" >"$DT_DIR/out" 2>&1; RC=$?; OUT=$(cat "$DT_DIR/out")
+"$BIN/taskerctl" --url http://127.0.0.1:9 --output table template validate "$tdir/sub/chain.yaml" >"$DT_DIR/out" 2>&1; RC=$?; OUT=$(cat "$DT_DIR/out")
 is "$RC $OUT" "0 $tdir/sub/chain.yaml: valid $NS/chain@1.0.0" "template validate of a good file: exit 0, without a daemon"
 ctl --output table template list
 has "$OUT" "^NAMESPACE +NAME +VERSION" && has "$OUT" "^$NS +pair +1\.0\.0 +2 " \
