@@ -229,6 +229,12 @@ ctl --output json task wait "$T6" --timeout 1 --interval 200
 expect_rc 9 "task $T6 is still steps_in_process after 1 s" "task wait --timeout on a task that does not move"
 [ $(( $(now_ms) - start )) -lt 15000 ] && ok "task wait --timeout 1 returns promptly" || fail "task wait --timeout 1 took $(( $(now_ms) - start )) ms"
 ctl task wait "$T6" --timeout 0; expect_rc 2 "--timeout" "task wait --timeout 0"
+# On a terminal (script(1) gives it one): the live line, rewritten in place, then erased.
+script -qec "$BIN/taskerctl --url $BASE task wait $T6 --timeout 1 --interval 200" /dev/null >"$DT_DIR/tty.out" 2>&1; RC=$?
+is "$RC" 9 "task wait on a terminal: the same exit status"
+grep -q 'steps_in_process: 0/2 steps complete (2 enqueued)' "$DT_DIR/tty.out" && grep -q $'\r\e\[K' "$DT_DIR/tty.out" \
+  && ok "task wait on a terminal: a live progress line (steps done/total, states), rewritten in place" \
+  || fail "task wait on a terminal: $(cat -v "$DT_DIR/tty.out" | head -c 300)"
 
 # ---- step actions; task wait on a blocked task ------------------------------------------------------------
 is "$(hand_back "$T4" a false "'{\"message\": \"card declined\", \"retryable\": false}'")" accepted "T4: a fails for good"
