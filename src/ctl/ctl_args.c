@@ -11,7 +11,7 @@
  * `taskerctl --output json task list` and `taskerctl task list --output json` work. */
 static const char global_help[] =
     "  --url URL           the daemon (default $TASKER_URL, else http://127.0.0.1:8080)\n"
-    "  --api-key KEY       sent as X-API-Key (default $TASKER_API_KEY)\n"
+    "  --api-key KEY       an API key (or JWT), sent as a Bearer token (default $TASKER_API_KEY)\n"
     "  --output FORMAT     table (default on a terminal) or json (default otherwise)\n"
     "  -h, --help          this help\n";
 

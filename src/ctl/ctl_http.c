@@ -111,6 +111,13 @@ int ctl_http(struct ctl *c, const char *method, const char *path, const char *bo
         }
     }
     CURL *h = c->curl;
+    /* A key is one header value: a line break in it would add headers of its own. */
+    for (const char *k = c->api_key; k && *k; k++) {
+        if ((unsigned char)*k < 0x20 || *k == 0x7f) {
+            fputs("taskerctl: the API key contains a control character\n", stderr);
+            return CTL_EUSAGE;
+        }
+    }
     struct ctl_buf url = {0};
     ctl_buf_printf(&url, "%s%s", c->url, path);
     struct curl_slist *headers = NULL;
@@ -119,7 +126,8 @@ int ctl_http(struct ctl *c, const char *method, const char *path, const char *bo
         headers = curl_slist_append(headers, "Content-Type: application/json");
     struct ctl_buf key = {0};
     if (c->api_key && *c->api_key) {
-        ctl_buf_printf(&key, "X-API-Key: %s", c->api_key);
+        /* Bearer carries an API key and, where the daemon accepts them, a JWT alike. */
+        ctl_buf_printf(&key, "Authorization: Bearer %s", c->api_key);
         headers = curl_slist_append(headers, key.s);
     }
     char errbuf[CURL_ERROR_SIZE] = "";

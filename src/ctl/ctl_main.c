@@ -39,7 +39,7 @@ static void usage(FILE *fp, bool full)
     }
     fputs("\nGlobal options (also accepted after the command):\n"
           "  --url URL           the daemon (default $TASKER_URL, else http://127.0.0.1:8080)\n"
-          "  --api-key KEY       sent as X-API-Key (default $TASKER_API_KEY)\n"
+          "  --api-key KEY       an API key (or JWT), sent as a Bearer token (default $TASKER_API_KEY)\n"
           "  --output FORMAT     table (default on a terminal) or json (default otherwise)\n"
           "  -h, --help          this help; 'taskerctl GROUP COMMAND --help' for a command's\n"
           "  -V, --version       the version\n"

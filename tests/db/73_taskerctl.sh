@@ -328,6 +328,7 @@ dt_start_daemon auth "$url"
 dt_wait_ready auth 20 && dt_wait_log auth 'HTTP API listening' 10 || { fail "the auth daemon got ready"; finish; exit 1; }
 BASE=http://127.0.0.1:$(dt_http_port auth)
 ctl task list; expect_rc 4 '^error: unauthorized: ' "no API key: 401, exit 4"; one_line "401"
+ctl --api-key "$ADMIN"$'\r\nX-Evil: 1' task list; expect_rc 2 "control character" "a key with a line break is refused before sending"
 ctl --api-key wrong-0123456789abcdef task list; expect_rc 4 '^error: unauthorized: unknown API key' "an unknown key"
 ctl --api-key "$READER" task create -n "$NS" --name linear -c '{"n": 9}'
 expect_rc 4 '^error: forbidden: API key reader lacks the permission tasks:create$' "a key without the permission: 403, exit 4"
