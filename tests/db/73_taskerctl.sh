@@ -232,7 +232,7 @@ ctl task wait "$T6" --timeout 0; expect_rc 2 "--timeout" "task wait --timeout 0"
 # On a terminal (script(1) gives it one): the live line, rewritten in place, then erased.
 script -qec "$BIN/taskerctl --url $BASE task wait $T6 --timeout 1 --interval 200" /dev/null >"$DT_DIR/tty.out" 2>&1; RC=$?
 is "$RC" 9 "task wait on a terminal: the same exit status"
-grep -q 'steps_in_process: 0/2 steps complete (2 enqueued)' "$DT_DIR/tty.out" && grep -q $'\r\e\[K' "$DT_DIR/tty.out" \
+grep -Eq 'steps_in_process: 0/2 steps complete \(2 (enqueued|in progress)\)' "$DT_DIR/tty.out" && grep -q $'\r\e\[K' "$DT_DIR/tty.out" \
   && ok "task wait on a terminal: a live progress line (steps done/total, states), rewritten in place" \
   || fail "task wait on a terminal: $(cat -v "$DT_DIR/tty.out" | head -c 300)"
 
