@@ -18,6 +18,7 @@
     X(jwt) \
     X(log) \
     X(pool) \
+    X(ctl) \
     X(template_file)
 
 #define UNIT_SUITE_DECLARE(name) Suite *make_##name##_suite(void);
