@@ -58,8 +58,9 @@ WORKER_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(WORKER_SRC)) $(COMMON_OBJ)
 # daemon's configuration with the daemon's own loader (src/common/conf.c).
 CTL_SRC     := $(wildcard src/ctl/*.c)
 CTL_OBJ     := $(patsubst src/%.c,$(OBJDIR)/%.o,$(CTL_SRC)) $(OBJDIR)/common/conf.o $(OBJDIR)/common/log.o \
-               $(OBJDIR)/common/http_auth.o $(OBJDIR)/common/template_file.o $(OBJDIR)/common/template_check.o
-CTL_PKGS    := libcurl libgvc jansson libconfuse yaml-0.1
+               $(OBJDIR)/common/http_auth.o $(OBJDIR)/common/jwt_keys.o $(OBJDIR)/common/template_file.o \
+               $(OBJDIR)/common/template_check.o
+CTL_PKGS    := libcurl libgvc jansson libconfuse yaml-0.1 libcrypto
 CTL_CFLAGS   = $(shell pkg-config --cflags $(CTL_PKGS))
 CTL_LIBS     = $(shell pkg-config --libs $(CTL_PKGS))
 BINARIES    := $(OUT)/tasker-orchestratord $(if $(WORKER_SRC),$(OUT)/tasker-worker) $(if $(CTL_SRC),$(OUT)/taskerctl)
