@@ -152,7 +152,7 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         relay_batch, rabbitmq_relay_batch, 100, 1, 10000, NULL, RELOAD,                                              \
         "dispatch messages per namespace relayed from PGMQ to RabbitMQ in one burst")                                \
     KEY(STR, "messaging.rabbitmq.url",                                                                               \
-        url, rabbitmq_url, "amqp://guest:guest@localhost:5672/%2F", 0, 0, check_amqp_url, RESTART,                   \
+        url, rabbitmq_url, "amqp://localhost:5672/%2F", 0, 0, check_amqp_url, RESTART,                   \
         "AMQP URL of the broker; TASKER_AMQP_URL overrides; its password is never shown")
 
 #define ORCHESTRATION_OPTS(KEY, SECTION)                                                                             \

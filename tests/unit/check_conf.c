@@ -707,7 +707,7 @@ START_TEST(dump_masks_and_reads_back)
     conf_defaults(&back);
     ck_assert_msg(conf_load_buffer(&back, "dump.conf", text, err, sizeof err), "%s\n%s", err, text);
     snprintf(c.database_url, sizeof c.database_url, "%s", back.database_url);
-    ck_assert_msg(strstr(text, "url = \"amqp://guest:***@localhost:5672/%2F\"") != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "url = \"amqp://localhost:5672/%2F\"") != NULL, "%s", text);
     snprintf(c.rabbitmq_url, sizeof c.rabbitmq_url, "%s", back.rabbitmq_url); /* masked too */
     assert_same_conf(&back, &c);
     ck_assert_str_eq(back.processor_id, "a\"b\\c$d");
