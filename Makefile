@@ -13,7 +13,7 @@ DOCDIR     ?= $(PREFIX)/share/doc/tasker-orchestratord
 # systemd searches /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CC         ?= cc
-PKGS       := libpq libevent jansson libconfuse libsystemd libcrypto yaml-0.1
+PKGS       := libpq libevent jansson libconfuse libsystemd libcrypto yaml-0.1 librabbitmq
 TEST_PKGS  := check
 
 ifeq ($(SANITIZE),1)

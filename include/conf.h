@@ -35,6 +35,13 @@ struct conf {
     int pool_statement_timeout_ms;          /* server-side statement_timeout of orchestration; 0 = none */
     int pool_reserved_for_orchestration;    /* connections API queries never use */
 
+    /* messaging { … } */
+    char messaging_backend[16];             /* [restart] pgmq | rabbitmq */
+    char rabbitmq_url[CONF_URL_MAX];        /* [restart] AMQP URL; TASKER_AMQP_URL overrides */
+    int rabbitmq_confirm_timeout_ms;        /* wait for a relayed batch's confirms */
+    int rabbitmq_heartbeat_secs;            /* [restart] AMQP heartbeat; 0 = none */
+    int rabbitmq_relay_batch;               /* dispatch messages per namespace per relay burst */
+
     /* orchestration { … } */
     char processor_id[CONF_NAME_MAX];       /* [restart] who we are in audit rows; "" = host:pid */
     int completions_interval_ms;            /* fallback poll of the completion queues (NOTIFY is the fast path) */

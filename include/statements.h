@@ -34,6 +34,8 @@ enum stmt_id {
     STMT_API_RECOVER_TASK,    /* api_recover_task(task, body, actor, claimed): json, steps_enqueued */
     STMT_API_DLQ_STATS,       /* api_dlq_stats() */
     STMT_API_QUEUE_DEPTHS,    /* queue_name, queue_length, oldest_msg_age_sec of our PGMQ queues */
+    STMT_RELAY_READ,          /* relay_read_dispatch(vt, qty): namespace, msg_id, read_ct, message (relay.c) */
+    STMT_RELAY_ARCHIVE,       /* relay_archive_dispatch(namespaces text[], msg_ids bigint[]) */
     STMT_COUNT
 };
 

@@ -90,6 +90,8 @@ struct worker_opts {
     bool transaction_pooling;         /* --transaction-pooling: settings per transaction (db_conn.h) */
     bool prepared_statements;         /* false: --no-prepared-statements, statements unnamed */
     bool verbose;                     /* -v: debug logging */
+    bool rabbitmq;                    /* --backend rabbitmq ($TASKER_MESSAGING_BACKEND): dispatch from RabbitMQ */
+    const char *amqp_url;             /* --amqp-url or $TASKER_AMQP_URL (borrowed) */
     /* --handler-map (in order given) and --default-handler (WORKER_H_UNKNOWN = none). */
     struct worker_handler_map_entry handler_map[WORKER_HANDLER_MAP_MAX];
     int handler_map_n;

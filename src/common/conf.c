@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "amqp_link.h"
 #include "http_auth.h"
 #include "jwt_auth.h"
 #include "log.h"
@@ -49,6 +50,8 @@ struct conf_key {
 static bool check_environment(const char *v, char *why, size_t whylen);
 static bool check_url(const char *v, char *why, size_t whylen);
 static bool check_listen_url(const char *v, char *why, size_t whylen);
+static bool check_backend(const char *v, char *why, size_t whylen);
+static bool check_amqp_url(const char *v, char *why, size_t whylen);
 static bool check_processor_id(const char *v, char *why, size_t whylen);
 static bool check_bind_address(const char *v, char *why, size_t whylen);
 static bool check_log_level(const char *v, char *why, size_t whylen);
@@ -77,6 +80,7 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         environment, environment, "development", 0, 0, check_environment, RESTART,                                   \
         "test | development | production; picks environments/<env>.conf")                                            \
     SECTION(log)                                                                                                     \
+    SECTION(messaging)                                                                                               \
     SECTION(orchestration)                                                                                           \
     SECTION(templates)                                                                                               \
     SECTION(web)
@@ -130,6 +134,26 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     KEY(INT, "database.pool.statement_timeout_ms",                                                                   \
         statement_timeout_ms, pool_statement_timeout_ms, 0, 0, 86400000, NULL, RELOAD,                               \
         "server-side statement_timeout of orchestration statements; 0 = none (API: web.statement_timeout_ms)")
+
+#define MESSAGING_OPTS(KEY, SECTION)                                                                                 \
+    KEY(STR, "messaging.backend",                                                                                    \
+        backend, messaging_backend, "pgmq", 0, 0, check_backend, RESTART,                                            \
+        "pgmq | rabbitmq: where workers get dispatch messages; TASKER_MESSAGING_BACKEND overrides")                  \
+    SECTION(rabbitmq)
+
+#define RABBITMQ_OPTS(KEY, SECTION)                                                                                  \
+    KEY(INT, "messaging.rabbitmq.confirm_timeout_ms",                                                                \
+        confirm_timeout_ms, rabbitmq_confirm_timeout_ms, 5000, 100, 600000, NULL, RELOAD,                            \
+        "wait this long for the broker's confirms of a relayed batch; the rest is re-published later")               \
+    KEY(INT, "messaging.rabbitmq.heartbeat_secs",                                                                    \
+        heartbeat_secs, rabbitmq_heartbeat_secs, 30, 0, 3600, NULL, RESTART,                                         \
+        "AMQP heartbeat asked of the broker; 0 = none")                                                              \
+    KEY(INT, "messaging.rabbitmq.relay_batch",                                                                       \
+        relay_batch, rabbitmq_relay_batch, 100, 1, 10000, NULL, RELOAD,                                              \
+        "dispatch messages per namespace relayed from PGMQ to RabbitMQ in one burst")                                \
+    KEY(STR, "messaging.rabbitmq.url",                                                                               \
+        url, rabbitmq_url, "amqp://localhost:5672/%2F", 0, 0, check_amqp_url, RESTART,                   \
+        "AMQP URL of the broker; TASKER_AMQP_URL overrides; its password is never shown")
 
 #define ORCHESTRATION_OPTS(KEY, SECTION)                                                                             \
     SECTION(batch_processing)                                                                                        \
@@ -315,7 +339,8 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     COMPLETIONS_OPTS(KEY, SECTION) DECISION_POINTS_OPTS(KEY, SECTION) POLLER_OPTS(KEY, SECTION) \
     SWEEPER_OPTS(KEY, SECTION) VACUUM_OPTS(KEY, SECTION) TEMPLATES_OPTS(KEY, SECTION)           \
     WEB_OPTS(KEY, SECTION)                                                                      \
-    AUTH_OPTS(KEY, SECTION) JWT_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)
+    AUTH_OPTS(KEY, SECTION) JWT_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)                        \
+    MESSAGING_OPTS(KEY, SECTION) RABBITMQ_OPTS(KEY, SECTION)
 
 #define SKIP_SECTION(name)
 
@@ -366,6 +391,8 @@ static cfg_opt_t jwt_opts[] = {JWT_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t auth_opts[] = {AUTH_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t web_opts[] = {WEB_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t log_opts[] = {LOG_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t rabbitmq_opts[] = {RABBITMQ_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t messaging_opts[] = {MESSAGING_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t root_opts[] = {ROOT_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 
 /* Cross-field rules: keys[lo] must not exceed keys[hi]. */
@@ -427,6 +454,21 @@ static bool check_url(const char *v, char *why, size_t whylen)
         }
     }
     return true;
+}
+
+/* check_backend: the messaging backends that work end to end. */
+static bool check_backend(const char *v, char *why, size_t whylen)
+{
+    if (strcmp(v, "pgmq") == 0 || strcmp(v, "rabbitmq") == 0)
+        return true;
+    snprintf(why, whylen, "must be pgmq or rabbitmq");
+    return false;
+}
+
+/* check_amqp_url: never echoed either (amqp_url_check says what is wrong without the text). */
+static bool check_amqp_url(const char *v, char *why, size_t whylen)
+{
+    return amqp_url_check(v, why, whylen);
 }
 
 /* check_listen_url: empty (database.url serves) or a libpq URL, never echoed either. */
@@ -597,7 +639,8 @@ static bool check_str(const struct conf_key *k, const char *v, char *why, size_t
         return true;
     if (k == &keys[KEY_web_auth_jwt_hs256_secret]) /* a secret; the message names the key itself */
         snprintf(why, whylen, "%s", detail);
-    else if (k == &keys[KEY_database_url] || k == &keys[KEY_database_listen_url] || k == &keys[KEY_web_auth_api_keys])
+    else if (k == &keys[KEY_database_url] || k == &keys[KEY_database_listen_url] || k == &keys[KEY_web_auth_api_keys] ||
+             k == &keys[KEY_rabbitmq_url])
         /* secrets: never echoed */
         snprintf(why, whylen, "%s %s", k->path, detail);
     else
@@ -1186,7 +1229,9 @@ bool conf_load(struct conf *c, struct conf_source *src, const char *path, const 
     ok = ok && override(ctx, c, KEY_database_url, "DATABASE_URL") &&
          override(ctx, c, KEY_web_bind_address, "TASKER_WEB_BIND_ADDRESS") &&
          override(ctx, c, KEY_web_auth_jwt_hs256_secret, "TASKER_JWT_HS256_SECRET") &&
-         override(ctx, c, KEY_templates_path, "TASKER_TEMPLATE_PATH") && validate(ctx, c);
+         override(ctx, c, KEY_templates_path, "TASKER_TEMPLATE_PATH") &&
+         override(ctx, c, KEY_messaging_backend, "TASKER_MESSAGING_BACKEND") &&
+         override(ctx, c, KEY_rabbitmq_url, "TASKER_AMQP_URL") && validate(ctx, c);
     return ok;
 }
 
@@ -1319,6 +1364,9 @@ static void dump_value(FILE *fp, const struct conf *c, const struct conf_key *k)
     case KIND_STR:
         if (k == &keys[KEY_database_url] || k == &keys[KEY_database_listen_url]) {
             mask_url(f, url, sizeof url);
+            put_string(fp, url);
+        } else if (k == &keys[KEY_rabbitmq_url]) {
+            amqp_url_mask(f, url, sizeof url);
             put_string(fp, url);
         } else if (k == &keys[KEY_web_auth_jwt_hs256_secret]) {
             put_string(fp, *(const char *)f ? "***" : "");

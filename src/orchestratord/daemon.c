@@ -22,6 +22,7 @@
 #include "migrate.h"
 #include "orchd.h"
 #include "poller.h"
+#include "relay.h"
 #include "statements.h"
 #include "svc.h"
 #include "sweeper.h"
@@ -125,6 +126,7 @@ static void on_pool_event(void *arg, enum db_pool_event ev, const char *detail)
         o->db_up = true;
         log_info("daemon", "database connection established");
         completions_kick_all(o->completions);
+        relay_kick_all(o->relay);
         poller_kick(o->poller);
         /* The template directory is registered once the database answers; a load that could not
          * reach it for some file runs again when it is back. */
@@ -155,6 +157,7 @@ static void on_listen_message(void *arg, const char *queue, const char *ns)
     (void)ns;
     struct daemon *d = arg;
     completions_kick(d->o.completions, queue);
+    relay_kick(d->o.relay, queue);
 }
 
 static void on_listen_connected(void *arg)
@@ -162,6 +165,7 @@ static void on_listen_connected(void *arg)
     struct daemon *d = arg;
     /* Notifications sent while we were not listening are lost: look at everything once. */
     completions_kick_all(d->o.completions);
+    relay_kick_all(d->o.relay);
     poller_kick(d->o.poller);
     daemon_maybe_ready(d);
 }
@@ -199,6 +203,7 @@ static void on_sigterm(evutil_socket_t sig, short what, void *arg)
     template_dir_stop(d->templates);
     http_api_stop(o->http);
     completions_stop(o->completions);
+    relay_stop(o->relay);
     poller_stop(o->poller);
     sweeper_stop(o->sweeper);
     vacuum_stop(o->vacuum);
@@ -279,6 +284,7 @@ static void daemon_free(struct daemon *d)
     sweeper_free(o->sweeper);
     poller_free(o->poller);
     completions_free(o->completions);
+    relay_free(o->relay);
     listener_free(o->listener);
     svc_free(o->svc);
     if (d->sigterm)
@@ -330,6 +336,9 @@ int daemon_run(const char *config_path, const char *env_name)
     o->listener = listener_new(o, on_listen_message, on_listen_connected, &d);
     o->completions = completions_new(o);
     o->poller = poller_new(o);
+    bool rabbit = strcmp(o->conf.messaging_backend, "rabbitmq") == 0;
+    if (rabbit)
+        o->relay = relay_new(o);
     o->sweeper = sweeper_new(o);
     o->vacuum = vacuum_new(o);
     o->http = http_api_new(o);
@@ -342,7 +351,7 @@ int daemon_run(const char *config_path, const char *env_name)
     d.templates_wait = evtimer_new(o->base, on_templates_wait, &d);
     o->templates_pending = o->conf.templates_path[0] != '\0';
     if (!d.templates || !d.templates_wait || !o->pool || !o->listener || !o->completions || !o->poller || !o->sweeper || !o->vacuum || !o->http ||
-        !o->svc || !d.sigterm || !d.sigint || !d.sighup || !d.shutdown_timer) {
+        !o->svc || (rabbit && !o->relay) || !d.sigterm || !d.sigint || !d.sighup || !d.shutdown_timer) {
         log_error("daemon", "startup failed");
         daemon_free(&d);
         return 1;
@@ -354,6 +363,8 @@ int daemon_run(const char *config_path, const char *env_name)
     db_pool_start(o->pool);
     listener_start(o->listener);
     completions_start(o->completions);
+    if (o->relay)
+        relay_start(o->relay);
     poller_start(o->poller);
     sweeper_start(o->sweeper);
     vacuum_start(o->vacuum);

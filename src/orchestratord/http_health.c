@@ -7,6 +7,7 @@
 #include "db_pool.h"
 #include "listen.h"
 #include "log.h"
+#include "relay.h"
 #include "names.h"
 #include "metrics.h"
 #include "orchd.h"
@@ -57,6 +58,18 @@ void health_reply(struct api_req *r, bool db_ok, json_t *names, const char *db_e
                              (json_int_t)listener_notifications(o->listener), "http", "status", "up", "port", h->port,
                              "pool", pool_json(h), "namespaces", names ? names : json_array(), "namespace_count",
                              (int)completions_namespace_count(o->completions));
+    if (o->relay) {
+        struct relay_stats rs;
+        relay_stats(o->relay, &rs);
+        json_t *b = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "status", rs.link_up ? "up" : "down",
+                              "backend", "rabbitmq", "connects", (json_int_t)rs.link_connects, "publishes",
+                              (json_int_t)rs.publishes, "confirms", (json_int_t)rs.confirms, "nacks",
+                              (json_int_t)rs.nacks, "returns", (json_int_t)rs.returns, "republished",
+                              (json_int_t)rs.republished, "in_flight", (json_int_t)rs.in_flight);
+        if (!rs.link_up)
+            json_object_set_new(b, "error", json_string(rs.last_error));
+        json_object_set_new(json_object_get(root, "checks"), "broker", b);
+    }
     api_send_json(r, healthy ? 200 : 503, root, NULL);
 }
 
@@ -99,12 +112,15 @@ void ready_reply(struct api_req *r, const char *db)
 {
     struct orchd *o = r->h->o;
     bool listening = listener_connected(o->listener);
-    bool ready = strcmp(db, "up") == 0 && listening && !o->stopping && !o->templates_pending;
-    api_send_json(r, ready ? 200 : 503,
-                  json_pack("{s:s, s:{s:s, s:s, s:s, s:b}}", "status", ready ? "ready" : "not_ready", "checks",
-                            "database", db, "listener", listening ? "up" : "down", "templates",
-                            o->templates_pending ? "loading" : "loaded", "stopping", o->stopping),
-                  NULL);
+    /* With messaging.backend = rabbitmq, dispatch needs the broker: not ready while its link is down. */
+    bool broker = !o->relay || relay_link_up(o->relay);
+    bool ready = strcmp(db, "up") == 0 && listening && broker && !o->stopping && !o->templates_pending;
+    json_t *root = json_pack("{s:s, s:{s:s, s:s, s:s, s:b}}", "status", ready ? "ready" : "not_ready", "checks",
+                             "database", db, "listener", listening ? "up" : "down", "templates",
+                             o->templates_pending ? "loading" : "loaded", "stopping", o->stopping);
+    if (o->relay)
+        json_object_set_new(json_object_get(root, "checks"), "broker", json_string(broker ? "up" : "down"));
+    api_send_json(r, ready ? 200 : 503, root, NULL);
 }
 
 static void ready_on_rows(struct api_req *r, const struct db_rows *rows)
@@ -122,7 +138,7 @@ static void ready_on_error(struct api_req *r, const struct db_error *err)
 void handle_ready(struct api_req *r)
 {
     struct orchd *o = r->h->o;
-    if (o->stopping || !listener_connected(o->listener) || !o->db_up) {
+    if (o->stopping || !listener_connected(o->listener) || !o->db_up || (o->relay && !relay_link_up(o->relay))) {
         ready_reply(r, o->db_up ? "up" : "down");
         return;
     }
@@ -193,6 +209,30 @@ void metrics_reply(struct api_req *r)
     metrics_write_header(f, "tasker_listener_notifications_total", "counter", "NOTIFYs received.");
     metrics_write_sample(f, "tasker_listener_notifications_total", NULL,
                          (double)listener_notifications(o->listener));
+
+    if (o->relay) {
+        struct relay_stats rs;
+        relay_stats(o->relay, &rs);
+        metrics_write_header(f, "tasker_broker_connected", "gauge", "1 while the RabbitMQ link is up.");
+        metrics_write_sample(f, "tasker_broker_connected", NULL, rs.link_up);
+        metrics_write_header(f, "tasker_broker_connects_total", "counter", "RabbitMQ connections established.");
+        metrics_write_sample(f, "tasker_broker_connects_total", NULL, (double)rs.link_connects);
+        metrics_write_header(f, "tasker_relay_messages_total", "counter",
+                             "Dispatch messages relayed from the PGMQ outbox to RabbitMQ, by outcome.");
+        metrics_write_sample(f, "tasker_relay_messages_total", "outcome=\"published\"", (double)rs.publishes);
+        metrics_write_sample(f, "tasker_relay_messages_total", "outcome=\"confirmed\"", (double)rs.confirms);
+        metrics_write_sample(f, "tasker_relay_messages_total", "outcome=\"nacked\"", (double)rs.nacks);
+        metrics_write_sample(f, "tasker_relay_messages_total", "outcome=\"returned\"", (double)rs.returns);
+        metrics_write_sample(f, "tasker_relay_messages_total", "outcome=\"republished\"", (double)rs.republished);
+        metrics_write_sample(f, "tasker_relay_messages_total", "outcome=\"archived\"", (double)rs.archived);
+        metrics_write_header(f, "tasker_relay_confirm_timeouts_total", "counter",
+                             "Relay bursts whose confirms did not all come within confirm_timeout_ms.");
+        metrics_write_sample(f, "tasker_relay_confirm_timeouts_total", NULL, (double)rs.confirm_timeouts);
+        metrics_write_header(f, "tasker_relay_in_flight", "gauge", "Relayed messages waiting for their confirm.");
+        metrics_write_sample(f, "tasker_relay_in_flight", NULL, (double)rs.in_flight);
+        metrics_write_header(f, "tasker_relay_last_batch", "gauge", "Messages in the last burst read from the outbox.");
+        metrics_write_sample(f, "tasker_relay_last_batch", NULL, (double)rs.last_batch);
+    }
 
     metrics_write_header(f, "tasker_queue_depth", "gauge",
                          "Messages in a PGMQ queue (visible or not), read at most every 5 s.");

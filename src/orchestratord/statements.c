@@ -122,6 +122,15 @@ const struct db_statement statements[STMT_COUNT] = {
         " WHERE m.queue_name LIKE 'tasker\\_dispatch\\_%' OR m.queue_name LIKE 'tasker\\_completion\\_%'"
         " ORDER BY m.queue_name",
         0 },
+    /* messaging.backend = rabbitmq: the dispatch relay (relay.c, sql/0270_tasker_rabbitmq.sql) */
+    [STMT_RELAY_READ] = {
+        "relay_read",
+        "SELECT namespace, msg_id, read_ct, message::text FROM tasker.relay_read_dispatch($1::integer, $2::integer)",
+        2 },
+    [STMT_RELAY_ARCHIVE] = {
+        "relay_archive",
+        "SELECT tasker.relay_archive_dispatch($1::text[], $2::bigint[])",
+        2 },
 };
 
 /* statements_verify: prepare every statement on a blocking connection (the `sql-check` command,

@@ -3,6 +3,7 @@
 #include "worker.h"
 #include "worker_exec.h"
 
+#include "amqp_link.h"
 #include "names.h"
 
 #include <errno.h>
@@ -64,6 +65,10 @@ void worker_usage(FILE *out)
             "                                 settings go with every transaction (or $TASKER_TRANSACTION_POOLING=1)\n"
             "      --no-prepared-statements   send every statement unnamed, with its text (PgBouncer < 1.21 in\n"
             "                                 transaction mode; or $TASKER_PREPARED_STATEMENTS=0)\n"
+            "      --backend pgmq|rabbitmq    where dispatch messages come from (default: $TASKER_MESSAGING_BACKEND,\n"
+            "                                 else pgmq); rabbitmq consumes tasker_dispatch_<ns> with prefetch =\n"
+            "                                 concurrency and acks after the claim committed\n"
+            "      --amqp-url URL             the broker with --backend rabbitmq (default: $TASKER_AMQP_URL)\n"
             "      --handler-map C=B          run built-in B for steps whose handler callable is C, or\n"
             "                                 C#METHOD for that callable and handler method (repeatable,\n"
             "                                 up to %d; C#METHOD wins over C)\n"
@@ -220,7 +225,8 @@ static void wu_default_id(char *out, size_t len)
 }
 
 /* Long-only options: values outside the short-option letters. */
-enum { WU_OPT_HANDLER_MAP = 256, WU_OPT_DEFAULT_HANDLER, WU_OPT_LISTEN_URL, WU_OPT_TX_POOLING, WU_OPT_NO_PREPARED };
+enum { WU_OPT_HANDLER_MAP = 256, WU_OPT_DEFAULT_HANDLER, WU_OPT_LISTEN_URL, WU_OPT_TX_POOLING, WU_OPT_NO_PREPARED,
+       WU_OPT_BACKEND, WU_OPT_AMQP_URL };
 
 /* wu_env_bool: $name as a boolean (1/true/yes/on, 0/false/no/off); def when unset or empty, false
  * with err set when it is something else. */
@@ -254,6 +260,8 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
         { "handler-map", required_argument, NULL, WU_OPT_HANDLER_MAP },
         { "default-handler", required_argument, NULL, WU_OPT_DEFAULT_HANDLER },
         { "database-url", required_argument, NULL, 'd' },
+        { "backend", required_argument, NULL, WU_OPT_BACKEND },
+        { "amqp-url", required_argument, NULL, WU_OPT_AMQP_URL },
         { "listen-url", required_argument, NULL, WU_OPT_LISTEN_URL },
         { "transaction-pooling", no_argument, NULL, WU_OPT_TX_POOLING },
         { "no-prepared-statements", no_argument, NULL, WU_OPT_NO_PREPARED },
@@ -275,6 +283,7 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
         return WORKER_PARSE_ERROR;
 
     bool have_ns = false;
+    const char *backend = getenv("TASKER_MESSAGING_BACKEND");
     optind = 0; /* glibc: full re-initialisation, so tests may parse several times */
     opterr = 0;
     int ch;
@@ -337,6 +346,12 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
         case 'd':
             o->database_url = optarg;
             break;
+        case WU_OPT_BACKEND:
+            backend = optarg;
+            break;
+        case WU_OPT_AMQP_URL:
+            o->amqp_url = optarg;
+            break;
         case WU_OPT_LISTEN_URL:
             o->listen_url = optarg;
             break;
@@ -380,6 +395,24 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
     if (!o->database_url || !*o->database_url) {
         snprintf(err, errlen, "no database: set DATABASE_URL or pass --database-url");
         return WORKER_PARSE_ERROR;
+    }
+    if (backend && *backend && strcmp(backend, "pgmq") != 0 && strcmp(backend, "rabbitmq") != 0) {
+        snprintf(err, errlen, "invalid backend '%.32s': want pgmq or rabbitmq", backend);
+        return WORKER_PARSE_ERROR;
+    }
+    o->rabbitmq = backend && strcmp(backend, "rabbitmq") == 0;
+    if (o->rabbitmq) {
+        if (!o->amqp_url || !*o->amqp_url)
+            o->amqp_url = getenv("TASKER_AMQP_URL");
+        char why[200];
+        if (!o->amqp_url || !*o->amqp_url) {
+            snprintf(err, errlen, "--backend rabbitmq needs --amqp-url or TASKER_AMQP_URL");
+            return WORKER_PARSE_ERROR;
+        }
+        if (!amqp_url_check(o->amqp_url, why, sizeof why)) {
+            snprintf(err, errlen, "--amqp-url %s", why);
+            return WORKER_PARSE_ERROR;
+        }
     }
     if (!o->listen_url || !*o->listen_url) {
         const char *env = getenv("TASKER_LISTEN_URL");
