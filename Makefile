@@ -57,10 +57,12 @@ WORKER_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(WORKER_SRC)) $(COMMON_OBJ)
 # taskerctl: the operator CLI; an HTTP client (libcurl) that renders graphs (libgvc) and reads the
 # daemon's configuration with the daemon's own loader (src/common/conf.c).
 CTL_SRC     := $(wildcard src/ctl/*.c)
-CTL_OBJ     := $(patsubst src/%.c,$(OBJDIR)/%.o,$(CTL_SRC)) $(OBJDIR)/common/conf.o $(OBJDIR)/common/log.o \
-               $(OBJDIR)/common/http_auth.o $(OBJDIR)/common/jwt_keys.o $(OBJDIR)/common/template_file.o \
-               $(OBJDIR)/common/template_check.o
-CTL_PKGS    := libcurl libgvc jansson libconfuse yaml-0.1 libcrypto
+# The configuration loader and what it validates with: linked wherever a program reads the
+# daemon's configuration (taskerctl's config validate|dump, the conf fuzz target).
+CONF_UNITS  := common/conf common/log common/http_auth common/jwt_keys common/amqp_util
+CTL_OBJ     := $(patsubst src/%.c,$(OBJDIR)/%.o,$(CTL_SRC)) $(patsubst %,$(OBJDIR)/%.o,$(CONF_UNITS)) \
+               $(OBJDIR)/common/template_file.o $(OBJDIR)/common/template_check.o
+CTL_PKGS    := libcurl libgvc jansson libconfuse yaml-0.1 libcrypto librabbitmq
 CTL_CFLAGS   = $(shell pkg-config --cflags $(CTL_PKGS))
 CTL_LIBS     = $(shell pkg-config --libs $(CTL_PKGS))
 BINARIES    := $(OUT)/tasker-orchestratord $(if $(WORKER_SRC),$(OUT)/tasker-worker) $(if $(CTL_SRC),$(OUT)/taskerctl)
@@ -177,9 +179,9 @@ FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -fsanitize=address,undefin
 FUZZ_TARGETS := http_route http_body conf queue_message jwt
 FUZZ_OBJ_http_route    := orchestratord/http_route orchestratord/http_util orchestratord/http_input common/names common/states common/log
 FUZZ_OBJ_http_body     := orchestratord/http_input orchestratord/http_util common/names common/log
-FUZZ_OBJ_conf          := common/conf common/log common/http_auth common/jwt_keys
+FUZZ_OBJ_conf          := $(CONF_UNITS)
 FUZZ_OBJ_jwt           := common/jwt_verify common/jwt_keys common/http_auth
-FUZZ_OBJ_queue_message := worker/worker_util worker/worker_dynamic common/names
+FUZZ_OBJ_queue_message := worker/worker_util worker/worker_dynamic common/names common/amqp_util
 FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 
 $(FUZZ_DIR)/%.o: src/%.c | deps
