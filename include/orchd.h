@@ -37,6 +37,7 @@ struct orchd {
     struct metrics metrics;
     bool db_up;                   /* the pool has a working connection (components skip runs otherwise) */
     bool stopping;                /* SIGTERM received: no new work is started */
+    bool templates_pending;       /* the first load of templates.path has not finished (not ready yet) */
     int exit_code;                /* what main returns once the loop ends */
 };
 

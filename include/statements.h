@@ -27,6 +27,8 @@ enum stmt_id {
     STMT_API_REGISTER_TEMPLATE, /* register_task_template(template): status, json */
     STMT_API_LIST_TEMPLATES,  /* api_list_templates(namespace, page, per_page) */
     STMT_API_GET_TEMPLATE,    /* api_template_json(namespace, name, version); NULL = unknown */
+    STMT_API_TASK_GRAPH,      /* api_task_graph_dot(task, fold): DOT text; NULL = unknown */
+    STMT_API_TEMPLATE_GRAPH,  /* api_template_graph_dot(namespace, name, version): DOT text; NULL = unknown */
     STMT_API_LIST_DLQ,        /* api_list_dlq(resolution_status, page, per_page) */
     STMT_API_UPDATE_DLQ,      /* api_update_dlq(entry, update, actor); NULL = unknown */
     STMT_API_RECOVER_TASK,    /* api_recover_task(task, body, actor, claimed): json, steps_enqueued */

@@ -93,6 +93,15 @@ const struct db_statement statements[STMT_COUNT] = {
         "api_get_template",
         "SELECT tasker.api_template_json($1::text, $2::text, $3::text)::text",
         3 },
+    /* DOT text (sql/0265_tasker_graph.sql), sent as it is */
+    [STMT_API_TASK_GRAPH] = {
+        "api_task_graph",
+        "SELECT tasker.api_task_graph_dot($1::uuid, $2::integer)",
+        2 },
+    [STMT_API_TEMPLATE_GRAPH] = {
+        "api_template_graph",
+        "SELECT tasker.api_template_graph_dot($1::text, $2::text, $3::text)",
+        3 },
     [STMT_API_LIST_DLQ] = {
         "api_list_dlq",
         "SELECT tasker.api_list_dlq($1::text, $2::integer, $3::integer)::text",

@@ -59,7 +59,6 @@ struct worker {
     struct event_base *base;
     struct worker_opts o;
     char queue[64];                      /* tasker_dispatch_<namespace> */
-    char options[WORKER_ID_MAX + 32];    /* libpq options: -c tasker.actor=<worker id> */
     char lease_arg[16];                  /* lease_secs as text, for the statements */
     struct db_statement stmts[3];
 
@@ -902,10 +901,15 @@ static void w_on_main_retry(evutil_socket_t fd, short what, void *arg)
 
 static void w_main_connect(struct worker *w)
 {
+    /* jit=off: short OLTP calls; see src/orchestratord/db_pool.c. */
+    const struct db_setting settings[] = { { "tasker.actor", w->o.worker_id }, { "jit", "off" } };
     struct db_conn_params p = {
         .url = w->o.database_url,
         .application_name = "tasker-worker",
-        .options = w->options,
+        .settings = settings,
+        .nsettings = sizeof settings / sizeof settings[0],
+        .settings_per_transaction = w->o.transaction_pooling,
+        .unnamed_statements = !w->o.prepared_statements,
         .connect_timeout_ms = WORKER_CONNECT_TIMEOUT_MS,
         .prepare = w->stmts,
         .nprepare = sizeof w->stmts / sizeof w->stmts[0],
@@ -978,7 +982,7 @@ static void w_on_listen_retry(evutil_socket_t fd, short what, void *arg)
 static void w_listen_connect(struct worker *w)
 {
     struct db_conn_params p = {
-        .url = w->o.database_url,
+        .url = w->o.listen_url,
         .application_name = "tasker-worker-listen",
         .connect_timeout_ms = WORKER_CONNECT_TIMEOUT_MS,
     };
@@ -1085,8 +1089,6 @@ struct worker *worker_init(struct event_base *base, const struct worker_opts *o)
     w_rlist_init(&w->pending);
     w_rlist_init(&w->submitting);
     snprintf(w->queue, sizeof w->queue, "tasker_dispatch_%s", o->namespace_name);
-    /* jit=off: short OLTP calls; see src/orchestratord/db_pool.c. The worker id is validated to need no escaping. */
-    snprintf(w->options, sizeof w->options, "-c tasker.actor=%s -c jit=off", o->worker_id);
     snprintf(w->lease_arg, sizeof w->lease_arg, "%d", o->lease_secs);
     w->rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16) ^ 0x9e3779b9u;
     if (!w->rng)
