@@ -164,6 +164,12 @@ check-config-coverage:
 check: check-unit check-config-coverage fuzz-smoke check-db
 	@echo "make check: all tests passed ($$(cat var/test-skips 2>/dev/null | wc -l) skipped)"
 
+# The container image built and run with podman (tests/container/run, docs/testing.md): not part of
+# `make check`, since its first run downloads a Debian base system. Needs root, podman, podman-compose.
+.PHONY: check-container
+check-container:
+	$(Q)nice tests/container/run
+
 clean:
 	rm -rf build bin
 

@@ -14,7 +14,7 @@
 #      policy refuses and glibc survives), the daemon writes no file and reads no /proc file but
 #      its own; and node dies under MemoryDenyWriteExecute=yes, which is why the worker unit
 #      leaves it off.
-#   3. docker/: every file the Dockerfile copies exists; its runtime packages provide every
+#   3. docker/: every file the Dockerfile copies exists; docker/runtime-libs.sh copies every
 #      library the binaries link; `make -o deps install DESTDIR=…` yields the paths it copies; the
 #      entry point migrates an empty database and execs the daemon (same pid, SIGTERM → exit 0)
 #      in the image's layout with the installed binaries, retries an unreachable database and
@@ -475,17 +475,22 @@ apt_list() {
   awk -v want="$1" '/^FROM /{ stage++ } stage == want' "$DF" | tr -d '\\' | tr -s ' \t\n' '\n' |
     awk '/^install$/{ on = 1; next } /^&&$/{ on = 0 } on && !/^-/' | sort -u
 }
-runtime=$(apt_list 2)
-needed=""
+# The runtime stage installs no package: docker/runtime-libs.sh copies the libraries the binaries
+# load from the build stage. Given a base of libc6 alone, it must copy a file for every NEEDED
+# library but libc's, at its /usr path, with its package's dpkg status (make check-container runs
+# the image itself).
+printf 'libc6\n' >"$TMP/base-packages"
+rl_out=$(docker/runtime-libs.sh "$TMP/base-packages" "$TMP/rtlibs" "$BIN/tasker-orchestratord" "$BIN/tasker-worker" 2>&1); rc=$?
+missing=""
 for lib in $(readelf -d "$BIN/tasker-orchestratord" "$BIN/tasker-worker" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | sort -u); do
-  path=$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')
-  pkg=$(dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null || dpkg -S "/usr$path" 2>/dev/null)
-  pkg=${pkg%%:*}
-  case $pkg in libc6|libasan*|libubsan*|'') continue ;; esac
-  grep -qx "$pkg" <<<"$runtime" || needed+="$pkg($lib) "
+  case $lib in libc.so.*|libm.so.*|ld-linux*|libasan*|libubsan*) continue ;; esac
+  found=$(find "$TMP/rtlibs/usr/lib" -name "$lib" -type f 2>/dev/null)
+  pkg=$(dpkg -S "$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')" 2>/dev/null | sed -n '1s/:.*//p')
+  [ -n "$found" ] && [ -s "$TMP/rtlibs/var/lib/dpkg/status.d/$pkg" ] || missing+="$lib "
 done
-[ -z "$needed" ] && ok "the runtime stage installs the package of every library the binaries link ($(echo $runtime | tr '\n' ' '))" ||
-  fail "the runtime stage lacks: $needed"
+[ "$rc" -eq 0 ] && [ -z "$missing" ] && [ ! -e "$TMP/rtlibs/lib" ] && ! grep -q 'libc6 ' <<<"$rl_out" &&
+  ok "docker/runtime-libs.sh copies every library the binaries link, under /usr, with dpkg status, and none of the base's ($(wc -l <<<"$rl_out") packages)" ||
+  fail "docker/runtime-libs.sh: exit $rc, missing: $missing: $rl_out"
 build=$(apt_list 1)
 lacking=""
 # (libclang-rt-*: clang's sanitizer runtime for the fuzz targets, never part of an image build.)
@@ -613,9 +618,11 @@ is "$RC" 0 "… which drains and exits 0 on SIGTERM"
 # compose.yml: what it points at exists and what it runs is accepted.
 CY=docker/compose.yml
 ctx=$(sed -n 's/^[[:space:]]*context:[[:space:]]*//p' "$CY" | sort -u)
-dfile=$(sed -n 's/^[[:space:]]*dockerfile:[[:space:]]*//p' "$CY" | sort -u)
-[ "$ctx" = ".." ] && [ -f "docker/$ctx/$dfile" ] && ok "compose.yml builds $dfile from the repository root" ||
-  fail "compose.yml's build context ($ctx) and dockerfile ($dfile) exist"
+dfiles=$(sed -n 's/^[[:space:]]*dockerfile:[[:space:]]*//p' "$CY" | sort -u)
+absent=""
+for dfile in $dfiles; do [ -f "docker/$ctx/$dfile" ] || absent+="$dfile "; done
+[ "$ctx" = ".." ] && [ -n "$dfiles" ] && [ -z "$absent" ] && ok "compose.yml builds $(echo $dfiles) from the repository root" ||
+  fail "compose.yml's build context ($ctx) and dockerfiles ($(echo $dfiles); missing: $absent) exist"
 wcmd=$(sed -n 's/^[[:space:]]*command:[[:space:]]*\[\(.*\)\]/\1/p' "$CY" | tr -d '",')
 # shellcheck disable=SC2086
 [[ $wcmd == tasker-worker\ * ]] && "$BIN/tasker-worker" ${wcmd#tasker-worker } --help >/dev/null 2>&1 &&
