@@ -168,6 +168,7 @@ check: check-unit check-config-coverage fuzz-smoke check-db
 # `make check`, since its first run downloads a Debian base system. Needs root, podman, podman-compose.
 .PHONY: check-container
 check-container:
+	@scripts/install-deps container
 	$(Q)nice tests/container/run
 
 clean:
