@@ -92,6 +92,21 @@ static const struct ctl_opt *find(const struct ctl_opt *opts, const char *name, 
     return NULL;
 }
 
+/* check_uuids: the positional arguments the synopsis names *_UUID must be UUIDs. Checked here, so
+ * that "" or a typo is a usage error, never a request to another path (GET /v1/tasks/ is the list). */
+static int check_uuids(const struct ctl_cmd *cmd, const char **pos, int npos)
+{
+    const char *s = cmd->synopsis ? cmd->synopsis : "";
+    for (int i = 0; i < npos && *s && *s != '[' && *s != '-'; i++) {
+        size_t len = strcspn(s, " ");
+        if (len > 5 && strncmp(s + len - 5, "_UUID", 5) == 0 && !ctl_is_uuid(pos[i]))
+            return ctl_usage_error(cmd, "%.*s '%s' is not a UUID", (int)len, s, pos[i]);
+        s += len;
+        s += strspn(s, " ");
+    }
+    return CTL_OK;
+}
+
 int ctl_parse(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **argv, const struct ctl_opt *opts,
               const char **pos, int *npos, int min_pos, int max_pos)
 {
@@ -164,5 +179,5 @@ int ctl_parse(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **argv, c
     }
     if (*npos < min_pos)
         return ctl_usage_error(cmd, "missing argument (%d needed, %d given)", min_pos, *npos);
-    return CTL_OK;
+    return check_uuids(cmd, pos, *npos);
 }

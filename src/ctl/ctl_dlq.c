@@ -65,8 +65,6 @@ static int dlq_get(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **ar
     int rc = ctl_parse(c, cmd, argc, argv, NULL, pos, &npos, 1, 1);
     if (rc != CTL_OK)
         return rc;
-    if (!ctl_is_uuid(pos[0]))
-        return ctl_usage_error(cmd, "'%s' is not a UUID", pos[0]);
     for (long page = 1;; page++) {
         char path[64];
         snprintf(path, sizeof path, "/v1/dlq?per_page=100&page=%ld", page);

@@ -66,6 +66,8 @@ ctl task list --frobnicate; expect_rc 2 "unknown option '--frobnicate'" "an unkn
 [ -z "$OUT" ] && ok "usage errors print nothing on stdout" || fail "usage error wrote to stdout: $OUT"
 ctl task get; expect_rc 2 "missing argument" "a missing argument"
 ctl task get a b; expect_rc 2 "unexpected argument 'b'" "one argument too many"
+ctl task get ""; expect_rc 2 "TASK_UUID '' is not a UUID" "an empty task uuid is a usage error, not the task list"
+ctl step reset not-a-uuid fetch; expect_rc 2 "TASK_UUID 'not-a-uuid' is not a UUID" "a malformed task uuid is refused before any request"
 ctl --output yaml task list; expect_rc 2 "--output must be table or json" "--output yaml"
 ctl task list --per-page; expect_rc 2 "needs a value" "a flag without its value"
 ctl --version; expect_rc 0 "" "--version"; is "$OUT" "taskerctl $("$BIN/tasker-orchestratord" --version | cut -d' ' -f2)" "--version matches the daemon's"
