@@ -195,7 +195,7 @@ ctl --output json task get "$T1"; expect_rc 0 "" "task get"
 is "$(j '[.task_uuid, .execution_context.total_steps, ([.steps[].name] | join(","))] | map(tostring) | join(" ")')" "$T1 2 a,b" \
   "task get: the task, its execution context, its steps"
 ctl task get 01234567-89ab-7def-8123-456789abcdef; expect_rc 1 '^error: not_found: ' "task get of an unknown task"
-ctl task get not-a-uuid; expect_rc 1 '^error: invalid_uuid: ' "task get of a malformed uuid"
+ctl task get 0123456789; expect_rc 2 "TASK_UUID '0123456789' is not a UUID" "task get of a malformed uuid: a usage error, no request"
 ctl --output json task steps "$T1"; is "$(j '[.[] | .name + "=" + .state] | join(",")')" "a=enqueued,b=pending" "task steps"
 ctl --output json task step "$T1" b; expect_rc 0 "" "task step by name"
 is "$(j '.name + " " + .state')" "b pending" "task step NAME: that step"
