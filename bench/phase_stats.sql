@@ -19,14 +19,17 @@ WITH t AS MATERIALIZED (
 ), per_step AS MATERIALIZED (
   -- One row per step of the phase: first enqueue / claim (attempt 1; the bench's handlers never
   -- fail), the last hand-back and the completion.
-  SELECT ws.workflow_step_uuid, ws.task_uuid, ws.state,
-         min(x.created_at) FILTER (WHERE x.to_state = 'enqueued') AS enqueued_at,
-         min(x.created_at) FILTER (WHERE x.to_state = 'in_progress') AS claimed_at,
-         max(x.created_at) FILTER (WHERE x.to_state = 'enqueued_for_orchestration') AS handed_back_at,
-         min(x.created_at) FILTER (WHERE x.to_state = 'complete') AS completed_at
+  -- LATERAL per step: an index range scan of that step's transitions, so the cost follows the
+  -- phase's size and not the history the database holds (a join was planned as a scan of every
+  -- phase's transitions).
+  SELECT ws.workflow_step_uuid, ws.task_uuid, ws.state, x.*
   FROM t JOIN tasker.workflow_steps ws USING (task_uuid)
-  LEFT JOIN tasker.workflow_step_transitions x ON x.workflow_step_uuid = ws.workflow_step_uuid
-  GROUP BY ws.workflow_step_uuid, ws.task_uuid, ws.state
+  CROSS JOIN LATERAL (
+    SELECT min(x.created_at) FILTER (WHERE x.to_state = 'enqueued') AS enqueued_at,
+           min(x.created_at) FILTER (WHERE x.to_state = 'in_progress') AS claimed_at,
+           max(x.created_at) FILTER (WHERE x.to_state = 'enqueued_for_orchestration') AS handed_back_at,
+           min(x.created_at) FILTER (WHERE x.to_state = 'complete') AS completed_at
+    FROM tasker.workflow_step_transitions x WHERE x.workflow_step_uuid = ws.workflow_step_uuid) x
 ), overhead AS (
   -- Per non-root step: the hand-back of its LAST parent → the step in its dispatch queue.
   SELECT c.workflow_step_uuid, extract(epoch FROM c.enqueued_at - max(p.handed_back_at)) * 1000 AS ms
