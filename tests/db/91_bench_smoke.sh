@@ -76,6 +76,50 @@ jqt '.sustained | (.steps_per_sec_mean > 0) and (.tasks_created >= 20) and (.tab
 jqt '.server.settings.fsync == "on" and .server.settings.synchronous_commit == "on"' "measured with durability on"
 jqt '.startup_xacts.daemon > 0 and .startup_xacts.workers > 0' "the start-up calibration ran"
 jqt '.scale == null' "no scale point unless BENCH_SCALE=1"
+# The ceiling probe ran as a phase of its own: every chain's 4 steps completed once, each message
+# archived, and every shape's steps/s is given as a ratio to it and to pgbench.
+jqt '.probe | .tasks == 20 and .steps == 80 and .steps_complete == 80 and .messages_archived == 80 and .messages_left == 0' \
+  "probe: 20 chains of 4 steps, each step completed once and its message archived"
+jqt '.probe_steps_per_sec | type == "number" and . > 0' "probe: steps/s is a positive number"
+jqt '[.shapes[] | (.steps_per_sec_vs_probe | type == "number" and . > 0) and (.steps_per_sec_vs_pgbench | type == "number" and . > 0)] | all' \
+  "every shape's steps/s is given as a ratio to the probe and to pgbench"
+jqt '. as $r | [$r.shapes[] | ((.steps_per_sec_vs_probe - .steps_per_sec / $r.probe_steps_per_sec) | fabs) < 0.001] | all' \
+  "each shape's ratio to the probe is its steps/s divided by the probe's"
+jqt '[.shapes[] | (.throughput.steps_per_sec_timeline | length > 0) and (.light.step_overhead_ms_cdf | length == 101)] | all' \
+  "every shape has its throughput timeline and its overhead's 101 percentiles (the charts' data)"
+if grep -q 'ceiling probe: 80 steps' "$D/out.txt"; then ok "the table shows the probe"; else fail "the table shows the probe"; fi
+
+# The charts: two SVGs next to the JSON, well-formed, one line per shape.
+for c in throughput overhead; do
+  svg=$D/out-$c.svg
+  if [ -s "$svg" ] && xmllint --noout "$svg" 2>"$D/xmllint-$c.log"; then ok "$c chart: $svg is well-formed SVG"
+  else fail "$c chart: $svg is well-formed SVG ($(head -c 300 "$D/xmllint-$c.log" 2>/dev/null))"; fi
+  missing=""
+  for n in "linear 4" diamond "1→50→1" decision "batch 1→100"; do grep -q "$n (" "$svg" 2>/dev/null || missing+=" $n"; done
+  is "${missing:-none}" none "$c chart: a line for every shape"
+done
+grep -q 'sustained: diamond' "$D/out-throughput.svg" && ok "throughput chart: the sustained phase is drawn" || fail "throughput chart: the sustained phase is drawn"
+out=$(GNUPLOT=/nonexistent/gnuplot bench/charts "$J" "$D/nognuplot" 2>&1); rc=$?
+is "$rc/$(ls "$D"/nognuplot-* 2>/dev/null | wc -l)" "0/0" "bench/charts without gnuplot: exit 0, no chart"
+case $out in *"warning: gnuplot not found"*) ok "bench/charts without gnuplot warns" ;; *) fail "bench/charts without gnuplot warns (got: $out)" ;; esac
+
+# bench/compare: a result against itself is within the noise (exit 0); a copy with diamond's ratio to
+# the probe halved and linear's light-load p50 tripled is flagged on exactly those two (exit 1).
+out=$(bench/compare "$J" "$J"); rc=$?
+is "$rc" 0 "bench/compare: a result against itself exits 0"
+case $out in *"nothing worse than the noise"*) ok "bench/compare: a result against itself is within the noise" ;; *) fail "bench/compare: itself within the noise" ;; esac
+jq '.shapes.diamond.steps_per_sec_vs_probe /= 2 | .shapes.linear.task_latency_ms_p50 *= 3 | .shapes.fanout.steps_per_sec_vs_probe *= 2' "$J" >"$D/worse.json"
+out=$(bench/compare "$J" "$D/worse.json"); rc=$?
+is "$rc" 1 "bench/compare: a worse result exits 1"
+is "$(grep -c ' WORSE' <<<"$out")" 2 "bench/compare: exactly the two figures that got worse are flagged"
+grep -Eq '^diamond\.steps_per_sec_vs_probe +[0-9.]+ +[0-9.]+ +0\.5 +WORSE' <<<"$out" && ok "bench/compare: diamond's ratio to the probe, halved, is WORSE with new÷old 0.5" \
+  || fail "bench/compare: diamond's ratio flagged ($(grep steps_per_sec_vs_probe <<<"$out" | head -3))"
+grep -Eq '^fanout\.steps_per_sec_vs_probe .* better' <<<"$out" && ok "bench/compare: a doubled ratio is better, not flagged" || fail "bench/compare: doubled ratio is better"
+bench/compare "$J" /nonexistent.json >/dev/null 2>&1
+is "$?" 2 "bench/compare: an unreadable result exits 2"
+out=$(bench/compare --noise "$J" "$J" "$D/worse.json"); rc=$?
+is "$rc" 0 "bench/compare --noise runs on three results"
+grep -Eq '^  ratio: [0-9.]+ %' <<<"$out" && ok "bench/compare --noise gives the spread per class" || fail "bench/compare --noise gives the spread per class"
 
 # The table: one line per figure, the JSON path at the end.
 if grep -q 'steps/s' "$D/out.txt" && grep -q 'task latency p99 ms' "$D/out.txt" && grep -q "JSON: $J" "$D/out.txt"; then
