@@ -233,9 +233,11 @@ is "$(step "$t_perm" f "state || '/' || attempts || '/' || (error->>'retryable')
 is "$(step "$t_unknown" u "state || '/' || attempts || '/' || (error->>'retryable')")" "error/1/false" \
   "unknown callable: permanent failure after one attempt"
 like "$(step "$t_unknown" u "error->>'message'")" '*"no_such_handler"*' "unknown callable: the message names it"
-# retry_after_secs passes through: the retry waits ~20 s instead of backoff none.
+# retry_after_secs passes through: the retry waits ~20 s instead of backoff none. Measured from the
+# failure's own transition (updated_at), not from now: drive above may already have handed the
+# failure back, seconds ago on a loaded machine.
 orchestrate_until 20 none "SELECT state FROM tasker.workflow_steps WHERE task_uuid = '$t_after'" waiting_for_retry
-is "$(step "$t_after" f "state || '/' || retry_after_secs || '/' || (next_retry_at > now() + interval '15 s')")" \
+is "$(step "$t_after" f "state || '/' || retry_after_secs || '/' || (next_retry_at > updated_at + interval '15 s')")" \
   "waiting_for_retry/20/true" "fail with retry_after_secs 20: passed through to the hand-back"
 q "SELECT 1 FROM tasker.cancel_task('$t_after')" >/dev/null
 
