@@ -13,7 +13,7 @@ DOCDIR     ?= $(PREFIX)/share/doc/tasker-orchestratord
 # systemd searches /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CC         ?= cc
-PKGS       := libpq libevent jansson libconfuse libsystemd
+PKGS       := libpq libevent jansson libconfuse libsystemd libcrypto yaml-0.1 librabbitmq
 TEST_PKGS  := check
 
 ifeq ($(SANITIZE),1)
@@ -54,7 +54,16 @@ WORKER_SRC  := $(wildcard src/worker/*.c)
 DAEMON_SRC  := $(wildcard src/orchestratord/*.c)
 DAEMON_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(DAEMON_SRC)) $(COMMON_OBJ) $(OBJDIR)/embedded_sql.o
 WORKER_OBJ  := $(patsubst src/%.c,$(OBJDIR)/%.o,$(WORKER_SRC)) $(COMMON_OBJ)
-BINARIES    := $(OUT)/tasker-orchestratord $(if $(WORKER_SRC),$(OUT)/tasker-worker)
+# taskerctl: the operator CLI; an HTTP client (libcurl) that renders graphs (libgvc) and reads the
+# daemon's configuration with the daemon's own loader (src/common/conf.c).
+CTL_SRC     := $(wildcard src/ctl/*.c)
+CTL_OBJ     := $(patsubst src/%.c,$(OBJDIR)/%.o,$(CTL_SRC)) $(OBJDIR)/common/conf.o $(OBJDIR)/common/log.o \
+               $(OBJDIR)/common/http_auth.o $(OBJDIR)/common/jwt_keys.o $(OBJDIR)/common/template_file.o \
+               $(OBJDIR)/common/template_check.o
+CTL_PKGS    := libcurl libgvc jansson libconfuse yaml-0.1 libcrypto
+CTL_CFLAGS   = $(shell pkg-config --cflags $(CTL_PKGS))
+CTL_LIBS     = $(shell pkg-config --libs $(CTL_PKGS))
+BINARIES    := $(OUT)/tasker-orchestratord $(if $(WORKER_SRC),$(OUT)/tasker-worker) $(if $(CTL_SRC),$(OUT)/taskerctl)
 LIB_OBJ     := $(filter-out $(OBJDIR)/orchestratord/main.o,$(DAEMON_OBJ))
 UNIT_SRC    := $(wildcard tests/unit/*.c)
 UNIT_OBJ    := $(patsubst tests/unit/%.c,$(OBJDIR)/tests/%.o,$(UNIT_SRC))
@@ -74,6 +83,11 @@ $(OBJDIR)/%.o: src/%.c | deps
 	@mkdir -p $(@D)
 	$(quiet) CC $<
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(OBJDIR)/ctl/%.o: src/ctl/%.c | deps
+	@mkdir -p $(@D)
+	$(quiet) CC $<
+	$(Q)$(CC) $(CFLAGS) $(CTL_CFLAGS) -MMD -MP -c -o $@ $<
 
 # migrations/ and sql/ travel inside the binary (DESIGN §6 migrate).
 $(OBJDIR)/embedded_sql.c: scripts/embed-sql $(SQL_FILES) | deps
@@ -95,15 +109,21 @@ $(OUT)/tasker-worker: $(WORKER_OBJ)
 	$(quiet) LINK $@
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
+$(OUT)/taskerctl: $(CTL_OBJ)
+	@mkdir -p $(@D)
+	$(quiet) LINK $@
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CTL_LIBS)
+
 $(OBJDIR)/tests/%.o: tests/unit/%.c | deps
 	@mkdir -p $(@D)
 	$(quiet) CC $<
-	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(TEST_CFLAGS) -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) $(CTL_CFLAGS) $(TEST_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(OUT)/tests/check_unit: $(UNIT_OBJ) $(LIB_OBJ) $(OBJDIR)/worker/worker_util.o $(OBJDIR)/worker/worker_dynamic.o
+$(OUT)/tests/check_unit: $(UNIT_OBJ) $(LIB_OBJ) $(OBJDIR)/worker/worker_util.o $(OBJDIR)/worker/worker_dynamic.o \
+                         $(OBJDIR)/ctl/ctl_render.o
 	@mkdir -p $(@D)
 	$(quiet) LINK $@
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) -lm
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) $(CTL_LIBS) -lm
 
 # Test tools: one file each, libpq only (drivers for concurrency and crash tests).
 $(OUT)/tests/%: tests/tools/%.c | deps
@@ -160,10 +180,11 @@ FUZZ_SECS    ?= 60
 FUZZ_DIR     := build/fuzz
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -Iinclude -Itests/fuzz $(PKG_CFLAGS)
-FUZZ_TARGETS := http_route http_body conf queue_message
+FUZZ_TARGETS := http_route http_body conf queue_message jwt
 FUZZ_OBJ_http_route    := orchestratord/http_route orchestratord/http_util orchestratord/http_input common/names common/states common/log
 FUZZ_OBJ_http_body     := orchestratord/http_input orchestratord/http_util common/names common/log
-FUZZ_OBJ_conf          := common/conf common/log common/http_auth
+FUZZ_OBJ_conf          := common/conf common/log common/http_auth common/jwt_keys
+FUZZ_OBJ_jwt           := common/jwt_verify common/jwt_keys common/http_auth
 FUZZ_OBJ_queue_message := worker/worker_util worker/worker_dynamic common/names
 FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 
@@ -198,6 +219,9 @@ install: all
 	install -m 0755 bin/tasker-orchestratord $(DESTDIR)$(SBINDIR)/
 	install -d $(DESTDIR)$(BINDIR_INST)
 	$(if $(WORKER_SRC),install -m 0755 bin/tasker-worker $(DESTDIR)$(BINDIR_INST)/)
+	$(if $(CTL_SRC),install -m 0755 bin/taskerctl $(DESTDIR)$(BINDIR_INST)/)
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 0644 completions/taskerctl.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/taskerctl
 	install -d $(DESTDIR)$(SYSCONFDIR)/tasker/environments
 	for f in $(CONF_FILES); do \
 	  [ -e $(DESTDIR)$(SYSCONFDIR)/tasker/$$f ] || install -m 0644 etc/$$f $(DESTDIR)$(SYSCONFDIR)/tasker/$$f; \
@@ -208,11 +232,12 @@ install: all
 	done
 	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	install -m 0644 man/man1/tasker-worker.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/man1/taskerctl.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 man/man5/tasker-orchestratord.conf.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 0644 man/man8/tasker-orchestratord.8 $(DESTDIR)$(MANDIR)/man8/
 	install -d $(DESTDIR)$(DOCDIR)/templates
 	install -m 0644 systemd/tasker-orchestratord.env.example systemd/tasker-worker.env.example $(DESTDIR)$(DOCDIR)/
-	install -m 0644 etc/templates/*.json $(DESTDIR)$(DOCDIR)/templates/
+	install -m 0644 etc/templates/*.json etc/templates/*.yaml $(DESTDIR)$(DOCDIR)/templates/
 
 # Database helpers (DATABASE_URL names the database; the seed's db-* targets).
 db-check:

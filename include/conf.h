@@ -20,6 +20,9 @@ struct conf {
 
     /* database { … } */
     char database_url[CONF_URL_MAX];        /* [restart] libpq URL; DATABASE_URL overrides */
+    char database_listen_url[CONF_URL_MAX]; /* [restart] the LISTEN connection's URL; "" = database_url */
+    bool database_prepared_statements;      /* [restart] false: every statement unnamed, with its text */
+    bool database_transaction_pooling;      /* [restart] session settings per transaction, none at connect */
     int pool_max_connections;               /* [restart] seed: 30 base; 10/25/50 by environment */
     int pool_min_connections;               /* [restart] opened at start and kept */
     int pool_acquire_timeout_secs;          /* wait for a free connection before failing a query */
@@ -31,6 +34,13 @@ struct conf {
     int pool_breaker_open_secs;             /* how long the breaker stays open before one probe */
     int pool_statement_timeout_ms;          /* server-side statement_timeout of orchestration; 0 = none */
     int pool_reserved_for_orchestration;    /* connections API queries never use */
+
+    /* messaging { … } */
+    char messaging_backend[16];             /* [restart] pgmq | rabbitmq */
+    char rabbitmq_url[CONF_URL_MAX];        /* [restart] AMQP URL; TASKER_AMQP_URL overrides */
+    int rabbitmq_confirm_timeout_ms;        /* wait for a relayed batch's confirms */
+    int rabbitmq_heartbeat_secs;            /* [restart] AMQP heartbeat; 0 = none */
+    int rabbitmq_relay_batch;               /* dispatch messages per namespace per relay burst */
 
     /* orchestration { … } */
     char processor_id[CONF_NAME_MAX];       /* [restart] who we are in audit rows; "" = host:pid */
@@ -56,6 +66,7 @@ struct conf {
     int batch_max_workers;                  /* most workers one batch plan may create */
     int decision_max_steps;                 /* most steps one decision may choose */
     int templates_max_steps;                /* most steps a template may have */
+    char templates_path[CONF_URL_MAX];      /* template directory or file; "" = none; TASKER_TEMPLATE_PATH overrides */
     int vacuum_task_tables_interval_ms;     /* period of tasker.tasks/workflow_steps' vacuum; 0 = never */
     int namespace_refresh_secs;             /* how often the list of namespaces is re-read */
     int shutdown_timeout_secs;              /* SIGTERM: how long in-flight work may take to drain */
@@ -71,6 +82,14 @@ struct conf {
     int web_statement_timeout_ms;           /* server-side statement_timeout of API statements; 0 = none */
     bool web_auth_enabled;                  /* /v1 needs an API key (health and metrics stay public) */
     char web_auth_api_keys[CONF_API_KEYS_MAX]; /* "[NAME@]KEY:PERM[,PERM…] …" (http_auth.h); secret */
+    bool web_auth_jwt_enabled;              /* JWT bearer tokens accepted on /v1 (jwt_auth.h) */
+    char web_auth_jwt_public_keys[CONF_API_KEYS_MAX]; /* "[KID=]PATH …" PEM files */
+    char web_auth_jwt_jwks_file[CONF_URL_MAX];
+    char web_auth_jwt_hs256_secret[512];    /* secret; TASKER_JWT_HS256_SECRET overrides */
+    char web_auth_jwt_issuer[512];          /* "" = not checked */
+    char web_auth_jwt_audience[512];        /* "" = tokens must name no audience */
+    char web_auth_jwt_permissions_claim[CONF_NAME_MAX];
+    int web_auth_jwt_leeway_secs;
 
     /* log { … } */
     char log_level[16];                     /* error | warn | info | debug */

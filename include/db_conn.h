@@ -40,10 +40,30 @@ struct db_statement {
     int nparams;
 };
 
+/* A session setting (a GUC such as tasker.actor or statement_timeout) the connection's queries run
+ * under. */
+struct db_setting {
+    const char *name;
+    const char *value;
+};
+
+#define DB_MAX_SETTINGS 8
+
 struct db_conn_params {
     const char *url;               /* libpq URL or key=value string */
     const char *application_name;  /* shown in pg_stat_activity */
-    const char *options;           /* libpq "options" (e.g. "-c tasker.actor=x"), may be NULL */
+    const struct db_setting *settings; /* copied; at most DB_MAX_SETTINGS */
+    size_t nsettings;
+    /* false: settings go in the startup packet's "options" (-c name=value), once per session.
+     * true (transaction pooling: a PgBouncer that refuses "options" and hands the server connection
+     * to another client after every transaction): nothing at connect; each parameterized query is
+     * pipelined after a set_config(name, value, true) of every setting, in one implicit
+     * transaction, so the settings hold for exactly that statement (no extra round trip). */
+    bool settings_per_transaction;
+    /* false: each statement of the list is prepared by name at connect and executed by name.
+     * true: each is parsed unnamed at connect (the schema check still happens), and every execution
+     * sends its text unnamed (PgBouncer before 1.21 in transaction mode knows no names). */
+    bool unnamed_statements;
     int connect_timeout_ms;        /* give up connecting after this long */
     const struct db_statement *prepare; /* prepared after connect, in order; NULL = none */
     size_t nprepare;
@@ -54,13 +74,19 @@ struct db_conn_params {
 struct db_conn *db_conn_start(struct event_base *base, const struct db_conn_params *params,
                               db_conn_event_fn on_event, void *arg) __attribute__((warn_unused_result));
 
-/* db_conn_query: send a prepared statement (by name) or, with prepared=false, a plain SQL text
- * (with nparams = 0, as a simple query: one statement, outside any transaction block — VACUUM).
+/* db_conn_query: send a statement of the prepare list (by name; with unnamed_statements, its text)
+ * or, with prepared=false, a plain SQL text (with nparams = 0, as a simple query: one statement,
+ * outside any transaction block — VACUUM; such a query never carries per-transaction settings).
  * Only on a READY, idle connection; false if it cannot be sent (the callback is then not called).
  * params are copied by libpq during the call. The callback always runs later, from the loop —
  * never from inside this call. */
 bool db_conn_query(struct db_conn *c, bool prepared, const char *name_or_sql, int nparams,
                    const char *const *params, db_result_fn cb, void *arg) __attribute__((warn_unused_result));
+
+/* db_conn_set: change the value of setting `name` (one of those given at start) for the following
+ * queries. Only with settings_per_transaction (in the other mode the caller sends SET itself):
+ * false otherwise, or for an unknown name, or out of memory. */
+bool db_conn_set(struct db_conn *c, const char *name, const char *value);
 
 /* db_conn_busy: a query is in flight. */
 bool db_conn_busy(const struct db_conn *c);

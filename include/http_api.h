@@ -22,6 +22,10 @@ bool http_api_bound(const struct http_api *h);
 /* http_api_port: the port actually bound, 0 before start. */
 int http_api_port(const struct http_api *h);
 
+/* http_api_reload: after a SIGHUP applied a configuration: re-read the JWT key files (a rotated
+ * key replaces the old one even when the configuration text is the same). */
+void http_api_reload(struct http_api *h);
+
 /* http_api_stop: close the listening socket. Requests in flight finish; requests arriving on
  * connections already open get 503 shutting_down with Connection: close. */
 void http_api_stop(struct http_api *h);

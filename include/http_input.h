@@ -46,6 +46,14 @@ const char *const *hinput_query_allowed(enum route_id id);
  * it (evhttp_clear_headers); on false there is nothing to free. */
 bool hinput_query_parse(const char *qs, enum route_id id, struct evkeyvalq *kv, struct hinput_error *err);
 
+/* hinput_graph_query: the query of GET …/graph (ROUTE_TASK_GRAPH, ROUTE_TEMPLATE_GRAPH): format
+ * absent, empty or "dot" (the only format served; anything else is refused with a message that
+ * names taskerctl's visualize, which renders SVG and PNG), and for a task fold: batches of more
+ * than fold workers are drawn as one node (0..100000, 0 = never; default HINPUT_DEFAULT_FOLD),
+ * as decimal text. */
+#define HINPUT_DEFAULT_FOLD 8
+bool hinput_graph_query(const struct evkeyvalq *kv, enum route_id id, char fold[16], struct hinput_error *err);
+
 /* hinput_query_page: page (>= 1, default 1) and per_page (1..100, default 25) from kv, as decimal text. */
 bool hinput_query_page(const struct evkeyvalq *kv, char page[16], char per_page[16], struct hinput_error *err);
 

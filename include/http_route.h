@@ -36,9 +36,11 @@ enum route_method {
     X(STEP_GET, RM_GET, "/v1/tasks/{}/workflow_steps/{}", AUTH_STEPS_READ, "step_get")             \
     X(STEP_RESOLVE, RM_PATCH, "/v1/tasks/{}/workflow_steps/{}", AUTH_STEPS_RESOLVE, "step_resolve") \
     X(STEP_AUDIT, RM_GET, "/v1/tasks/{}/workflow_steps/{}/audit", AUTH_STEPS_READ, "step_audit")   \
+    X(TASK_GRAPH, RM_GET, "/v1/tasks/{}/graph", AUTH_TASKS_READ, "task_graph")                     \
     X(TEMPLATES_LIST, RM_GET, "/v1/templates", AUTH_TEMPLATES_READ, "templates_list")              \
     X(TEMPLATE_REGISTER, RM_POST, "/v1/templates", AUTH_TEMPLATES_WRITE, "template_register")      \
     X(TEMPLATE_GET, RM_GET, "/v1/templates/{}/{}/{}", AUTH_TEMPLATES_READ, "template_get")         \
+    X(TEMPLATE_GRAPH, RM_GET, "/v1/templates/{}/{}/{}/graph", AUTH_TEMPLATES_READ, "template_graph") \
     X(DLQ_LIST, RM_GET, "/v1/dlq", AUTH_DLQ_READ, "dlq_list")                                      \
     X(DLQ_STATS, RM_GET, "/v1/dlq/stats", AUTH_DLQ_READ, "dlq_stats")                              \
     X(DLQ_UPDATE, RM_PATCH, "/v1/dlq/{}", AUTH_DLQ_UPDATE, "dlq_update")

@@ -19,6 +19,7 @@ struct sweeper;
 struct vacuum;
 struct svc;
 struct http_api;
+struct relay;
 
 /* Owned by main.c for the whole run; components keep a pointer to it and never free it. */
 struct orchd {
@@ -34,9 +35,11 @@ struct orchd {
     struct vacuum *vacuum;
     struct svc *svc;
     struct http_api *http;
+    struct relay *relay;          /* messaging.backend = rabbitmq only; NULL with pgmq */
     struct metrics metrics;
     bool db_up;                   /* the pool has a working connection (components skip runs otherwise) */
     bool stopping;                /* SIGTERM received: no new work is started */
+    bool templates_pending;       /* the first load of templates.path has not finished (not ready yet) */
     int exit_code;                /* what main returns once the loop ends */
 };
 

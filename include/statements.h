@@ -27,11 +27,15 @@ enum stmt_id {
     STMT_API_REGISTER_TEMPLATE, /* register_task_template(template): status, json */
     STMT_API_LIST_TEMPLATES,  /* api_list_templates(namespace, page, per_page) */
     STMT_API_GET_TEMPLATE,    /* api_template_json(namespace, name, version); NULL = unknown */
+    STMT_API_TASK_GRAPH,      /* api_task_graph_dot(task, fold): DOT text; NULL = unknown */
+    STMT_API_TEMPLATE_GRAPH,  /* api_template_graph_dot(namespace, name, version): DOT text; NULL = unknown */
     STMT_API_LIST_DLQ,        /* api_list_dlq(resolution_status, page, per_page) */
     STMT_API_UPDATE_DLQ,      /* api_update_dlq(entry, update, actor); NULL = unknown */
     STMT_API_RECOVER_TASK,    /* api_recover_task(task, body, actor, claimed): json, steps_enqueued */
     STMT_API_DLQ_STATS,       /* api_dlq_stats() */
     STMT_API_QUEUE_DEPTHS,    /* queue_name, queue_length, oldest_msg_age_sec of our PGMQ queues */
+    STMT_RELAY_READ,          /* relay_read_dispatch(vt, qty): namespace, msg_id, read_ct, message (relay.c) */
+    STMT_RELAY_ARCHIVE,       /* relay_archive_dispatch(namespaces text[], msg_ids bigint[]) */
     STMT_COUNT
 };
 

@@ -86,7 +86,12 @@ struct worker_opts {
     char worker_id[WORKER_ID_MAX + 1];/* --worker-id (default worker-<host>-<pid>) */
     int handler_timeout_secs;         /* --handler-timeout-secs: exec default timeout, drain limit */
     const char *database_url;         /* --database-url or $DATABASE_URL (borrowed from argv/env) */
+    const char *listen_url;           /* --listen-url, $TASKER_LISTEN_URL, else database_url */
+    bool transaction_pooling;         /* --transaction-pooling: settings per transaction (db_conn.h) */
+    bool prepared_statements;         /* false: --no-prepared-statements, statements unnamed */
     bool verbose;                     /* -v: debug logging */
+    bool rabbitmq;                    /* --backend rabbitmq ($TASKER_MESSAGING_BACKEND): dispatch from RabbitMQ */
+    const char *amqp_url;             /* --amqp-url or $TASKER_AMQP_URL (borrowed) */
     /* --handler-map (in order given) and --default-handler (WORKER_H_UNKNOWN = none). */
     struct worker_handler_map_entry handler_map[WORKER_HANDLER_MAP_MAX];
     int handler_map_n;

@@ -69,8 +69,6 @@ DECLARE
   v_worker text := coalesce(nullif(p_worker_id, ''), 'worker-' || pg_backend_pid());
   v_ids bigint[];
   v_msgs jsonb[];
-  v_claimed uuid[];
-  v_claimed_ids bigint[];
 BEGIN
   PERFORM tasker.check_namespace(p_namespace);
   IF p_qty IS NULL OR p_qty NOT BETWEEN 1 AND 1000 THEN
@@ -84,6 +82,36 @@ BEGIN
 
   SELECT array_agg(r.msg_id), array_agg(r.message) INTO v_ids, v_msgs
   FROM tasker.read_messages(v_queue, p_lease_secs, p_qty) AS r;
+  IF v_ids IS NULL THEN
+    RETURN;
+  END IF;
+  RETURN QUERY SELECT * FROM tasker.claim_messages(p_namespace, v_ids, v_msgs, p_lease_secs, v_worker);
+END $$;
+
+-- tasker.claim_messages(namespace, msg_ids, messages, lease_secs, worker_id): the claim itself, for
+-- dispatch messages already taken from a queue — by tasker_claim_and_execute_step from PGMQ, or by
+-- a worker from RabbitMQ (tasker.claim_dispatched_steps). Same fencing, same rows, same archive of
+-- what it does not claim (a no-op for a message the relay already archived).
+CREATE OR REPLACE FUNCTION tasker.claim_messages(p_namespace text, p_msg_ids bigint[], p_messages jsonb[],
+  p_lease_secs integer, p_worker_id text)
+RETURNS TABLE (msg_id bigint, task_uuid uuid, workflow_step_uuid uuid, attempt integer, step_name text,
+  handler_callable text, handler_initialization jsonb, inputs jsonb, task_context jsonb,
+  dependency_results jsonb, timeout_seconds integer, lease_expires_at timestamptz,
+  correlation_id uuid, namespace text, task_name text,
+  handler_method text, handler_resolver text, step_type text, checkpoint jsonb)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
+#variable_conflict use_column
+DECLARE
+  v_queue text;
+  v_worker text := p_worker_id;
+  v_ids bigint[] := p_msg_ids;
+  v_msgs jsonb[] := p_messages;
+  v_claimed uuid[];
+  v_claimed_ids bigint[];
+BEGIN
+  PERFORM tasker.audit_context(v_worker);
+  v_queue := tasker.dispatch_queue(p_namespace);
   IF v_ids IS NULL THEN
     RETURN;
   END IF;

@@ -101,7 +101,7 @@ orchestration {
     }
     sweeper {
         interval_secs = ${DT_SWEEP_SECS:-1}
-        resend_grace_secs = 2
+        resend_grace_secs = ${DT_RESEND_GRACE_SECS:-2}
         reevaluate_after_secs = 2
     }
 }

@@ -10,7 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "amqp_link.h"
 #include "http_auth.h"
+#include "jwt_auth.h"
 #include "log.h"
 
 /* A configuration file larger than this is a mistake (the fully commented one is ~12 KiB). */
@@ -47,10 +49,18 @@ struct conf_key {
 /* String format rules (the key table below names them). Each writes why a value is wrong. */
 static bool check_environment(const char *v, char *why, size_t whylen);
 static bool check_url(const char *v, char *why, size_t whylen);
+static bool check_listen_url(const char *v, char *why, size_t whylen);
+static bool check_backend(const char *v, char *why, size_t whylen);
+static bool check_amqp_url(const char *v, char *why, size_t whylen);
 static bool check_processor_id(const char *v, char *why, size_t whylen);
 static bool check_bind_address(const char *v, char *why, size_t whylen);
 static bool check_log_level(const char *v, char *why, size_t whylen);
 static bool check_api_keys(const char *v, char *why, size_t whylen);
+static bool check_jwt_public_keys(const char *v, char *why, size_t whylen);
+static bool check_jwt_jwks_file(const char *v, char *why, size_t whylen);
+static bool check_jwt_secret(const char *v, char *why, size_t whylen);
+static bool check_jwt_text(const char *v, char *why, size_t whylen);
+static bool check_jwt_claim(const char *v, char *why, size_t whylen);
 
 /* libconfuse calls this after it stores each value it parsed (see opt_validate below). */
 static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
@@ -70,12 +80,22 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         environment, environment, "development", 0, 0, check_environment, RESTART,                                   \
         "test | development | production; picks environments/<env>.conf")                                            \
     SECTION(log)                                                                                                     \
+    SECTION(messaging)                                                                                               \
     SECTION(orchestration)                                                                                           \
     SECTION(templates)                                                                                               \
     SECTION(web)
 
 #define DATABASE_OPTS(KEY, SECTION)                                                                                  \
+    KEY(STR, "database.listen_url",                                                                                  \
+        listen_url, database_listen_url, "", 0, 0, check_listen_url, RESTART,                                        \
+        "libpq URL of the LISTEN connection; empty = database.url. Direct when database.url is PgBouncer's")         \
     SECTION(pool)                                                                                                    \
+    KEY(BOOL, "database.prepared_statements",                                                                        \
+        prepared_statements, database_prepared_statements, true, 0, 0, NULL, RESTART,                                \
+        "false = send every statement unnamed with its text (PgBouncer before 1.21 in transaction mode)")            \
+    KEY(BOOL, "database.transaction_pooling",                                                                        \
+        transaction_pooling, database_transaction_pooling, false, 0, 0, NULL, RESTART,                               \
+        "true = database.url is a transaction-pooling PgBouncer: session settings go with every transaction")        \
     KEY(STR, "database.url",                                                                                         \
         url, database_url, "postgresql://localhost/tasker", 0, 0, check_url, RESTART,                                \
         "libpq URL; DATABASE_URL overrides")
@@ -115,6 +135,26 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         statement_timeout_ms, pool_statement_timeout_ms, 0, 0, 86400000, NULL, RELOAD,                               \
         "server-side statement_timeout of orchestration statements; 0 = none (API: web.statement_timeout_ms)")
 
+#define MESSAGING_OPTS(KEY, SECTION)                                                                                 \
+    KEY(STR, "messaging.backend",                                                                                    \
+        backend, messaging_backend, "pgmq", 0, 0, check_backend, RESTART,                                            \
+        "pgmq | rabbitmq: where workers get dispatch messages; TASKER_MESSAGING_BACKEND overrides")                  \
+    SECTION(rabbitmq)
+
+#define RABBITMQ_OPTS(KEY, SECTION)                                                                                  \
+    KEY(INT, "messaging.rabbitmq.confirm_timeout_ms",                                                                \
+        confirm_timeout_ms, rabbitmq_confirm_timeout_ms, 5000, 100, 600000, NULL, RELOAD,                            \
+        "wait this long for the broker's confirms of a relayed batch; the rest is re-published later")               \
+    KEY(INT, "messaging.rabbitmq.heartbeat_secs",                                                                    \
+        heartbeat_secs, rabbitmq_heartbeat_secs, 30, 0, 3600, NULL, RESTART,                                         \
+        "AMQP heartbeat asked of the broker; 0 = none")                                                              \
+    KEY(INT, "messaging.rabbitmq.relay_batch",                                                                       \
+        relay_batch, rabbitmq_relay_batch, 100, 1, 10000, NULL, RELOAD,                                              \
+        "dispatch messages per namespace relayed from PGMQ to RabbitMQ in one burst")                                \
+    KEY(STR, "messaging.rabbitmq.url",                                                                               \
+        url, rabbitmq_url, "amqp://localhost:5672/%2F", 0, 0, check_amqp_url, RESTART,                   \
+        "AMQP URL of the broker; TASKER_AMQP_URL overrides; its password is never shown")
+
 #define ORCHESTRATION_OPTS(KEY, SECTION)                                                                             \
     SECTION(batch_processing)                                                                                        \
     SECTION(completions)                                                                                             \
@@ -147,7 +187,10 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
 #define TEMPLATES_OPTS(KEY, SECTION)                                                                                 \
     KEY(INT, "templates.max_steps",                                                                                  \
         max_steps, templates_max_steps, 1000, 1, 100000, NULL, RESTART,                                              \
-        "most steps a registered template may have (registration is linear in its size)")
+        "most steps a registered template may have (registration is linear in its size)")                       \
+    KEY(STR, "templates.path",                                                                                       \
+        path, templates_path, "", 0, 0, NULL, RELOAD,                                                                \
+        "directory (or file) of YAML/JSON templates registered at start and on SIGHUP; empty = none; TASKER_TEMPLATE_PATH overrides")
 
 #define COMPLETIONS_OPTS(KEY, SECTION)                                                                               \
     KEY(INT, "orchestration.completions.batch_size",                                                                 \
@@ -250,7 +293,36 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         "API keys, white-space separated, each [NAME@]KEY:PERMISSION[,PERMISSION...]; secret, never logged")         \
     KEY(BOOL, "web.auth.enabled",                                                                                    \
         enabled, web_auth_enabled, false, 0, 0, NULL, RELOAD,                                                        \
-        "require an API key on /v1 (X-API-Key or Authorization: Bearer); /health* and /metrics stay public")
+        "require an API key on /v1 (X-API-Key or Authorization: Bearer); /health* and /metrics stay public")         \
+    SECTION(jwt)
+
+/* JWT bearer tokens next to the API keys (jwt_auth.h, docs/api.md). Key files are read when the
+ * configuration is checked, so --check-config and a SIGHUP refuse an unreadable one by name. */
+#define JWT_OPTS(KEY, SECTION)                                                                                       \
+    KEY(STR, "web.auth.jwt.audience",                                                                                \
+        audience, web_auth_jwt_audience, "", 0, 0, check_jwt_text, RELOAD,                                           \
+        "the aud a token must include; empty = a token must not name an audience")                                   \
+    KEY(BOOL, "web.auth.jwt.enabled",                                                                                \
+        enabled, web_auth_jwt_enabled, false, 0, 0, NULL, RELOAD,                                                    \
+        "accept JWT bearer tokens on /v1 next to the API keys (needs web.auth.enabled)")                             \
+    KEY(STR, "web.auth.jwt.hs256_secret",                                                                            \
+        hs256_secret, web_auth_jwt_hs256_secret, "", 0, 0, check_jwt_secret, RELOAD,                                 \
+        "HS256 shared secret, at least 32 bytes; TASKER_JWT_HS256_SECRET overrides; secret, never logged")           \
+    KEY(STR, "web.auth.jwt.issuer",                                                                                  \
+        issuer, web_auth_jwt_issuer, "", 0, 0, check_jwt_text, RELOAD,                                               \
+        "the iss a token must carry; empty = not checked")                                                           \
+    KEY(STR, "web.auth.jwt.jwks_file",                                                                               \
+        jwks_file, web_auth_jwt_jwks_file, "", 0, 0, check_jwt_jwks_file, RELOAD,                                    \
+        "a JSON Web Key Set file of RS256/ES256 public keys; re-read on SIGHUP")                                     \
+    KEY(INT, "web.auth.jwt.leeway_secs",                                                                             \
+        leeway_secs, web_auth_jwt_leeway_secs, 30, 0, 600, NULL, RELOAD,                                             \
+        "clock skew allowed on exp and nbf")                                                                         \
+    KEY(STR, "web.auth.jwt.permissions_claim",                                                                       \
+        permissions_claim, web_auth_jwt_permissions_claim, "permissions", 0, 0, check_jwt_claim, RELOAD,             \
+        "the claim holding the token's permissions (an array, or a space-separated string)")                         \
+    KEY(STR, "web.auth.jwt.public_keys",                                                                             \
+        public_keys, web_auth_jwt_public_keys, "", 0, 0, check_jwt_public_keys, RELOAD,                              \
+        "PEM public keys or certificates, white-space separated, each [KID=]PATH; re-read on SIGHUP")
 
 #define LOG_OPTS(KEY, SECTION)                                                                                       \
     KEY(BOOL, "log.json",                                                                                            \
@@ -267,7 +339,8 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     COMPLETIONS_OPTS(KEY, SECTION) DECISION_POINTS_OPTS(KEY, SECTION) POLLER_OPTS(KEY, SECTION) \
     SWEEPER_OPTS(KEY, SECTION) VACUUM_OPTS(KEY, SECTION) TEMPLATES_OPTS(KEY, SECTION)           \
     WEB_OPTS(KEY, SECTION)                                                                      \
-    AUTH_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)
+    AUTH_OPTS(KEY, SECTION) JWT_OPTS(KEY, SECTION) LOG_OPTS(KEY, SECTION)                        \
+    MESSAGING_OPTS(KEY, SECTION) RABBITMQ_OPTS(KEY, SECTION)
 
 #define SKIP_SECTION(name)
 
@@ -314,9 +387,12 @@ static cfg_opt_t poller_opts[] = {POLLER_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t sweeper_opts[] = {SWEEPER_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t vacuum_opts[] = {VACUUM_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t orchestration_opts[] = {ORCHESTRATION_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t jwt_opts[] = {JWT_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t auth_opts[] = {AUTH_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t web_opts[] = {WEB_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t log_opts[] = {LOG_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t rabbitmq_opts[] = {RABBITMQ_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
+static cfg_opt_t messaging_opts[] = {MESSAGING_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 static cfg_opt_t root_opts[] = {ROOT_OPTS(OPT_KEY, OPT_SECTION) CFG_END()};
 
 /* Cross-field rules: keys[lo] must not exceed keys[hi]. */
@@ -380,6 +456,27 @@ static bool check_url(const char *v, char *why, size_t whylen)
     return true;
 }
 
+/* check_backend: the messaging backends that work end to end. */
+static bool check_backend(const char *v, char *why, size_t whylen)
+{
+    if (strcmp(v, "pgmq") == 0 || strcmp(v, "rabbitmq") == 0)
+        return true;
+    snprintf(why, whylen, "must be pgmq or rabbitmq");
+    return false;
+}
+
+/* check_amqp_url: never echoed either (amqp_url_check says what is wrong without the text). */
+static bool check_amqp_url(const char *v, char *why, size_t whylen)
+{
+    return amqp_url_check(v, why, whylen);
+}
+
+/* check_listen_url: empty (database.url serves) or a libpq URL, never echoed either. */
+static bool check_listen_url(const char *v, char *why, size_t whylen)
+{
+    return !*v || check_url(v, why, whylen);
+}
+
 static bool check_processor_id(const char *v, char *why, size_t whylen)
 {
     for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
@@ -419,6 +516,52 @@ static bool check_bind_address(const char *v, char *why, size_t whylen)
 static bool check_api_keys(const char *v, char *why, size_t whylen)
 {
     return auth_keys_parse(v, NULL, why, whylen);
+}
+
+/* check_jwt_key_source: the keys of one source load (files readable, keys supported). */
+static bool check_jwt_key_source(const struct jwt_sources *src, char *why, size_t whylen)
+{
+    struct jwt_keyset *ks = jwt_keyset_load(src, why, whylen);
+    jwt_keyset_free(ks);
+    return ks != NULL;
+}
+
+static bool check_jwt_public_keys(const char *v, char *why, size_t whylen)
+{
+    return check_jwt_key_source(&(struct jwt_sources){.public_keys = v}, why, whylen);
+}
+
+static bool check_jwt_jwks_file(const char *v, char *why, size_t whylen)
+{
+    return check_jwt_key_source(&(struct jwt_sources){.jwks_file = v}, why, whylen);
+}
+
+/* check_jwt_secret: never echoes the value (check_str knows it is a secret). */
+static bool check_jwt_secret(const char *v, char *why, size_t whylen)
+{
+    return check_jwt_key_source(&(struct jwt_sources){.hs256_secret = v}, why, whylen);
+}
+
+/* check_jwt_text: an issuer or audience: no control characters (they are compared, and logged). */
+static bool check_jwt_text(const char *v, char *why, size_t whylen)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p < ' ' || *p == 0x7f) {
+            snprintf(why, whylen, "must not contain control characters");
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_jwt_claim(const char *v, char *why, size_t whylen)
+{
+    bool ok = *v != '\0';
+    for (const unsigned char *p = (const unsigned char *)v; ok && *p; p++)
+        ok = *p > ' ' && *p < 0x7f;
+    if (!ok)
+        snprintf(why, whylen, "must be a claim name: printable ASCII without spaces");
+    return ok;
 }
 
 static bool check_log_level(const char *v, char *why, size_t whylen)
@@ -491,10 +634,14 @@ static bool check_str(const struct conf_key *k, const char *v, char *why, size_t
         snprintf(why, whylen, "%s is longer than %zu bytes", k->path, k->size - 1);
         return false;
     }
-    char detail[160];
+    char detail[300];
     if (!k->check || k->check(v, detail, sizeof detail))
         return true;
-    if (k == &keys[KEY_database_url] || k == &keys[KEY_web_auth_api_keys]) /* secrets: never echoed */
+    if (k == &keys[KEY_web_auth_jwt_hs256_secret]) /* a secret; the message names the key itself */
+        snprintf(why, whylen, "%s", detail);
+    else if (k == &keys[KEY_database_url] || k == &keys[KEY_database_listen_url] || k == &keys[KEY_web_auth_api_keys] ||
+             k == &keys[KEY_rabbitmq_url])
+        /* secrets: never echoed */
         snprintf(why, whylen, "%s %s", k->path, detail);
     else
         snprintf(why, whylen, "%s = \"%.64s\": %s", k->path, v, detail);
@@ -867,6 +1014,34 @@ static void copy_out(cfg_t *cfg, struct conf *c)
     }
 }
 
+/* validate_jwt: JWT on needs auth on (else /v1 is open while the operator believes it is not) and
+ * keys; the sources together must load (a key id used in two of them is an error). */
+static bool validate_jwt(struct parse_ctx *ctx, const struct conf *c)
+{
+    if (!c->web_auth_jwt_enabled)
+        return true;
+    if (!c->web_auth_enabled) {
+        ctx_fail_at(ctx, KEY_web_auth_jwt_enabled, "web.auth.jwt.enabled = true needs web.auth.enabled = true");
+        return false;
+    }
+    char why[400];
+    struct jwt_sources src = {.public_keys = c->web_auth_jwt_public_keys, .jwks_file = c->web_auth_jwt_jwks_file,
+                              .hs256_secret = c->web_auth_jwt_hs256_secret};
+    struct jwt_keyset *ks = jwt_keyset_load(&src, why, sizeof why);
+    int n = jwt_keyset_count(ks);
+    jwt_keyset_free(ks);
+    if (!ks) {
+        ctx_fail_at(ctx, KEY_web_auth_jwt_enabled, why);
+        return false;
+    }
+    if (n == 0) {
+        ctx_fail_at(ctx, KEY_web_auth_jwt_enabled, "web.auth.jwt.enabled = true needs a key: web.auth.jwt.public_keys, "
+                                                   "web.auth.jwt.jwks_file or web.auth.jwt.hs256_secret");
+        return false;
+    }
+    return true;
+}
+
 /* validate: every key's value and the cross-field rules, blaming each value's origin. */
 static bool validate(struct parse_ctx *ctx, const struct conf *c)
 {
@@ -918,13 +1093,15 @@ static bool validate(struct parse_ctx *ctx, const struct conf *c)
     }
     /* Auth on with no key would lock every client out of /v1. */
     struct auth_keys ak;
-    if (c->web_auth_enabled && auth_keys_parse(c->web_auth_api_keys, &ak, why, sizeof why) && ak.n == 0) {
+    if (c->web_auth_enabled && !c->web_auth_jwt_enabled && auth_keys_parse(c->web_auth_api_keys, &ak, why, sizeof why) &&
+        ak.n == 0) {
         explicit_bzero(&ak, sizeof ak);
-        ctx_fail_at(ctx, KEY_web_auth_enabled, "web.auth.enabled = true needs at least one key in web.auth.api_keys");
+        ctx_fail_at(ctx, KEY_web_auth_enabled, "web.auth.enabled = true needs at least one key in web.auth.api_keys "
+                                               "or web.auth.jwt.enabled = true");
         return false;
     }
     explicit_bzero(&ak, sizeof ak);
-    return true;
+    return validate_jwt(ctx, c);
 }
 
 static void ctx_init(struct parse_ctx *ctx, char *err, size_t errlen, const char *fallback)
@@ -1050,7 +1227,11 @@ bool conf_load(struct conf *c, struct conf_source *src, const char *path, const 
         cfg_free(cfg);
 
     ok = ok && override(ctx, c, KEY_database_url, "DATABASE_URL") &&
-         override(ctx, c, KEY_web_bind_address, "TASKER_WEB_BIND_ADDRESS") && validate(ctx, c);
+         override(ctx, c, KEY_web_bind_address, "TASKER_WEB_BIND_ADDRESS") &&
+         override(ctx, c, KEY_web_auth_jwt_hs256_secret, "TASKER_JWT_HS256_SECRET") &&
+         override(ctx, c, KEY_templates_path, "TASKER_TEMPLATE_PATH") &&
+         override(ctx, c, KEY_messaging_backend, "TASKER_MESSAGING_BACKEND") &&
+         override(ctx, c, KEY_rabbitmq_url, "TASKER_AMQP_URL") && validate(ctx, c);
     return ok;
 }
 
@@ -1181,9 +1362,14 @@ static void dump_value(FILE *fp, const struct conf *c, const struct conf_key *k)
         is_default = *(const bool *)f == (k->def_int != 0);
         break;
     case KIND_STR:
-        if (k == &keys[KEY_database_url]) {
+        if (k == &keys[KEY_database_url] || k == &keys[KEY_database_listen_url]) {
             mask_url(f, url, sizeof url);
             put_string(fp, url);
+        } else if (k == &keys[KEY_rabbitmq_url]) {
+            amqp_url_mask(f, url, sizeof url);
+            put_string(fp, url);
+        } else if (k == &keys[KEY_web_auth_jwt_hs256_secret]) {
+            put_string(fp, *(const char *)f ? "***" : "");
         } else if (k == &keys[KEY_web_auth_api_keys]) {
             char masked[CONF_API_KEYS_MAX];
             auth_keys_mask(f, masked, sizeof masked);

@@ -5,6 +5,11 @@
  * PQconsumeInput/PQisBusy/PQgetResult to read. One libevent event per connection, re-armed after
  * every step with exactly what libpq waits for. An idle connection keeps EV_READ armed so
  * notifications and server-side disconnects are seen at once.
+ *
+ * Transaction pooling (PgBouncer): with settings_per_transaction a query goes out in libpq's
+ * pipeline mode as [set_config of every setting] [the statement] Sync, so both run in one implicit
+ * transaction on whatever server connection PgBouncer picks for it; with unnamed_statements every
+ * execution carries its text (see db_conn.h).
  */
 #include "db_conn.h"
 
@@ -46,7 +51,20 @@ struct db_conn {
     char error[512];       /* why the connection broke */
     bool start_failed;     /* libpq refused at PQconnectStartParams; reported from the loop */
     bool prepare_failed;   /* broke because a statement did not prepare (schema mismatch) */
+    /* Settings (db_conn_params.settings, copied) and how statements travel. */
+    char *set_name[DB_MAX_SETTINGS];
+    char *set_value[DB_MAX_SETTINGS];
+    size_t nsettings;
+    bool per_tx;
+    bool unnamed;
+    /* Where a pipelined query (per_tx) is: reading the settings' result, the statement's, or
+     * waiting for the Sync that ends both. */
+    enum { PIPE_OFF, PIPE_SETTINGS, PIPE_QUERY, PIPE_SYNC } pipe;
 };
+
+/* The settings of one transaction: set_config(…, is_local => true) lasts until its end (the Sync
+ * after the statement). One statement text for any list, so the server's plan is the same. */
+#define DBC_SETTINGS_SQL "SELECT count(set_config(s.name, s.value, true)) FROM unnest($1::text[], $2::text[]) AS s(name, value)"
 
 struct db_rows {
     const PGresult *res;
@@ -169,7 +187,8 @@ static void dbc_prepare_next(struct db_conn *c)
         return;
     }
     const struct db_statement *s = &c->prepare[c->next_prepare];
-    if (!PQsendPrepare(c->pg, s->name, s->sql, s->nparams, NULL)) {
+    /* Unnamed, it is only parsed — the schema check — and replaced by the next one. */
+    if (!PQsendPrepare(c->pg, c->unnamed ? "" : s->name, s->sql, s->nparams, NULL)) {
         dbc_broken(c, PQerrorMessage(c->pg));
         return;
     }
@@ -222,6 +241,18 @@ static void dbc_prepare_done(struct db_conn *c, PGresult *res)
          * connection is dropped and the pool reconnects with backoff. */
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         c->prepare_failed = state && (strncmp(state, "42", 2) == 0 || strcmp(state, "0A000") == 0);
+        /* 42P05, the name already exists on a session we just opened: the server session is not
+         * ours alone — a PgBouncer in transaction mode handed us one another client prepared on.
+         * Not a schema mismatch; say what fixes it. */
+        if (state && strcmp(state, "42P05") == 0) {
+            c->prepare_failed = false;
+            size_t n = strlen(msg);
+            while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+                msg[--n] = '\0';
+            snprintf(msg + n, sizeof msg - n, " — this server session is shared with other clients (PgBouncer in "
+                     "transaction mode?): turn prepared statements off (database.prepared_statements = false, "
+                     "tasker-worker --no-prepared-statements)");
+        }
         PQclear(res);
         dbc_broken(c, msg);
         return;
@@ -259,6 +290,48 @@ static void dbc_query_done(struct db_conn *c)
     PQclear(res);
 }
 
+/* Keep res as the query's outcome: the first error, else the last result. */
+static void dbc_keep_result(struct db_conn *c, PGresult *res)
+{
+    if (c->result && PQresultStatus(c->result) != PGRES_TUPLES_OK && PQresultStatus(c->result) != PGRES_COMMAND_OK) {
+        PQclear(res);
+    } else {
+        if (c->result)
+            PQclear(c->result);
+        c->result = res;
+    }
+}
+
+/* One result of a pipelined query (res NULL ends one statement's results). True when the query
+ * is over (reported, or the connection broke): the caller stops reading. */
+static bool dbc_pipe_result(struct db_conn *c, PGresult *res)
+{
+    if (!res) {
+        if (c->pipe == PIPE_SETTINGS)
+            c->pipe = PIPE_QUERY;
+        else if (c->pipe == PIPE_QUERY)
+            c->pipe = PIPE_SYNC;
+        return false;
+    }
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        c->pipe = PIPE_OFF;
+        if (!PQexitPipelineMode(c->pg)) {
+            dbc_broken(c, PQerrorMessage(c->pg));
+            return true;
+        }
+        dbc_query_done(c);
+        return true;
+    }
+    /* The settings' own row is not the caller's; their error is (the statement is then aborted). */
+    if (c->pipe == PIPE_SETTINGS && st == PGRES_TUPLES_OK)
+        PQclear(res);
+    else
+        dbc_keep_result(c, res);
+    return false;
+}
+
 /* Read what arrived: notifications, then results of the query or prepare in flight. */
 static void dbc_read(struct db_conn *c)
 {
@@ -277,6 +350,10 @@ static void dbc_read(struct db_conn *c)
     }
     while (!PQisBusy(c->pg)) {
         PGresult *res = PQgetResult(c->pg);
+        if (c->pipe != PIPE_OFF && dbc_pipe_result(c, res))
+            return;
+        if (c->pipe != PIPE_OFF)
+            continue;
         if (res == NULL) {
             if (c->state == DBC_PREPARING) {
                 PGresult *done = c->result; /* ownership moves to dbc_prepare_done */
@@ -293,15 +370,7 @@ static void dbc_read(struct db_conn *c)
             c->result = res;
             continue;
         }
-        /* Keep the first error, else the last result. */
-        if (c->result && PQresultStatus(c->result) != PGRES_TUPLES_OK &&
-            PQresultStatus(c->result) != PGRES_COMMAND_OK) {
-            PQclear(res);
-        } else {
-            if (c->result)
-                PQclear(c->result);
-            c->result = res;
-        }
+        dbc_keep_result(c, res);
     }
     dbc_arm(c, EV_READ);
 }
@@ -343,6 +412,104 @@ static void dbc_on_io(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* The settings as libpq's startup "options": "-c name=value …", spaces and backslashes escaped
+ * with a backslash as that syntax wants. False if they do not fit. */
+static bool dbc_options(const struct db_conn *c, char *out, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < c->nsettings; i++) {
+        int n = snprintf(out + o, len - o, "%s-c %s=", i ? " " : "", c->set_name[i]);
+        if (n < 0 || (size_t)n >= len - o)
+            return false;
+        o += (size_t)n;
+        for (const char *v = c->set_value[i]; *v; v++) {
+            if (o + 3 >= len)
+                return false;
+            if (*v == ' ' || *v == '\\')
+                out[o++] = '\\';
+            out[o++] = *v;
+        }
+        out[o] = '\0';
+    }
+    return true;
+}
+
+/* A text[] literal of strs[0..n): {"a","b"}, with " and \ escaped. malloc'd; NULL out of memory. */
+static char *dbc_array_literal(char *const *strs, size_t n)
+{
+    size_t len = 3;
+    for (size_t i = 0; i < n; i++)
+        len += 2 * strlen(strs[i]) + 3;
+    char *out = malloc(len), *o = out;
+    if (!out)
+        return NULL;
+    *o++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *o++ = ',';
+        *o++ = '"';
+        for (const char *v = strs[i]; *v; v++) {
+            if (*v == '"' || *v == '\\')
+                *o++ = '\\';
+            *o++ = *v;
+        }
+        *o++ = '"';
+    }
+    *o++ = '}';
+    *o = '\0';
+    return out;
+}
+
+/* The statement of the prepare list named name; NULL if none. */
+static const struct db_statement *dbc_statement(const struct db_conn *c, const char *name)
+{
+    for (size_t i = 0; i < c->nprepare; i++)
+        if (strcmp(c->prepare[i].name, name) == 0)
+            return &c->prepare[i];
+    return NULL;
+}
+
+/* Send the statement (by name, or its text when unnamed, or a plain text); no Sync in pipeline
+ * mode. */
+static int dbc_send_statement(struct db_conn *c, bool prepared, const char *name_or_sql, int nparams,
+                              const char *const *params)
+{
+    if (prepared && c->unnamed) {
+        const struct db_statement *s = dbc_statement(c, name_or_sql);
+        if (!s) {
+            log_warn("db", "no statement named %s", name_or_sql);
+            return 0;
+        }
+        return PQsendQueryParams(c->pg, s->sql, nparams, NULL, params, NULL, NULL, 0);
+    }
+    /* Without parameters, plain text goes as a simple query: the one protocol message in which a
+     * statement such as VACUUM, which refuses to run inside a transaction block, always works. */
+    return prepared      ? PQsendQueryPrepared(c->pg, name_or_sql, nparams, params, NULL, NULL, 0)
+           : nparams > 0 ? PQsendQueryParams(c->pg, name_or_sql, nparams, NULL, params, NULL, NULL, 0)
+                         : PQsendQuery(c->pg, name_or_sql);
+}
+
+/* Per-transaction settings: pipeline mode, the set_config statement, the statement, Sync. */
+static int dbc_send_pipelined(struct db_conn *c, bool prepared, const char *name_or_sql, int nparams,
+                              const char *const *params)
+{
+    char *names = dbc_array_literal(c->set_name, c->nsettings);
+    char *values = dbc_array_literal(c->set_value, c->nsettings);
+    const char *sp[2] = { names, values };
+    int ok = names && values && PQenterPipelineMode(c->pg) &&
+             PQsendQueryParams(c->pg, DBC_SETTINGS_SQL, 2, NULL, sp, NULL, NULL, 0) &&
+             dbc_send_statement(c, prepared, name_or_sql, nparams, params) && PQpipelineSync(c->pg);
+    free(names);
+    free(values);
+    if (!ok) {
+        /* Nothing reached the server unless PQpipelineSync ran (it is last): it is safe to leave. */
+        (void)PQexitPipelineMode(c->pg);
+        return 0;
+    }
+    c->pipe = PIPE_SETTINGS;
+    return 1;
+}
+
 struct db_conn *db_conn_start(struct event_base *base, const struct db_conn_params *p,
                               db_conn_event_fn on_event, void *arg)
 {
@@ -356,6 +523,8 @@ struct db_conn *db_conn_start(struct event_base *base, const struct db_conn_para
     c->arg = arg;
     c->prepare = p->prepare;
     c->nprepare = p->nprepare;
+    c->per_tx = p->settings_per_transaction;
+    c->unnamed = p->unnamed_statements;
     c->fd = -1;
     c->ev = event_new(base, -1, 0, dbc_on_io, c);
     clock_gettime(CLOCK_MONOTONIC, &c->deadline);
@@ -366,15 +535,26 @@ struct db_conn *db_conn_start(struct event_base *base, const struct db_conn_para
         c->deadline.tv_nsec -= 1000000000L;
     }
 
+    bool oom = p->nsettings > DB_MAX_SETTINGS;
+    for (size_t i = 0; !oom && i < p->nsettings; i++) {
+        c->set_name[i] = strdup(p->settings[i].name);
+        c->set_value[i] = strdup(p->settings[i].value);
+        c->nsettings = i + 1;
+        oom = !c->set_name[i] || !c->set_value[i];
+    }
+    char options[1024];
+    if (!oom && !c->per_tx)
+        oom = !dbc_options(c, options, sizeof options);
+
     /* The URL comes first and is expanded; our keywords after it take precedence. */
     const char *keys[5] = { "dbname", "application_name", NULL, NULL, NULL };
     const char *vals[5] = { p->url, p->application_name ? p->application_name : "tasker-orchestratord", NULL, NULL, NULL };
     int k = 2;
-    if (p->options && *p->options) {
+    if (!c->per_tx && c->nsettings > 0) {
         keys[k] = "options";
-        vals[k++] = p->options;
+        vals[k++] = options;
     }
-    c->pg = PQconnectStartParams(keys, vals, 1);
+    c->pg = oom ? NULL : PQconnectStartParams(keys, vals, 1);
     if (!c->ev || !c->pg) {
         log_error("db", "out of memory starting a connection");
         db_conn_free(c);
@@ -400,11 +580,9 @@ bool db_conn_query(struct db_conn *c, bool prepared, const char *name_or_sql, in
 {
     if (c->state != DBC_IDLE)
         return false;
-    /* Without parameters, plain text goes as a simple query: the one protocol message in which a
-     * statement such as VACUUM, which refuses to run inside a transaction block, always works. */
-    int ok = prepared      ? PQsendQueryPrepared(c->pg, name_or_sql, nparams, params, NULL, NULL, 0)
-             : nparams > 0 ? PQsendQueryParams(c->pg, name_or_sql, nparams, NULL, params, NULL, NULL, 0)
-                           : PQsendQuery(c->pg, name_or_sql);
+    int ok = c->per_tx && c->nsettings > 0 && (prepared || nparams > 0)
+                 ? dbc_send_pipelined(c, prepared, name_or_sql, nparams, params)
+                 : dbc_send_statement(c, prepared, name_or_sql, nparams, params);
     if (!ok) {
         log_warn("db", "cannot send query: %s", PQerrorMessage(c->pg));
         return false;
@@ -417,6 +595,25 @@ bool db_conn_query(struct db_conn *c, bool prepared, const char *name_or_sql, in
      * writable, so this costs one loop iteration). */
     dbc_arm(c, EV_READ | EV_WRITE);
     return true;
+}
+
+bool db_conn_set(struct db_conn *c, const char *name, const char *value)
+{
+    if (!c->per_tx)
+        return false;
+    for (size_t i = 0; i < c->nsettings; i++) {
+        if (strcmp(c->set_name[i], name) != 0)
+            continue;
+        if (strcmp(c->set_value[i], value) == 0)
+            return true;
+        char *v = strdup(value);
+        if (!v)
+            return false;
+        free(c->set_value[i]);
+        c->set_value[i] = v;
+        return true;
+    }
+    return false;
 }
 
 bool db_conn_busy(const struct db_conn *c)
@@ -485,6 +682,10 @@ void db_conn_free(struct db_conn *c)
         PQclear(c->result);
     if (c->pg)
         PQfinish(c->pg);
+    for (size_t i = 0; i < c->nsettings; i++) {
+        free(c->set_name[i]);
+        free(c->set_value[i]);
+    }
     free(c);
 }
 

@@ -3,7 +3,10 @@
  * Start order (each step needs the previous): configuration → logging → event base → schema
  * check (blocking, before the loop runs) → pool → listener → completions, poller, sweeper, vacuum
  * → HTTP (bound before the loop runs; a bind failure stops the start) → systemd. READY=1 goes out once
- * the pool has a working connection, LISTEN is in place and, with web.enabled, HTTP is bound.
+ * the pool has a working connection, LISTEN is in place, with web.enabled HTTP is bound, and the
+ * template directory (templates.path) has been registered — or TEMPLATE_DIR_READY_WAIT_SECS have
+ * passed since that began, so tasks created right after READY find their templates but a slow
+ * database cannot hold readiness for ever. The directory is loaded when the pool first connects.
  * Stop order is the reverse: SIGTERM closes the HTTP listener and stops the timers and LISTEN (no
  * new work), the pool drains what is in flight (HTTP requests included), then the loop ends; a
  * second SIGTERM ends it at once. Freeing: the pool first (its in-flight queries complete into
@@ -19,9 +22,11 @@
 #include "migrate.h"
 #include "orchd.h"
 #include "poller.h"
+#include "relay.h"
 #include "statements.h"
 #include "svc.h"
 #include "sweeper.h"
+#include "template_dir.h"
 #include "vacuum.h"
 
 #include <event2/event.h>
@@ -44,6 +49,10 @@ struct daemon {
     struct daemon_args args;
     struct event *sigterm, *sigint, *sighup;
     struct event *shutdown_timer;
+    struct template_dir *templates;
+    struct event *templates_wait;  /* TEMPLATE_DIR_READY_WAIT_SECS after the first load began */
+    bool templates_started;
+    bool templates_wait_over;
     bool ready_sent;
 };
 
@@ -78,10 +87,34 @@ static void daemon_maybe_ready(struct daemon *d)
         return;
     if (o->conf.web_enabled && !http_api_bound(o->http))
         return;
+    if (!template_dir_done(d->templates) && !d->templates_wait_over)
+        return;
+    o->templates_pending = false;
     d->ready_sent = true;
     log_info("daemon", "ready: pool and LISTEN connections are up%s",
              o->conf.web_enabled ? ", HTTP bound" : "");
     svc_ready(o->svc);
+}
+
+static void on_templates_done(void *arg)
+{
+    struct daemon *d = arg;
+    if (template_dir_done(d->templates))
+        d->o.templates_pending = false;
+    daemon_maybe_ready(d);
+}
+
+static void on_templates_wait(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct daemon *d = arg;
+    d->templates_wait_over = true;
+    if (!template_dir_done(d->templates))
+        log_warn("templates", "still registering after %d s; ready without waiting for the rest",
+                 TEMPLATE_DIR_READY_WAIT_SECS);
+    d->o.templates_pending = false;
+    daemon_maybe_ready(d);
 }
 
 static void on_pool_event(void *arg, enum db_pool_event ev, const char *detail)
@@ -93,7 +126,18 @@ static void on_pool_event(void *arg, enum db_pool_event ev, const char *detail)
         o->db_up = true;
         log_info("daemon", "database connection established");
         completions_kick_all(o->completions);
+        relay_kick_all(o->relay);
         poller_kick(o->poller);
+        /* The template directory is registered once the database answers; a load that could not
+         * reach it for some file runs again when it is back. */
+        if (!d->templates_started) {
+            d->templates_started = true;
+            struct timeval tv = {.tv_sec = TEMPLATE_DIR_READY_WAIT_SECS, .tv_usec = 0};
+            evtimer_add(d->templates_wait, &tv);
+            template_dir_load(d->templates);
+        } else {
+            template_dir_retry(d->templates);
+        }
         daemon_maybe_ready(d);
         break;
     case DB_POOL_EV_DOWN:
@@ -113,6 +157,7 @@ static void on_listen_message(void *arg, const char *queue, const char *ns)
     (void)ns;
     struct daemon *d = arg;
     completions_kick(d->o.completions, queue);
+    relay_kick(d->o.relay, queue);
 }
 
 static void on_listen_connected(void *arg)
@@ -120,6 +165,7 @@ static void on_listen_connected(void *arg)
     struct daemon *d = arg;
     /* Notifications sent while we were not listening are lost: look at everything once. */
     completions_kick_all(d->o.completions);
+    relay_kick_all(d->o.relay);
     poller_kick(d->o.poller);
     daemon_maybe_ready(d);
 }
@@ -154,8 +200,10 @@ static void on_sigterm(evutil_socket_t sig, short what, void *arg)
              o->conf.shutdown_timeout_secs);
     o->stopping = true;
     svc_stopping(o->svc);
+    template_dir_stop(d->templates);
     http_api_stop(o->http);
     completions_stop(o->completions);
+    relay_stop(o->relay);
     poller_stop(o->poller);
     sweeper_stop(o->sweeper);
     vacuum_stop(o->vacuum);
@@ -187,7 +235,11 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         if (restart[0])
             log_warn("daemon", "changed keys that need a restart (not applied): %s", restart);
         poller_kick(o->poller);
+        http_api_reload(o->http);
     }
+    /* Templates too, refused reload or not: SIGHUP is how an operator says "the files changed". */
+    if (d->templates_started)
+        template_dir_load(d->templates);
     if (d->ready_sent)
         svc_ready(o->svc);
 }
@@ -222,12 +274,17 @@ static void daemon_free(struct daemon *d)
     /* The pool first: queries still in flight complete (with an error) into live components. */
     db_pool_free(o->pool);
     o->pool = NULL;
+    template_dir_free(d->templates);
+    d->templates = NULL;
+    if (d->templates_wait)
+        event_free(d->templates_wait);
     http_api_free(o->http);
     o->http = NULL;
     vacuum_free(o->vacuum);
     sweeper_free(o->sweeper);
     poller_free(o->poller);
     completions_free(o->completions);
+    relay_free(o->relay);
     listener_free(o->listener);
     svc_free(o->svc);
     if (d->sigterm)
@@ -279,6 +336,9 @@ int daemon_run(const char *config_path, const char *env_name)
     o->listener = listener_new(o, on_listen_message, on_listen_connected, &d);
     o->completions = completions_new(o);
     o->poller = poller_new(o);
+    bool rabbit = strcmp(o->conf.messaging_backend, "rabbitmq") == 0;
+    if (rabbit)
+        o->relay = relay_new(o);
     o->sweeper = sweeper_new(o);
     o->vacuum = vacuum_new(o);
     o->http = http_api_new(o);
@@ -287,8 +347,11 @@ int daemon_run(const char *config_path, const char *env_name)
     d.sigint = evsignal_new(o->base, SIGINT, on_sigterm, &d);
     d.sighup = evsignal_new(o->base, SIGHUP, on_sighup, &d);
     d.shutdown_timer = evtimer_new(o->base, on_shutdown_timeout, &d);
-    if (!o->pool || !o->listener || !o->completions || !o->poller || !o->sweeper || !o->vacuum || !o->http ||
-        !o->svc || !d.sigterm || !d.sigint || !d.sighup || !d.shutdown_timer) {
+    d.templates = template_dir_new(o, on_templates_done, &d);
+    d.templates_wait = evtimer_new(o->base, on_templates_wait, &d);
+    o->templates_pending = o->conf.templates_path[0] != '\0';
+    if (!d.templates || !d.templates_wait || !o->pool || !o->listener || !o->completions || !o->poller || !o->sweeper || !o->vacuum || !o->http ||
+        !o->svc || (rabbit && !o->relay) || !d.sigterm || !d.sigint || !d.sighup || !d.shutdown_timer) {
         log_error("daemon", "startup failed");
         daemon_free(&d);
         return 1;
@@ -300,6 +363,8 @@ int daemon_run(const char *config_path, const char *env_name)
     db_pool_start(o->pool);
     listener_start(o->listener);
     completions_start(o->completions);
+    if (o->relay)
+        relay_start(o->relay);
     poller_start(o->poller);
     sweeper_start(o->sweeper);
     vacuum_start(o->vacuum);

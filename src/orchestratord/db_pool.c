@@ -13,7 +13,9 @@
  * Statement timeouts: a connection starts with database.pool.statement_timeout_ms (in the startup
  * packet); before a query that wants another value (API queries: web.statement_timeout_ms) the
  * slot sends `SET statement_timeout` first and remembers what its session has. Idle connections of
- * the right kind are preferred, so the extra round trip is paid only when the mix changes.
+ * the right kind are preferred, so the extra round trip is paid only when the mix changes. With
+ * database.transaction_pooling there is no session to remember: every query carries its settings,
+ * statement_timeout included (db_conn.c), so the value is just set on the connection before it.
  *
  * Connect failures back off exponentially with jitter. While at least one connection works, a
  * failure only means the pool cannot grow: it runs on what it has, says so ("pool at N of M, cannot
@@ -85,7 +87,7 @@ struct db_pool {
     size_t nstmts;
     db_pool_event_fn on_event;
     void *arg;
-    char actor_escaped[160]; /* processor id, escaped for libpq's options syntax */
+    char actor[CONF_NAME_MAX]; /* processor id: tasker.actor of every connection */
     struct db_slot *slots;
     int nslots;              /* = pool_max_connections at creation */
     struct req_queue orch, api; /* waiting: orchestration's, and the API's */
@@ -369,20 +371,31 @@ static void pool_open_one(struct db_pool *p)
         struct db_slot *s = &p->slots[i];
         if (s->state != SLOT_FREE)
             continue;
-        /* Session settings travel in the startup packet (no extra round trip), built per
-         * connection so a reloaded statement_timeout applies to every new one. */
-        char options[512];
+        /* Session settings travel in the startup packet (no extra round trip) or, behind
+         * transaction pooling, with every query; built per connection so a reloaded
+         * statement_timeout applies to every new one. */
+        char timeout[16], decision[16], batch[16], tsteps[16];
+        snprintf(timeout, sizeof timeout, "%d", p->conf->pool_statement_timeout_ms);
+        snprintf(decision, sizeof decision, "%d", p->conf->decision_max_steps);
+        snprintf(batch, sizeof batch, "%d", p->conf->batch_max_workers);
+        snprintf(tsteps, sizeof tsteps, "%d", p->conf->templates_max_steps);
         /* jit=off: our statements are short OLTP calls; a cost estimate inflated by bloat or stale
          * statistics must not make PostgreSQL spend 100× the query time compiling them. */
-        snprintf(options, sizeof options,
-                 "-c tasker.actor=%s -c statement_timeout=%d -c jit=off -c tasker.max_decision_steps=%d "
-                 "-c tasker.max_batch_workers=%d -c tasker.max_template_steps=%d",
-                 p->actor_escaped, p->conf->pool_statement_timeout_ms, p->conf->decision_max_steps,
-                 p->conf->batch_max_workers, p->conf->templates_max_steps);
+        const struct db_setting settings[] = {
+            { "tasker.actor", p->actor },
+            { "statement_timeout", timeout },
+            { "jit", "off" },
+            { "tasker.max_decision_steps", decision },
+            { "tasker.max_batch_workers", batch },
+            { "tasker.max_template_steps", tsteps },
+        };
         struct db_conn_params cp = {
             .url = p->conf->database_url,
             .application_name = "tasker-orchestratord",
-            .options = options,
+            .settings = settings,
+            .nsettings = sizeof settings / sizeof settings[0],
+            .settings_per_transaction = p->conf->database_transaction_pooling,
+            .unnamed_statements = !p->conf->database_prepared_statements,
             .connect_timeout_ms = POOL_CONNECT_TIMEOUT_MS,
             .prepare = p->stmts,
             .nprepare = p->nstmts,
@@ -432,7 +445,13 @@ static bool slot_start(struct db_slot *s, struct db_request *r)
 {
     int want = request_timeout_ms(s->pool, r);
     bool sent;
-    if (s->timeout_ms != want) {
+    if (s->pool->conf->database_transaction_pooling) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", want);
+        sent = db_conn_set(s->conn, "statement_timeout", v) && slot_send_request(s, r);
+        if (sent)
+            s->timeout_ms = want;
+    } else if (s->timeout_ms != want) {
         char sql[64]; /* built from an int: no input reaches it */
         snprintf(sql, sizeof sql, "SET statement_timeout = %d", want);
         sent = db_conn_query(s->conn, false, sql, 0, NULL, slot_on_set, s);
@@ -596,14 +615,7 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf, co
     }
     for (int i = 0; i < p->nslots; i++)
         p->slots[i].pool = p;
-    /* Spaces and backslashes in the actor are escaped, as libpq's options syntax wants. */
-    size_t j = 0;
-    for (const char *c = actor; *c && j + 2 < sizeof p->actor_escaped; c++) {
-        if (*c == ' ' || *c == '\\')
-            p->actor_escaped[j++] = '\\';
-        p->actor_escaped[j++] = *c;
-    }
-    p->actor_escaped[j] = '\0';
+    snprintf(p->actor, sizeof p->actor, "%s", actor);
     p->st.max = p->nslots;
     return p;
 }

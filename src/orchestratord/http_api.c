@@ -16,31 +16,23 @@
  * hard limit (four times that) refuses absurd ones before they are buffered (see docs/api.md).
  */
 #include "http_api.h"
+#include "http_api_req.h"
 
-#include "completions.h"
 #include "db_pool.h"
 #include "http_auth.h"
 #include "http_conn.h"
 #include "http_input.h"
 #include "http_route.h"
 #include "http_util.h"
-#include "listen.h"
 #include "log.h"
-#include "names.h"
 #include "metrics.h"
 #include "orchd.h"
-#include "states.h"
-#include "statements.h"
 #include "timer.h"
 
 #include <arpa/inet.h>
-#include <sys/queue.h> /* TAILQ_*, for struct evkeyvalq */
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <jansson.h>
-#include <math.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,85 +42,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define HTTP_MAX_HEADERS_BYTES (64 * 1024) /* request line + headers */
-#define HTTP_HEALTH_TIMEOUT_MS 3000        /* /health and /health/ready answer within this */
-#define HTTP_QUEUE_CACHE_MS 5000           /* queue depths for /metrics are re-read at most this often */
-#define HTTP_LAG_INTERVAL_MS 250           /* loop-lag probe period */
-#define HTTP_ACTOR_MAX 160
-
-struct api_req;
-typedef void (*api_rows_fn)(struct api_req *r, const struct db_rows *rows);
-typedef void (*api_err_fn)(struct api_req *r, const struct db_error *err);
-
-/* One HTTP request, from its arrival to its last query callback. Owned by the http_api's live
- * list; freed once answered (req == NULL) with no query in flight. */
-struct api_req {
-    struct http_api *h;
-    struct api_req *prev, *next;
-    struct evhttp_request *req;   /* NULL once answered */
-    enum route_id route;
-    unsigned method;              /* enum route_method bit */
-    struct route_match m;
-    char key_name[AUTH_NAME_MAX]; /* the API key used; "" when auth is off */
-    unsigned grants;              /* that key's permissions (auth_allows); 0 when auth is off */
-    char actor[HTTP_ACTOR_MAX];   /* who authenticated: the processor of audit rows */
-    char claimed[HTTP_ACTOR_MAX]; /* the operator the caller names (cancelled_by, …): metadata only */
-    char ns[METRICS_NS_NAME_MAX]; /* POST /v1/tasks: the task's namespace (metrics) */
-    char *body;                   /* the request body, NUL-terminated; NULL when none was read */
-    json_t *json;                 /* the parsed body (an object); NULL when none */
-    struct event *deadline;       /* armed with the first query */
-    int pending;                  /* queries in flight */
-    unsigned long long ticket;    /* the pool's name of the latest query, for db_pool_cancel */
-    long long start_us;
-    api_rows_fn on_rows;
-    api_err_fn on_error;          /* NULL: the default mapping (api_db_error) */
-};
-
-/* A queue's depth, as last read for /metrics. */
-struct queue_depth {
-    char name[64];
-    long long length;
-    long long oldest_age_secs; /* -1 = empty queue */
-};
-
-struct http_api {
-    struct orchd *o;
-    struct evhttp *http;
-    struct evhttp_bound_socket *sock;
-    struct http_conns *conns;     /* request deadline and connection cap */
-    int port;
-    bool stopping;
-    long long started_ms;         /* monotonic, for uptime */
-    struct api_req *live;         /* every request not yet freed */
-    int in_flight;                /* requests not yet answered */
-
-    /* auth: keys parsed from conf.web_auth_api_keys, re-parsed when the text changes (SIGHUP) */
-    char auth_text[CONF_API_KEYS_MAX];
-    struct auth_keys keys;
-    bool keys_parsed;
-
-    /* evhttp settings as applied (reloadable keys are re-applied when they change) */
-    int applied_max_body;
-    int applied_timeout_ms;
-
-    /* loop lag */
-    struct event *lag_timer;
-    long long lag_due_us;
-    double lag_last_s;
-    struct metrics_hist lag_hist;
-
-    /* queue depths for /metrics */
-    struct queue_depth *queues;
-    size_t nqueues;
-    long long queues_read_ms;     /* monotonic; 0 = never */
-    bool queues_ok;               /* the last read succeeded */
-
-    /* per route × status class (1xx..5xx), and durations */
-    unsigned long long requests[ROUTE_COUNT + 1][5];
-    struct metrics_hist duration;
-};
-
-static long long mono_us(void)
+long long api_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -176,7 +90,7 @@ static const char *method_name(unsigned m)
 
 /* api_send: answer r (once): status, body (may be NULL/empty), content type and extra headers
  * (name/value pairs, NULL-terminated). Counts it for /metrics and logs it. */
-static void api_send(struct api_req *r, int status, const char *body, size_t len, const char *ctype,
+void api_send(struct api_req *r, int status, const char *body, size_t len, const char *ctype,
                      const char *const *headers)
 {
     if (!r->req)
@@ -200,7 +114,7 @@ static void api_send(struct api_req *r, int status, const char *body, size_t len
     r->req = NULL;
     h->in_flight--;
 
-    double secs = (double)(mono_us() - r->start_us) / 1e6;
+    double secs = (double)(api_now_us() - r->start_us) / 1e6;
     int cls = status / 100 - 1;
     if (cls < 0 || cls > 4)
         cls = 4;
@@ -209,17 +123,17 @@ static void api_send(struct api_req *r, int status, const char *body, size_t len
     if (status >= 500)
         log_warn("http", "%s %s -> %d (%.1f ms)", method_name(r->method), route_label(r->route), status, secs * 1e3);
     else
-        log_debug("http", "%s %s -> %d (%.1f ms)%s%s", method_name(r->method), route_label(r->route), status,
-                  secs * 1e3, r->key_name[0] ? " key " : "", r->key_name);
+        log_debug("http", "%s %s -> %d (%.1f ms)%s%s%s%s", method_name(r->method), route_label(r->route), status,
+                  secs * 1e3, r->key_name[0] ? " key " : "", r->key_name, r->subject[0] ? " jwt " : "", r->subject);
 }
 
-static void api_send_json_text(struct api_req *r, int status, const char *text, const char *const *headers)
+void api_send_json_text(struct api_req *r, int status, const char *text, const char *const *headers)
 {
     api_send(r, status, text, text ? strlen(text) : 0, "application/json; charset=utf-8", headers);
 }
 
 /* api_send_json: answer with a jansson value (taken over: decref'd here). */
-static void api_send_json(struct api_req *r, int status, json_t *v, const char *const *headers)
+void api_send_json(struct api_req *r, int status, json_t *v, const char *const *headers)
 {
     char *text = v ? json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(v);
@@ -233,7 +147,7 @@ static void api_send_json(struct api_req *r, int status, json_t *v, const char *
 }
 
 /* api_error_x: an error reply with extra keys in the error object (extra borrowed) and headers. */
-static void api_error_x(struct api_req *r, enum hutil_error e, const char *message, json_t *extra,
+void api_error_x(struct api_req *r, enum hutil_error e, const char *message, json_t *extra,
                         const char *const *headers)
 {
     char *text = hutil_error_body(e, message, extra);
@@ -246,9 +160,7 @@ static void api_error_x(struct api_req *r, enum hutil_error e, const char *messa
     free(text);
 }
 
-static void api_error(struct api_req *r, enum hutil_error e, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void api_error(struct api_req *r, enum hutil_error e, const char *fmt, ...)
+void api_error(struct api_req *r, enum hutil_error e, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -324,7 +236,7 @@ static void api_on_deadline(evutil_socket_t fd, short what, void *arg);
 /* api_query: run a statement for r; on_rows gets the rows, on_error (or the default mapping) a
  * failure. When the pool refuses the query (stopping, breaker open) r is answered 503 here.
  * Returns whether the query was sent. */
-static bool api_query(struct api_req *r, int stmt, const char *const *params, int n, api_rows_fn on_rows,
+bool api_query(struct api_req *r, int stmt, const char *const *params, int n, api_rows_fn on_rows,
                       api_err_fn on_error)
 {
     struct http_api *h = r->h;
@@ -359,293 +271,10 @@ static bool api_query(struct api_req *r, int stmt, const char *const *params, in
     return true;
 }
 
-/* ---- health ------------------------------------------------------------------------------------- */
-
-static json_t *pool_json(struct http_api *h)
-{
-    struct db_pool_stats st;
-    db_pool_stats(h->o->pool, &st);
-    /* cannot_grow: null, or why the pool could not open one more connection while others work —
-     * without host names and the like: /health is public. */
-    char grow[sizeof st.cannot_grow];
-    db_pool_public_reason(st.cannot_grow, grow, sizeof grow);
-    return json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:o, s:I, s:I, s:I, s:I, s:I}", "total", st.total,
-                     "idle", st.idle, "busy", st.busy, "busy_api", st.busy_api, "connecting", st.connecting, "queued",
-                     st.queued, "max", st.max, "max_api", st.max_api, "breaker_open", st.breaker_open, "cannot_grow",
-                     st.cannot_grow[0] ? json_string(grow) : json_null(), "queries_ok",
-                     (json_int_t)st.queries_ok, "queries_failed", (json_int_t)st.queries_failed, "acquire_timeouts",
-                     (json_int_t)st.acquire_timeouts, "connects_failed", (json_int_t)st.connects_failed,
-                     "connects_ok", (json_int_t)st.connects_ok);
-}
-
-/* health_reply: GET /health — db (from the query: true = it answered), pool, listener,
- * namespaces (names, or NULL when the query failed), version, uptime. */
-static void health_reply(struct api_req *r, bool db_ok, json_t *names, const char *db_error)
-{
-    struct http_api *h = r->h;
-    struct orchd *o = h->o;
-    bool listening = listener_connected(o->listener);
-    bool healthy = db_ok && !o->stopping;
-    json_t *db = json_pack("{s:s}", "status", db_ok ? "up" : "down");
-    if (!db_ok && db_error)
-        json_object_set_new(db, "error", json_string(db_error));
-    json_t *root = json_pack("{s:s, s:s, s:s, s:I, s:b, s:{s:o, s:{s:s, s:I}, s:{s:s, s:i}}, s:o, s:o, s:i}",
-                             "status", healthy ? "healthy" : "unhealthy", "version", TASKER_VERSION, "processor_id",
-                             o->actor, "uptime_seconds", (json_int_t)((mono_us() / 1000 - h->started_ms) / 1000),
-                             "stopping", o->stopping, "checks", "database", db, "listener", "status",
-                             listening ? "up" : "down", "notifications",
-                             (json_int_t)listener_notifications(o->listener), "http", "status", "up", "port", h->port,
-                             "pool", pool_json(h), "namespaces", names ? names : json_array(), "namespace_count",
-                             (int)completions_namespace_count(o->completions));
-    api_send_json(r, healthy ? 200 : 503, root, NULL);
-}
-
-static void health_on_rows(struct api_req *r, const struct db_rows *rows)
-{
-    json_t *names = json_array();
-    for (int i = 0; i < db_rows_count(rows); i++)
-        json_array_append_new(names, json_string(db_rows_text(rows, i, 0)));
-    health_reply(r, true, names, NULL);
-}
-
-static void health_on_error(struct api_req *r, const struct db_error *err)
-{
-    log_warn("http", "health: database check failed: %s", err->message);
-    health_reply(r, false, NULL, err->sqlstate[0] ? "query failed" : "unreachable");
-}
-
-static void handle_health(struct api_req *r)
-{
-    if (!r->h->o->db_up) {
-        health_reply(r, false, NULL, "no connection");
-        return;
-    }
-    (void)api_query(r, STMT_NAMESPACES, NULL, 0, health_on_rows, health_on_error);
-}
-
-static void handle_live(struct api_req *r)
-{
-    struct http_api *h = r->h;
-    api_send_json(r, 200,
-                  json_pack("{s:s, s:f, s:I}", "status", "alive", "loop_lag_seconds", h->lag_last_s, "uptime_seconds",
-                            (json_int_t)((mono_us() / 1000 - h->started_ms) / 1000)),
-                  NULL);
-}
-
-/* ready_reply: GET /health/ready — 200 only when the database answered, LISTEN is up and we are
- * not stopping. */
-static void ready_reply(struct api_req *r, const char *db)
-{
-    struct orchd *o = r->h->o;
-    bool listening = listener_connected(o->listener);
-    bool ready = strcmp(db, "up") == 0 && listening && !o->stopping;
-    api_send_json(r, ready ? 200 : 503,
-                  json_pack("{s:s, s:{s:s, s:s, s:b}}", "status", ready ? "ready" : "not_ready", "checks", "database",
-                            db, "listener", listening ? "up" : "down", "stopping", o->stopping),
-                  NULL);
-}
-
-static void ready_on_rows(struct api_req *r, const struct db_rows *rows)
-{
-    (void)rows;
-    ready_reply(r, "up");
-}
-
-static void ready_on_error(struct api_req *r, const struct db_error *err)
-{
-    log_warn("http", "readiness: database ping failed: %s", err->message);
-    ready_reply(r, "down");
-}
-
-static void handle_ready(struct api_req *r)
-{
-    struct orchd *o = r->h->o;
-    if (o->stopping || !listener_connected(o->listener) || !o->db_up) {
-        ready_reply(r, o->db_up ? "up" : "down");
-        return;
-    }
-    (void)api_query(r, STMT_PING, NULL, 0, ready_on_rows, ready_on_error);
-}
-
-/* ---- metrics ------------------------------------------------------------------------------------ */
-
-static void metrics_reply(struct api_req *r)
-{
-    struct http_api *h = r->h;
-    struct orchd *o = h->o;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) {
-        api_error(r, HUTIL_ERR_INTERNAL, "out of memory");
-        return;
-    }
-    char label[160], l2[160];
-    metrics_write_header(f, "tasker_build_info", "gauge", "Always 1; the labels say which build runs.");
-    metrics_write_sample(f, "tasker_build_info", metrics_label(label, sizeof label, "version", TASKER_VERSION), 1);
-    metrics_write_header(f, "tasker_uptime_seconds", "gauge", "Seconds since the daemon started.");
-    metrics_write_sample(f, "tasker_uptime_seconds", NULL, (double)(mono_us() / 1000 - h->started_ms) / 1000.0);
-    metrics_write_header(f, "tasker_database_up", "gauge", "1 while the pool has a working connection.");
-    metrics_write_sample(f, "tasker_database_up", NULL, o->db_up);
-    metrics_write_header(f, "tasker_stopping", "gauge", "1 once SIGTERM was received (draining).");
-    metrics_write_sample(f, "tasker_stopping", NULL, o->stopping);
-    metrics_write_header(f, "tasker_namespaces", "gauge", "Namespaces whose completion queues this daemon consumes.");
-    metrics_write_sample(f, "tasker_namespaces", NULL, (double)completions_namespace_count(o->completions));
-
-    metrics_render(&o->metrics, f);
-
-    struct db_pool_stats st;
-    db_pool_stats(o->pool, &st);
-    metrics_write_header(f, "tasker_db_pool_connections", "gauge", "Pool connections by state.");
-    metrics_write_sample(f, "tasker_db_pool_connections", "state=\"idle\"", st.idle);
-    metrics_write_sample(f, "tasker_db_pool_connections", "state=\"busy\"", st.busy);
-    metrics_write_sample(f, "tasker_db_pool_connections", "state=\"connecting\"", st.connecting);
-    metrics_write_header(f, "tasker_db_pool_connections_open", "gauge", "Pool connections open or opening.");
-    metrics_write_sample(f, "tasker_db_pool_connections_open", NULL, st.total);
-    metrics_write_header(f, "tasker_db_pool_max_connections", "gauge", "database.pool.max_connections.");
-    metrics_write_sample(f, "tasker_db_pool_max_connections", NULL, st.max);
-    metrics_write_header(f, "tasker_db_pool_queued_queries", "gauge", "Queries waiting for a pool connection.");
-    metrics_write_sample(f, "tasker_db_pool_queued_queries", NULL, st.queued);
-    metrics_write_header(f, "tasker_db_pool_breaker_open", "gauge", "1 while the pool's circuit breaker is open.");
-    metrics_write_sample(f, "tasker_db_pool_breaker_open", NULL, st.breaker_open);
-    metrics_write_header(f, "tasker_db_pool_cannot_grow", "gauge",
-                         "1 while the pool cannot open more connections (it runs on those it has).");
-    metrics_write_sample(f, "tasker_db_pool_cannot_grow", NULL, st.cannot_grow[0] != '\0');
-    metrics_write_header(f, "tasker_db_pool_api_connections", "gauge",
-                         "Connections running API queries, and the most they may hold (see "
-                         "database.pool.reserved_for_orchestration).");
-    metrics_write_sample(f, "tasker_db_pool_api_connections", "state=\"busy\"", st.busy_api);
-    metrics_write_sample(f, "tasker_db_pool_api_connections", "state=\"max\"", st.max_api);
-    metrics_write_header(f, "tasker_db_pool_queries_total", "counter", "Pool queries by outcome.");
-    metrics_write_sample(f, "tasker_db_pool_queries_total", "result=\"ok\"", (double)st.queries_ok);
-    metrics_write_sample(f, "tasker_db_pool_queries_total", "result=\"failed\"", (double)st.queries_failed);
-    metrics_write_header(f, "tasker_db_pool_acquire_timeouts_total", "counter",
-                         "Queries failed after waiting database.pool.acquire_timeout_secs for a connection.");
-    metrics_write_sample(f, "tasker_db_pool_acquire_timeouts_total", NULL, (double)st.acquire_timeouts);
-    metrics_write_header(f, "tasker_db_pool_connects_total", "counter", "Connection attempts by outcome.");
-    metrics_write_sample(f, "tasker_db_pool_connects_total", "result=\"ok\"", (double)st.connects_ok);
-    metrics_write_sample(f, "tasker_db_pool_connects_total", "result=\"failed\"", (double)st.connects_failed);
-
-    metrics_write_header(f, "tasker_listener_connected", "gauge", "1 while the LISTEN connection is up.");
-    metrics_write_sample(f, "tasker_listener_connected", NULL, listener_connected(o->listener));
-    metrics_write_header(f, "tasker_listener_notifications_total", "counter", "NOTIFYs received.");
-    metrics_write_sample(f, "tasker_listener_notifications_total", NULL,
-                         (double)listener_notifications(o->listener));
-
-    metrics_write_header(f, "tasker_queue_depth", "gauge",
-                         "Messages in a PGMQ queue (visible or not), read at most every 5 s.");
-    for (size_t i = 0; i < h->nqueues; i++) {
-        const char *q = h->queues[i].name;
-        bool dispatch = strncmp(q, "tasker_dispatch_", 16) == 0;
-        const char *ns = q + (dispatch ? 16 : strlen("tasker_completion_"));
-        snprintf(label, sizeof label, "%s,", metrics_label(l2, sizeof l2, "queue", q));
-        size_t used = strlen(label);
-        snprintf(label + used, sizeof label - used, "%s,kind=\"%s\"", metrics_label(l2, sizeof l2, "namespace", ns),
-                 dispatch ? "dispatch" : "completion");
-        metrics_write_sample(f, "tasker_queue_depth", label, (double)h->queues[i].length);
-    }
-    metrics_write_header(f, "tasker_queue_oldest_message_age_seconds", "gauge",
-                         "Age of the oldest message in a PGMQ queue (0 when empty).");
-    for (size_t i = 0; i < h->nqueues; i++) {
-        metrics_write_sample(f, "tasker_queue_oldest_message_age_seconds",
-                             metrics_label(label, sizeof label, "queue", h->queues[i].name),
-                             (double)(h->queues[i].oldest_age_secs < 0 ? 0 : h->queues[i].oldest_age_secs));
-    }
-    metrics_write_header(f, "tasker_queue_metrics_up", "gauge", "1 when the last read of the queue depths succeeded.");
-    metrics_write_sample(f, "tasker_queue_metrics_up", NULL, h->queues_ok);
-    metrics_write_header(f, "tasker_queue_metrics_age_seconds", "gauge", "Age of the queue depths shown.");
-    metrics_write_sample(f, "tasker_queue_metrics_age_seconds", NULL,
-                         h->queues_read_ms ? (double)(mono_us() / 1000 - h->queues_read_ms) / 1000.0 : -1);
-
-    metrics_write_header(f, "tasker_event_loop_lag_last_seconds", "gauge",
-                         "How late the last 250 ms loop-lag probe timer fired.");
-    metrics_write_sample(f, "tasker_event_loop_lag_last_seconds", NULL, h->lag_last_s);
-    metrics_write_header(f, "tasker_event_loop_lag_seconds", "histogram",
-                         "How late each 250 ms loop-lag probe timer fired (time the loop was busy or blocked).");
-    metrics_write_hist(f, "tasker_event_loop_lag_seconds", NULL, &h->lag_hist, METRICS_HIST_SECONDS);
-
-    metrics_write_header(f, "tasker_http_requests_total", "counter",
-                         "HTTP requests answered, by route and status class.");
-    static const char *const classes[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-    for (int rt = 0; rt <= ROUTE_COUNT; rt++) {
-        for (int c = 0; c < 5; c++) {
-            if (!h->requests[rt][c])
-                continue;
-            snprintf(label, sizeof label, "route=\"%s\",code=\"%s\"",
-                     route_label(rt < ROUTE_COUNT ? (enum route_id)rt : ROUTE_NONE), classes[c]);
-            metrics_write_sample(f, "tasker_http_requests_total", label, (double)h->requests[rt][c]);
-        }
-    }
-    metrics_write_header(f, "tasker_http_connections_open", "gauge", "HTTP connections open (web.max_connections).");
-    metrics_write_sample(f, "tasker_http_connections_open", NULL, http_conns_open(h->conns));
-    metrics_write_header(f, "tasker_http_connections_closed_total", "counter",
-                         "HTTP connections closed by the daemon before a request arrived whole: read_timeout "
-                         "(web.request_read_timeout_ms), max_connections (accepted over web.max_connections).");
-    metrics_write_sample(f, "tasker_http_connections_closed_total", "reason=\"read_timeout\"",
-                         (double)http_conns_closed(h->conns, HTTP_CONN_CLOSED_READ_TIMEOUT));
-    metrics_write_sample(f, "tasker_http_connections_closed_total", "reason=\"max_connections\"",
-                         (double)http_conns_closed(h->conns, HTTP_CONN_CLOSED_MAX_CONNECTIONS));
-    metrics_write_header(f, "tasker_http_requests_in_flight", "gauge", "HTTP requests not yet answered.");
-    metrics_write_sample(f, "tasker_http_requests_in_flight", NULL, h->in_flight - 1); /* not counting this one */
-    metrics_write_header(f, "tasker_http_request_duration_seconds", "histogram",
-                         "From a request's arrival to its answer.");
-    metrics_write_hist(f, "tasker_http_request_duration_seconds", NULL, &h->duration, METRICS_HIST_SECONDS);
-
-    if (fclose(f) != 0 || !text) {
-        free(text);
-        api_error(r, HUTIL_ERR_INTERNAL, "out of memory");
-        return;
-    }
-    api_send(r, 200, text, len, "text/plain; version=0.0.4; charset=utf-8", NULL);
-    free(text);
-}
-
-static void queues_on_rows(struct api_req *r, const struct db_rows *rows)
-{
-    struct http_api *h = r->h;
-    int n = db_rows_count(rows);
-    struct queue_depth *q = n > 0 ? calloc((size_t)n, sizeof *q) : NULL;
-    if (n > 0 && !q) {
-        metrics_reply(r);
-        return;
-    }
-    for (int i = 0; i < n; i++) {
-        snprintf(q[i].name, sizeof q[i].name, "%s", db_rows_text(rows, i, 0));
-        q[i].length = db_rows_int(rows, i, 1);
-        q[i].oldest_age_secs = db_rows_isnull(rows, i, 2) ? -1 : db_rows_int(rows, i, 2);
-    }
-    free(h->queues);
-    h->queues = q;
-    h->nqueues = (size_t)n;
-    h->queues_read_ms = mono_us() / 1000;
-    h->queues_ok = true;
-    metrics_reply(r);
-}
-
-static void queues_on_error(struct api_req *r, const struct db_error *err)
-{
-    log_warn("http", "metrics: reading the queue depths failed: %s", err->message);
-    r->h->queues_ok = false;
-    metrics_reply(r);
-}
-
-static void handle_metrics(struct api_req *r)
-{
-    struct http_api *h = r->h;
-    long long now_ms = mono_us() / 1000;
-    if (!h->o->db_up || h->o->stopping || (h->queues_read_ms && now_ms - h->queues_read_ms < HTTP_QUEUE_CACHE_MS)) {
-        if (!h->o->db_up)
-            h->queues_ok = false;
-        metrics_reply(r);
-        return;
-    }
-    (void)api_query(r, STMT_API_QUEUE_DEPTHS, NULL, 0, queues_on_rows, queues_on_error);
-}
-
 /* ---- input ---------------------------------------------------------------------------------------- */
 
 /* input_refused: answer the error an input check found; false, for chaining. */
-static bool input_refused(struct api_req *r, const struct hinput_error *e)
+bool input_refused(struct api_req *r, const struct hinput_error *e)
 {
     api_error(r, e->code, "%s", e->message);
     return false;
@@ -653,10 +282,24 @@ static bool input_refused(struct api_req *r, const struct hinput_error *e)
 
 /* body_object: parse r's body as a JSON object into r->json (r->body keeps the text). optional:
  * an empty body is fine (r->json stays NULL). false after answering 400/413. */
-static bool body_object(struct api_req *r, bool optional)
+bool body_object(struct api_req *r, bool optional)
+{
+    size_t n;
+    if (!body_read(r, optional, &n))
+        return false;
+    if (!r->body)
+        return true;
+    struct hinput_error e;
+    r->json = hinput_body_parse(r->body, n, &e);
+    return r->json || input_refused(r, &e);
+}
+
+/* body_read: r's body into r->body (NUL-terminated, *len bytes), within web.max_body_bytes. */
+bool body_read(struct api_req *r, bool optional, size_t *len)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
     size_t n = in ? evbuffer_get_length(in) : 0;
+    *len = n;
     if (n == 0) {
         if (optional)
             return true;
@@ -675,24 +318,24 @@ static bool body_object(struct api_req *r, bool optional)
     }
     evbuffer_copyout(in, r->body, n);
     r->body[n] = '\0';
-    struct hinput_error e;
-    r->json = hinput_body_parse(r->body, n, &e);
-    return r->json || input_refused(r, &e);
+    return true;
 }
 
 /* body_string: obj[key] as a string, or NULL. */
-static const char *body_string(struct api_req *r, const char *key)
+const char *body_string(struct api_req *r, const char *key)
 {
     return json_string_value(json_object_get(r->json, key));
 }
 
-/* set_actor: who acts, for audit rows. The processor is who authenticated — "api:KEY-NAME", or
- * "api" when auth is off — never what the caller writes: the operator the caller names in its
- * `field` (cancelled_by, resolved_by, …) is kept next to it (metadata.claimed_operator). false
- * after answering 400 when that name holds control characters or does not fit. */
-static bool set_actor(struct api_req *r, const char *field, const char *by)
+/* set_actor: who acts, for audit rows. The processor is who authenticated — "api:KEY-NAME",
+ * "jwt:SUBJECT", or "api" when auth is off — never what the caller writes: the operator the caller
+ * names in its `field` (cancelled_by, resolved_by, …) is kept next to it (metadata.claimed_operator).
+ * false after answering 400 when that name holds control characters or does not fit. */
+bool set_actor(struct api_req *r, const char *field, const char *by)
 {
-    if (r->key_name[0])
+    if (r->subject[0])
+        snprintf(r->actor, sizeof r->actor, "jwt:%s", r->subject);
+    else if (r->key_name[0])
         snprintf(r->actor, sizeof r->actor, "api:%s", r->key_name);
     else
         snprintf(r->actor, sizeof r->actor, "api");
@@ -715,7 +358,7 @@ static bool set_actor(struct api_req *r, const char *field, const char *by)
 }
 
 /* claimed_note: " for OPERATOR" when the caller named one, for log lines. */
-static const char *claimed_note(struct api_req *r, char *buf, size_t len)
+const char *claimed_note(struct api_req *r, char *buf, size_t len)
 {
     if (!r->claimed[0])
         return "";
@@ -724,7 +367,7 @@ static const char *claimed_note(struct api_req *r, char *buf, size_t len)
 }
 
 /* uuid_params: the first n path parameters are UUIDs; else answer 400 invalid_uuid. */
-static bool uuid_params(struct api_req *r, int n)
+bool uuid_params(struct api_req *r, int n)
 {
     static const char *const what[] = {"task", "step"};
     for (int i = 0; i < n && i < r->m.nparams; i++) {
@@ -737,19 +380,14 @@ static bool uuid_params(struct api_req *r, int n)
     return true;
 }
 
-/* Query string: the parameters a route takes, parsed and checked. */
-struct query {
-    struct evkeyvalq kv;
-    bool parsed;
-};
 
-static const char *query_get(struct query *q, const char *key)
+const char *query_get(struct query *q, const char *key)
 {
     const char *v = q->parsed ? evhttp_find_header(&q->kv, key) : NULL;
     return v && *v ? v : NULL; /* an empty value is no filter */
 }
 
-static void query_free(struct query *q)
+void query_free(struct query *q)
 {
     if (q->parsed)
         evhttp_clear_headers(&q->kv);
@@ -758,7 +396,7 @@ static void query_free(struct query *q)
 
 /* query_parse: parse r's query string, refusing parameters its route does not take. false after
  * answering 400 (nothing to free then); otherwise the caller calls query_free. */
-static bool query_parse(struct api_req *r, struct query *q)
+bool query_parse(struct api_req *r, struct query *q)
 {
     struct hinput_error e;
     const char *qs = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
@@ -767,7 +405,7 @@ static bool query_parse(struct api_req *r, struct query *q)
 }
 
 /* query_page: page (>= 1, default 1) and per_page (1..100, default 25) as decimal text. */
-static bool query_page(struct api_req *r, struct query *q, char page[16], char per_page[16])
+bool query_page(struct api_req *r, struct query *q, char page[16], char per_page[16])
 {
     struct hinput_error e;
     return hinput_query_page(&q->kv, page, per_page, &e) || input_refused(r, &e);
@@ -775,296 +413,41 @@ static bool query_page(struct api_req *r, struct query *q, char page[16], char p
 
 /* ---- /v1 handlers ------------------------------------------------------------------------------ */
 
-/* reply_document: the one-column JSON document of rows; NULL means "no such thing" → 404. */
-static void reply_document(struct api_req *r, const struct db_rows *rows, const char *what)
+/* found: rows hold one non-NULL document; else answer 404 naming what the route looked for. */
+static bool found(struct api_req *r, const struct db_rows *rows, const char *what)
 {
-    if (db_rows_count(rows) != 1 || db_rows_isnull(rows, 0, 0)) {
-        if (r->m.nparams >= 2 && (r->route == ROUTE_STEP_GET || r->route == ROUTE_STEP_AUDIT))
-            api_error(r, HUTIL_ERR_NOT_FOUND, "unknown step %s in task %s", r->m.params[1], r->m.params[0]);
-        else if (r->route == ROUTE_TEMPLATE_GET)
-            api_error(r, HUTIL_ERR_NOT_FOUND, "unknown template %.64s/%.128s@%.64s", r->m.params[0], r->m.params[1],
-                      r->m.params[2]);
-        else
-            api_error(r, HUTIL_ERR_NOT_FOUND, "unknown %s %s", what, r->m.nparams ? r->m.params[0] : "");
-        return;
-    }
-    api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
+    if (db_rows_count(rows) == 1 && !db_rows_isnull(rows, 0, 0))
+        return true;
+    if (r->m.nparams >= 2 && (r->route == ROUTE_STEP_GET || r->route == ROUTE_STEP_AUDIT))
+        api_error(r, HUTIL_ERR_NOT_FOUND, "unknown step %s in task %s", r->m.params[1], r->m.params[0]);
+    else if (r->route == ROUTE_TEMPLATE_GET || r->route == ROUTE_TEMPLATE_GRAPH)
+        api_error(r, HUTIL_ERR_NOT_FOUND, "unknown template %.64s/%.128s@%.64s", r->m.params[0], r->m.params[1],
+                  r->m.params[2]);
+    else
+        api_error(r, HUTIL_ERR_NOT_FOUND, "unknown %s %s", what, r->m.nparams ? r->m.params[0] : "");
+    return false;
 }
 
-static void doc_on_rows(struct api_req *r, const struct db_rows *rows)
+/* reply_document: the one-column JSON document of rows; NULL means "no such thing" → 404. */
+void reply_document(struct api_req *r, const struct db_rows *rows, const char *what)
+{
+    if (found(r, rows, what))
+        api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
+}
+
+void graph_on_rows(struct api_req *r, const struct db_rows *rows)
+{
+    if (!found(r, rows, "task"))
+        return;
+    const char *dot = db_rows_text(rows, 0, 0);
+    api_send(r, 200, dot, strlen(dot), "text/vnd.graphviz; charset=utf-8", NULL);
+}
+
+void doc_on_rows(struct api_req *r, const struct db_rows *rows)
 {
     const char *what = r->route == ROUTE_DLQ_UPDATE ? "DLQ entry" : "task";
     reply_document(r, rows, what);
 }
-
-static void create_on_rows(struct api_req *r, const struct db_rows *rows)
-{
-    if (db_rows_count(rows) != 1) {
-        api_error(r, HUTIL_ERR_INTERNAL, "internal error (create_task returned no row)");
-        return;
-    }
-    const char *uuid = db_rows_text(rows, 0, 1);
-    if (strcmp(db_rows_text(rows, 0, 0), "t") != 0) {
-        json_t *extra = json_pack("{s:s, s:s}", "task_uuid", uuid, "state", db_rows_text(rows, 0, 2));
-        api_error_x(r, HUTIL_ERR_DUPLICATE_TASK,
-                    "a task with the same identity already exists (same template and context, or the same "
-                    "idempotency_key)",
-                    extra, NULL);
-        json_decref(extra);
-        return;
-    }
-    metrics_task_created(&r->h->o->metrics, r->ns, db_rows_int(rows, 0, 4));
-    log_info("http", "created task %s in namespace %s%s%s", uuid, r->ns, r->key_name[0] ? " by key " : "",
-             r->key_name);
-    char loc[64];
-    snprintf(loc, sizeof loc, "/v1/tasks/%s", uuid);
-    const char *const hdr[] = {"Location", loc, NULL};
-    api_send_json_text(r, 201, db_rows_text(rows, 0, 3), hdr);
-}
-
-static void handle_task_create(struct api_req *r)
-{
-    struct hinput_error e;
-    if (!body_object(r, false) || (!hinput_task_create(r->json, &e) && !input_refused(r, &e)))
-        return;
-    const char *ns = body_string(r, "namespace");
-    if (!ns)
-        ns = "default";
-    snprintf(r->ns, sizeof r->ns, "%s", ns);
-    const char *params[1] = {r->body};
-    (void)api_query(r, STMT_API_CREATE_TASK, params, 1, create_on_rows, NULL);
-}
-
-static void handle_tasks_list(struct api_req *r)
-{
-    struct query q;
-    char page[16], per_page[16];
-    if (!query_parse(r, &q))
-        return;
-    if (!query_page(r, &q, page, per_page)) {
-        query_free(&q);
-        return;
-    }
-    const char *ns = query_get(&q, "namespace");
-    const char *state = query_get(&q, "state");
-    const char *status = query_get(&q, "status");
-    enum task_state ts;
-    if (state && status && strcmp(state, status) != 0) {
-        api_error(r, HUTIL_ERR_INVALID_REQUEST, "state and status are the same filter; give one");
-    } else if (ns && !namespace_name_valid(ns)) {
-        api_error(r, HUTIL_ERR_INVALID_REQUEST, "namespace must match ^[a-z][a-z0-9_]{0,28}$");
-    } else if ((state || status) && !task_state_parse(state ? state : status, &ts)) {
-        api_error(r, HUTIL_ERR_INVALID_REQUEST, "unknown task state \"%.64s\"", state ? state : status);
-    } else {
-        const char *params[7] = {ns, state ? state : status, query_get(&q, "name"), query_get(&q, "initiator"),
-                                 query_get(&q, "source_system"), page, per_page};
-        (void)api_query(r, STMT_API_LIST_TASKS, params, 7, doc_on_rows, NULL);
-    }
-    query_free(&q);
-}
-
-static void handle_task_get(struct api_req *r)
-{
-    if (!uuid_params(r, 1))
-        return;
-    const char *params[1] = {r->m.params[0]};
-    (void)api_query(r, STMT_API_GET_TASK, params, 1, doc_on_rows, NULL);
-}
-
-static void cancel_on_rows(struct api_req *r, const struct db_rows *rows)
-{
-    if (db_rows_count(rows) != 1) {
-        api_error(r, HUTIL_ERR_INTERNAL, "internal error (cancel_task returned no row)");
-        return;
-    }
-    r->h->o->metrics.tasks_cancelled++;
-    char note[HTTP_ACTOR_MAX + 8];
-    log_info("http", "cancelled task %s (by %s%s)", r->m.params[0], r->actor, claimed_note(r, note, sizeof note));
-    api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
-}
-
-/* DELETE takes no body (evhttp does not read one for DELETE): reason and cancelled_by come in the
- * query string. */
-static void handle_task_cancel(struct api_req *r)
-{
-    struct query q;
-    if (!uuid_params(r, 1) || !query_parse(r, &q))
-        return;
-    if (set_actor(r, "cancelled_by", query_get(&q, "cancelled_by"))) {
-        const char *params[4] = {r->m.params[0], query_get(&q, "reason"), r->actor, r->claimed[0] ? r->claimed : NULL};
-        (void)api_query(r, STMT_API_CANCEL_TASK, params, 4, cancel_on_rows, NULL);
-    }
-    query_free(&q);
-}
-
-static void recover_on_rows(struct api_req *r, const struct db_rows *rows)
-{
-    if (db_rows_count(rows) != 1 || db_rows_isnull(rows, 0, 0)) {
-        api_error(r, HUTIL_ERR_INTERNAL, "internal error (recover_task returned no row)");
-        return;
-    }
-    long long enqueued = db_rows_int(rows, 0, 1);
-    r->h->o->metrics.steps_enqueued += (unsigned long long)(enqueued > 0 ? enqueued : 0);
-    char note[HTTP_ACTOR_MAX + 8];
-    log_info("http", "recovered task %s (by %s%s)", r->m.params[0], r->actor, claimed_note(r, note, sizeof note));
-    api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
-}
-
-/* POST /v1/tasks/{uuid}/recover: the body is optional ({} = every step in error or cancelled). */
-static void handle_task_recover(struct api_req *r)
-{
-    struct hinput_error e;
-    if (!uuid_params(r, 1) || !body_object(r, true) ||
-        (r->json && !hinput_task_recover(r->json, &e) && !input_refused(r, &e)) ||
-        !set_actor(r, "recovered_by", body_string(r, "recovered_by")))
-        return;
-    const char *params[4] = {r->m.params[0], r->body, r->actor, r->claimed[0] ? r->claimed : NULL};
-    (void)api_query(r, STMT_API_RECOVER_TASK, params, 4, recover_on_rows, NULL);
-}
-
-static void steps_on_rows(struct api_req *r, const struct db_rows *rows)
-{
-    reply_document(r, rows, "task");
-}
-
-static void handle_steps_list(struct api_req *r)
-{
-    if (!uuid_params(r, 1))
-        return;
-    const char *params[1] = {r->m.params[0]};
-    (void)api_query(r, STMT_API_LIST_STEPS, params, 1, steps_on_rows, NULL);
-}
-
-static void handle_step_get(struct api_req *r)
-{
-    if (!uuid_params(r, 2))
-        return;
-    const char *params[2] = {r->m.params[0], r->m.params[1]};
-    (void)api_query(r, r->route == ROUTE_STEP_AUDIT ? STMT_API_STEP_AUDIT : STMT_API_GET_STEP, params, 2,
-                    steps_on_rows, NULL);
-}
-
-static void resolve_on_rows(struct api_req *r, const struct db_rows *rows)
-{
-    if (db_rows_count(rows) != 1) {
-        api_error(r, HUTIL_ERR_INTERNAL, "internal error (resolve_step returned no row)");
-        return;
-    }
-    struct metrics *m = &r->h->o->metrics;
-    m->steps_resolved++;
-    m->steps_enqueued += (unsigned long long)(db_rows_int(rows, 0, 1) > 0 ? db_rows_int(rows, 0, 1) : 0);
-    char note[HTTP_ACTOR_MAX + 8];
-    log_info("http", "%s on step %s of task %s (by %s%s)", body_string(r, "action_type"), r->m.params[1],
-             r->m.params[0], r->actor, claimed_note(r, note, sizeof note));
-    api_send_json_text(r, 200, db_rows_text(rows, 0, 0), NULL);
-}
-
-static void handle_step_resolve(struct api_req *r)
-{
-    struct hinput_error e;
-    const char *by_key = NULL;
-    if (!uuid_params(r, 2) || !body_object(r, false) ||
-        (!hinput_step_resolve(r->json, &by_key, &e) && !input_refused(r, &e)) ||
-        !set_actor(r, by_key, body_string(r, by_key)))
-        return;
-    const char *params[5] = {r->m.params[0], r->m.params[1], r->body, r->actor, r->claimed[0] ? r->claimed : NULL};
-    (void)api_query(r, STMT_API_RESOLVE_STEP, params, 5, resolve_on_rows, NULL);
-}
-
-static void register_on_rows(struct api_req *r, const struct db_rows *rows)
-{
-    if (db_rows_count(rows) != 1) {
-        api_error(r, HUTIL_ERR_INTERNAL, "internal error (register_task_template returned no row)");
-        return;
-    }
-    const char *status = db_rows_text(rows, 0, 0);
-    bool created = strcmp(status, "created") == 0;
-    if (strcmp(status, "unchanged") != 0) {
-        r->h->o->metrics.templates_registered++;
-        log_info("http", "template %s/%s@%s %s%s%s", body_string(r, "namespace_name"), body_string(r, "name"),
-                 body_string(r, "version") ? body_string(r, "version") : "0.1.0", status,
-                 r->key_name[0] ? " by key " : "", r->key_name);
-    }
-    api_send_json_text(r, created ? 201 : 200, db_rows_text(rows, 0, 1), NULL);
-}
-
-static void handle_template_register(struct api_req *r)
-{
-    if (!body_object(r, false))
-        return;
-    const char *params[1] = {r->body};
-    (void)api_query(r, STMT_API_REGISTER_TEMPLATE, params, 1, register_on_rows, NULL);
-}
-
-static void handle_templates_list(struct api_req *r)
-{
-    struct query q;
-    char page[16], per_page[16];
-    if (!query_parse(r, &q))
-        return;
-    if (query_page(r, &q, page, per_page)) {
-        const char *ns = query_get(&q, "namespace");
-        if (ns && !namespace_name_valid(ns)) {
-            api_error(r, HUTIL_ERR_INVALID_REQUEST, "namespace must match ^[a-z][a-z0-9_]{0,28}$");
-        } else {
-            const char *params[3] = {ns, page, per_page};
-            (void)api_query(r, STMT_API_LIST_TEMPLATES, params, 3, doc_on_rows, NULL);
-        }
-    }
-    query_free(&q);
-}
-
-static void handle_template_get(struct api_req *r)
-{
-    const char *params[3] = {r->m.params[0], r->m.params[1], r->m.params[2]};
-    (void)api_query(r, STMT_API_GET_TEMPLATE, params, 3, steps_on_rows, NULL);
-}
-
-static void handle_dlq_list(struct api_req *r)
-{
-    struct query q;
-    char page[16], per_page[16];
-    if (!query_parse(r, &q))
-        return;
-    if (query_page(r, &q, page, per_page)) {
-        const char *params[3] = {query_get(&q, "resolution_status"), page, per_page};
-        (void)api_query(r, STMT_API_LIST_DLQ, params, 3, doc_on_rows, NULL);
-    }
-    query_free(&q);
-}
-
-static void dlq_on_rows(struct api_req *r, const struct db_rows *rows)
-{
-    char note[HTTP_ACTOR_MAX + 8];
-    if (db_rows_count(rows) == 1 && !db_rows_isnull(rows, 0, 0))
-        log_info("http", "DLQ entry %s updated (by %s%s)", r->m.params[0], r->actor, claimed_note(r, note, sizeof note));
-    reply_document(r, rows, "DLQ entry");
-}
-
-static void handle_dlq_stats(struct api_req *r)
-{
-    (void)api_query(r, STMT_API_DLQ_STATS, NULL, 0, doc_on_rows, NULL);
-}
-
-static void handle_dlq_update(struct api_req *r)
-{
-    struct hinput_error e;
-    if (!uuid_params(r, 1) || !body_object(r, false) || (!hinput_dlq_update(r->json, &e) && !input_refused(r, &e)))
-        return;
-    if (!set_actor(r, "resolved_by", body_string(r, "resolved_by")))
-        return;
-    /* Recovering runs the task's steps again: what steps:resolve allows (PATCH of a step). */
-    if (json_is_true(json_object_get(r->json, "recover")) && r->h->o->conf.web_auth_enabled &&
-        !auth_allows(r->grants, AUTH_STEPS_RESOLVE)) {
-        api_error(r, HUTIL_ERR_FORBIDDEN, "API key %s lacks the permission %s (needed to recover the task)",
-                  r->key_name, auth_perm_name(AUTH_STEPS_RESOLVE));
-        return;
-    }
-    const char *params[3] = {r->m.params[0], r->body, r->actor};
-    (void)api_query(r, STMT_API_UPDATE_DLQ, params, 3, dlq_on_rows, NULL);
-}
-
-typedef void (*api_handler_fn)(struct api_req *r);
 
 static const api_handler_fn handlers[ROUTE_COUNT] = {
     [ROUTE_HEALTH] = handle_health,
@@ -1080,9 +463,11 @@ static const api_handler_fn handlers[ROUTE_COUNT] = {
     [ROUTE_STEP_GET] = handle_step_get,
     [ROUTE_STEP_RESOLVE] = handle_step_resolve,
     [ROUTE_STEP_AUDIT] = handle_step_get,
+    [ROUTE_TASK_GRAPH] = handle_task_graph,
     [ROUTE_TEMPLATES_LIST] = handle_templates_list,
     [ROUTE_TEMPLATE_REGISTER] = handle_template_register,
     [ROUTE_TEMPLATE_GET] = handle_template_get,
+    [ROUTE_TEMPLATE_GRAPH] = handle_template_graph,
     [ROUTE_DLQ_LIST] = handle_dlq_list,
     [ROUTE_DLQ_STATS] = handle_dlq_stats,
     [ROUTE_DLQ_UPDATE] = handle_dlq_update,
@@ -1158,8 +543,63 @@ static void auth_refresh(struct http_api *h)
     log_info("http", "API auth: %d key(s) loaded", h->keys.n);
 }
 
-/* authorize: when auth is on and the route needs a permission, check the presented key; false
- * after answering 401/403. */
+/* jwt_refresh: (re)load the JWT keys from their files and the secret: at start and on SIGHUP. A
+ * failure leaves no key, so every token is refused until a reload succeeds: a key that could not
+ * be read must not stay trusted after its file changed. */
+static void jwt_refresh(struct http_api *h)
+{
+    const struct conf *c = &h->o->conf;
+    jwt_keyset_free(h->jwt_keys);
+    h->jwt_keys = NULL;
+    if (!c->web_auth_enabled || !c->web_auth_jwt_enabled)
+        return;
+    char err[400];
+    struct jwt_sources src = {.public_keys = c->web_auth_jwt_public_keys, .jwks_file = c->web_auth_jwt_jwks_file,
+                              .hs256_secret = c->web_auth_jwt_hs256_secret};
+    h->jwt_keys = jwt_keyset_load(&src, err, sizeof err);
+    if (!h->jwt_keys) {
+        log_error("http", "JWT keys: %s; refusing every token", err);
+        return;
+    }
+    unsigned algs = jwt_keyset_algs(h->jwt_keys);
+    log_info("http", "JWT auth: %d key(s) loaded (%s%s%s)", jwt_keyset_count(h->jwt_keys),
+             algs & (1u << JWT_RS256) ? "RS256 " : "", algs & (1u << JWT_ES256) ? "ES256 " : "",
+             algs & (1u << JWT_HS256) ? "HS256" : "");
+}
+
+void http_api_reload(struct http_api *h)
+{
+    if (h && h->http)
+        jwt_refresh(h);
+}
+
+/* authorize_jwt: the presented credential is no API key but looks like a JWT: verify it. The
+ * token itself is never logged; the subject is, once its signature verified. */
+static bool authorize_jwt(struct api_req *r, const char *token, const char *peer)
+{
+    const struct conf *c = &r->h->o->conf;
+    struct jwt_policy pol = {.issuer = c->web_auth_jwt_issuer, .audience = c->web_auth_jwt_audience,
+                             .permissions_claim = c->web_auth_jwt_permissions_claim,
+                             .leeway_secs = c->web_auth_jwt_leeway_secs};
+    struct jwt_identity id;
+    enum jwt_error e = jwt_verify(r->h->jwt_keys, &pol, token, strlen(token), (long long)time(NULL), &id);
+    if (e != JWT_E_OK) {
+        const char *const challenge[] = {
+            "WWW-Authenticate", "Bearer realm=\"tasker-orchestratord\", error=\"invalid_token\"", NULL};
+        log_info("http", "401 %s from %s: JWT refused: %s", route_label(r->route), peer, jwt_error_reason(e));
+        json_t *extra = json_pack("{s:s}", "reason", jwt_error_reason(e));
+        api_error_x(r, HUTIL_ERR_UNAUTHORIZED, jwt_error_text(e), extra, challenge);
+        json_decref(extra);
+        return false;
+    }
+    snprintf(r->subject, sizeof r->subject, "%s", id.sub);
+    r->grants = id.grants;
+    return true;
+}
+
+/* authorize: when auth is on and the route needs a permission, check the presented API key or JWT;
+ * false after answering 401/403. An API key is looked up first, so keys keep working whatever
+ * they look like; a credential that is no key and contains a '.' is taken for a JWT. */
 static bool authorize(struct api_req *r, struct evhttp_request *req)
 {
     struct http_api *h = r->h;
@@ -1168,23 +608,45 @@ static bool authorize(struct api_req *r, struct evhttp_request *req)
         return true;
     auth_refresh(h);
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    char presented[AUTH_SECRET_MAX + 1];
+    char presented[JWT_TOKEN_MAX + 1];
     const char *const challenge[] = {"WWW-Authenticate", "Bearer realm=\"tasker-orchestratord\"", NULL};
     char *peer = NULL;
     ev_uint16_t port = 0;
     evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
-    if (!auth_presented(evhttp_find_header(in, "X-API-Key"), evhttp_find_header(in, "Authorization"), presented,
-                        sizeof presented)) {
-        log_info("http", "401 %s from %s: no API key", route_label(r->route), peer ? peer : "?");
-        api_error_x(r, HUTIL_ERR_UNAUTHORIZED, "an API key is required (X-API-Key: KEY or Authorization: Bearer KEY)",
-                    NULL, challenge);
+    const char *authz = evhttp_find_header(in, "Authorization");
+    bool jwt_on = h->o->conf.web_auth_jwt_enabled;
+    if (!auth_presented(evhttp_find_header(in, "X-API-Key"), authz, presented, sizeof presented)) {
+        bool too_long = authz && strlen(authz) > JWT_TOKEN_MAX;
+        log_info("http", "401 %s from %s: %s", route_label(r->route), peer ? peer : "?",
+                 too_long ? "credential too long" : "no API key");
+        json_t *extra = too_long ? json_pack("{s:s}", "reason", jwt_error_reason(JWT_E_TOO_LONG)) : NULL;
+        api_error_x(r, HUTIL_ERR_UNAUTHORIZED,
+                    too_long ? jwt_error_text(JWT_E_TOO_LONG)
+                    : jwt_on ? "an API key or a JWT is required (X-API-Key: KEY or Authorization: Bearer KEY|JWT)"
+                             : "an API key is required (X-API-Key: KEY or Authorization: Bearer KEY)",
+                    extra, challenge);
+        json_decref(extra);
         return false;
     }
     const struct auth_key *k = auth_lookup(&h->keys, presented);
+    if (!k && jwt_on && strchr(presented, '.')) {
+        bool ok = authorize_jwt(r, presented, peer ? peer : "?");
+        explicit_bzero(presented, sizeof presented);
+        if (ok && !auth_allows(r->grants, perm)) {
+            log_info("http", "403 %s from %s: JWT subject %s lacks %s", route_label(r->route), peer ? peer : "?",
+                     r->subject, auth_perm_name(perm));
+            api_error(r, HUTIL_ERR_FORBIDDEN, "the token of %s lacks the permission %s", r->subject,
+                      auth_perm_name(perm));
+            return false;
+        }
+        return ok;
+    }
     explicit_bzero(presented, sizeof presented);
     if (!k) {
         log_info("http", "401 %s from %s: unknown API key", route_label(r->route), peer ? peer : "?");
-        api_error_x(r, HUTIL_ERR_UNAUTHORIZED, "unknown API key", NULL, challenge);
+        api_error_x(r, HUTIL_ERR_UNAUTHORIZED,
+                    h->o->conf.web_auth_jwt_enabled ? "unknown API key (and not a JWT)" : "unknown API key", NULL,
+                    challenge);
         return false;
     }
     snprintf(r->key_name, sizeof r->key_name, "%s", k->name);
@@ -1250,7 +712,7 @@ static void http_on_request(struct evhttp_request *req, void *arg)
     }
     r->h = h;
     r->req = req;
-    r->start_us = mono_us();
+    r->start_us = api_now_us();
     r->route = ROUTE_NONE;
     r->method = method_bit(evhttp_request_get_command(req));
     r->next = h->live;
@@ -1322,7 +784,7 @@ static void lag_on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct http_api *h = arg;
-    long long now = mono_us();
+    long long now = api_now_us();
     double lag = h->lag_due_us ? (double)(now - h->lag_due_us) / 1e6 : 0;
     if (lag < 0)
         lag = 0;
@@ -1344,7 +806,7 @@ struct http_api *http_api_new(struct orchd *o)
         return NULL;
     }
     h->o = o;
-    h->started_ms = mono_us() / 1000;
+    h->started_ms = api_now_us() / 1000;
     if (!o->conf.web_enabled)
         return h;
     h->http = evhttp_new(o->base);
@@ -1412,9 +874,12 @@ bool http_api_start(struct http_api *h)
             h->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
     log_info("http", "HTTP API listening on %s (port %d)%s", h->o->conf.web_bind_address, h->port,
-             h->o->conf.web_auth_enabled ? ", API keys required on /v1" : "");
+             h->o->conf.web_auth_enabled ? (h->o->conf.web_auth_jwt_enabled ? ", API keys or JWTs required on /v1"
+                                                                             : ", API keys required on /v1")
+                                         : "");
     if (h->o->conf.web_auth_enabled)
         auth_refresh(h);
+    jwt_refresh(h);
     timer_in_ms(h->lag_timer, 0);
     return true;
 }
@@ -1460,7 +925,9 @@ void http_api_free(struct http_api *h)
     if (h->lag_timer)
         event_free(h->lag_timer);
     explicit_bzero(&h->keys, sizeof h->keys);
+    jwt_keyset_free(h->jwt_keys);
     explicit_bzero(h->auth_text, sizeof h->auth_text);
     free(h->queues);
     free(h);
 }
+

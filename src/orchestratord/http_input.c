@@ -182,11 +182,15 @@ const char *const *hinput_query_allowed(enum route_id id)
     static const char *const templates[] = {"page", "per_page", "namespace", NULL};
     static const char *const dlq[] = {"page", "per_page", "resolution_status", NULL};
     static const char *const cancel[] = {"reason", "cancelled_by", NULL};
+    static const char *const task_graph[] = {"format", "fold", NULL};
+    static const char *const template_graph[] = {"format", NULL};
     switch (id) {
     case ROUTE_TASKS_LIST: return tasks;
     case ROUTE_TEMPLATES_LIST: return templates;
     case ROUTE_DLQ_LIST: return dlq;
     case ROUTE_TASK_CANCEL: return cancel;
+    case ROUTE_TASK_GRAPH: return task_graph;
+    case ROUTE_TEMPLATE_GRAPH: return template_graph;
     default: return NULL;
     }
 }
@@ -238,5 +242,23 @@ bool hinput_query_page(const struct evkeyvalq *kv, char page[16], char per_page[
         return fail(err, HUTIL_ERR_INVALID_REQUEST, "per_page must be an integer between 1 and 100");
     snprintf(page, 16, "%ld", p);
     snprintf(per_page, 16, "%ld", pp);
+    return true;
+}
+
+bool hinput_graph_query(const struct evkeyvalq *kv, enum route_id id, char fold[16], struct hinput_error *err)
+{
+    const char *format = evhttp_find_header(kv, "format");
+    if (format && *format && strcmp(format, "dot") != 0)
+        return fail(err, HUTIL_ERR_INVALID_REQUEST,
+                    "format \"%.32s\" is not served: the API sends Graphviz DOT only (format=dot); for svg or png "
+                    "use `taskerctl %s visualize … --format svg|png`, which renders the DOT",
+                    format, id == ROUTE_TEMPLATE_GRAPH ? "template" : "task");
+    long n = HINPUT_DEFAULT_FOLD;
+    const char *v = id == ROUTE_TASK_GRAPH ? evhttp_find_header(kv, "fold") : NULL;
+    if (v && *v && !hutil_parse_int(v, 0, 100000, &n))
+        return fail(err, HUTIL_ERR_INVALID_REQUEST,
+                    "fold must be an integer between 0 and 100000 (batches of more workers are drawn as one node; "
+                    "0 draws every worker)");
+    snprintf(fold, 16, "%ld", n);
     return true;
 }

@@ -102,7 +102,8 @@ static void listener_on_event(void *arg, struct db_conn *c, enum db_conn_event e
 static void listener_connect(struct listener *l)
 {
     struct db_conn_params cp = {
-        .url = l->o->conf.database_url,
+        /* LISTEN is session state: behind a transaction-pooling PgBouncer it needs its own route. */
+        .url = l->o->conf.database_listen_url[0] ? l->o->conf.database_listen_url : l->o->conf.database_url,
         .application_name = "tasker-orchestratord-listen",
         .connect_timeout_ms = 10000,
     };

@@ -93,6 +93,15 @@ const struct db_statement statements[STMT_COUNT] = {
         "api_get_template",
         "SELECT tasker.api_template_json($1::text, $2::text, $3::text)::text",
         3 },
+    /* DOT text (sql/0265_tasker_graph.sql), sent as it is */
+    [STMT_API_TASK_GRAPH] = {
+        "api_task_graph",
+        "SELECT tasker.api_task_graph_dot($1::uuid, $2::integer)",
+        2 },
+    [STMT_API_TEMPLATE_GRAPH] = {
+        "api_template_graph",
+        "SELECT tasker.api_template_graph_dot($1::text, $2::text, $3::text)",
+        3 },
     [STMT_API_LIST_DLQ] = {
         "api_list_dlq",
         "SELECT tasker.api_list_dlq($1::text, $2::integer, $3::integer)::text",
@@ -113,6 +122,15 @@ const struct db_statement statements[STMT_COUNT] = {
         " WHERE m.queue_name LIKE 'tasker\\_dispatch\\_%' OR m.queue_name LIKE 'tasker\\_completion\\_%'"
         " ORDER BY m.queue_name",
         0 },
+    /* messaging.backend = rabbitmq: the dispatch relay (relay.c, sql/0270_tasker_rabbitmq.sql) */
+    [STMT_RELAY_READ] = {
+        "relay_read",
+        "SELECT namespace, msg_id, read_ct, message::text FROM tasker.relay_read_dispatch($1::integer, $2::integer)",
+        2 },
+    [STMT_RELAY_ARCHIVE] = {
+        "relay_archive",
+        "SELECT tasker.relay_archive_dispatch($1::text[], $2::bigint[])",
+        2 },
 };
 
 /* statements_verify: prepare every statement on a blocking connection (the `sql-check` command,

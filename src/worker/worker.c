@@ -15,6 +15,7 @@
  */
 #include "worker.h"
 
+#include "amqp_link.h"
 #include "backoff.h"
 #include "db_conn.h"
 #include "log.h"
@@ -59,9 +60,18 @@ struct worker {
     struct event_base *base;
     struct worker_opts o;
     char queue[64];                      /* tasker_dispatch_<namespace> */
-    char options[WORKER_ID_MAX + 32];    /* libpq options: -c tasker.actor=<worker id> */
     char lease_arg[16];                  /* lease_secs as text, for the statements */
-    struct db_statement stmts[3];
+    struct db_statement stmts[4];
+
+    /* --backend rabbitmq: deliveries waiting for a claim, and those of the claim in flight. A
+     * delivery is acked only after the claim that took it committed (claimed, or fenced as a
+     * duplicate); tags of an older AMQP connection (amqp_gen) are void and never acked. */
+    struct amqp_link *amqp;
+    json_t *deliveries;                  /* [{msg_id, message}] in arrival order */
+    uint64_t *tags;                      /* their delivery tags */
+    size_t ntags, captags;
+    size_t claim_n;                      /* deliveries[0..claim_n) are in the claim in flight */
+    unsigned amqp_gen, claim_gen;
 
     struct db_conn *main;                /* NULL while down */
     bool main_ready;
@@ -360,11 +370,32 @@ oom:
     return NULL;
 }
 
+/* w_amqp_settle: the claim of deliveries[0..claim_n) is over. Committed: ack them all (claimed
+ * or fenced duplicates alike) and drop them. Failed: keep them for the next claim. */
+static void w_amqp_settle(struct worker *w, bool committed)
+{
+    size_t n = w->claim_n;
+    w->claim_n = 0;
+    if (!w->amqp || !committed || n == 0)
+        return;
+    if (w->claim_gen == w->amqp_gen)
+        for (size_t i = 0; i < n; i++)
+            if (!amqp_link_ack(w->amqp, w->tags[i]))
+                break; /* the link broke: the broker redelivers; the claim fences */
+    if (n > w->ntags)
+        n = w->ntags;
+    memmove(w->tags, w->tags + n, (w->ntags - n) * sizeof *w->tags);
+    w->ntags -= n;
+    for (size_t i = 0; i < n; i++)
+        json_array_remove(w->deliveries, 0);
+}
+
 static void w_on_claim(void *arg, const struct db_rows *rows, const struct db_error *err)
 {
     struct worker *w = arg;
     w->op = WOP_NONE;
     w->last_op = WOP_CLAIM;
+    w_amqp_settle(w, !err);
     if (w->stopped)
         return;
     if (err) {
@@ -425,10 +456,43 @@ static void w_on_claim(void *arg, const struct db_rows *rows, const struct db_er
     w_check_drained(w);
 }
 
+static void w_send_claim_amqp(struct worker *w, int qty)
+{
+    size_t n = json_array_size(w->deliveries);
+    if ((size_t)qty < n)
+        n = (size_t)qty;
+    json_t *batch = json_array();
+    for (size_t i = 0; batch && i < n; i++)
+        json_array_append(batch, json_array_get(w->deliveries, i));
+    char *text = batch ? json_dumps(batch, JSON_COMPACT) : NULL;
+    json_decref(batch);
+    if (!text) {
+        log_error("worker", "out of memory");
+        return;
+    }
+    const char *params[4] = { w->o.namespace_name, text, w->lease_arg, w->o.worker_id };
+    w->want_claim = false;
+    w->claim_qty = (int)n;
+    w->claim_n = n;
+    w->claim_gen = w->amqp_gen;
+    w->op_sent_ms = w_now_ms();
+    w->op = WOP_CLAIM;
+    if (!db_conn_query(w->main, true, "worker_claim_amqp", 4, params, w_on_claim, w)) {
+        w->op = WOP_NONE;
+        w->claim_n = 0;
+        w->want_claim = true;
+    }
+    free(text);
+}
+
 static void w_send_claim(struct worker *w)
 {
     int free_slots = w->o.concurrency - w->running;
     int qty = w->o.batch < free_slots ? w->o.batch : free_slots;
+    if (w->amqp) {
+        w_send_claim_amqp(w, qty);
+        return;
+    }
     char qty_s[16];
     snprintf(qty_s, sizeof qty_s, "%d", qty);
     const char *params[4] = { w->o.namespace_name, qty_s, w->lease_arg, w->o.worker_id };
@@ -795,7 +859,53 @@ static void w_send_checkpoints(struct worker *w, int64_t now)
 
 static bool w_can_claim(const struct worker *w)
 {
+    if (w->amqp)
+        return w->drain_stage == 0 && json_array_size(w->deliveries) > 0 && w->running < w->o.concurrency;
     return w->drain_stage == 0 && w->want_claim && w->running < w->o.concurrency;
+}
+
+/* ---- RabbitMQ (--backend rabbitmq) ----------------------------------------------------------- */
+
+static void w_amqp_on_delivery(void *arg, uint64_t tag, bool redelivered, const char *message_id, const char *body,
+                               size_t len)
+{
+    struct worker *w = arg;
+    json_error_t jerr;
+    /* Not JSON: passed on as a string, so the claim records it as malformed and it is acked. */
+    json_t *msg = json_loadb(body, len, 0, &jerr);
+    if (!msg)
+        msg = json_stringn_nocheck(body, len);
+    char *end = NULL;
+    long long id = strtoll(message_id, &end, 10);
+    if (!*message_id || (end && *end) || id < 0)
+        id = 0;
+    if (w->ntags == w->captags) {
+        size_t cap = w->captags ? w->captags * 2 : 64;
+        uint64_t *grown = realloc(w->tags, cap * sizeof *grown);
+        if (!grown) {
+            json_decref(msg);
+            return; /* never acked: the broker redelivers it after we reconnect */
+        }
+        w->tags = grown;
+        w->captags = cap;
+    }
+    w->tags[w->ntags++] = tag;
+    json_array_append_new(w->deliveries, json_pack("{s:I, s:o}", "msg_id", (json_int_t)id, "message", msg));
+    log_debug("worker", "delivery %llu (msg %lld)%s", (unsigned long long)tag, id, redelivered ? ", redelivered" : "");
+    w_pump_soon(w);
+}
+
+static void w_amqp_on_down(void *arg, const char *why)
+{
+    struct worker *w = arg;
+    (void)why;
+    /* Unacked deliveries went back to the queue at the broker; their tags are void. The claim in
+     * flight (if any) keeps its prefix and drops it, unacked, when it returns. */
+    w->amqp_gen++;
+    size_t keep = w->op == WOP_CLAIM ? w->claim_n : 0;
+    while (json_array_size(w->deliveries) > keep)
+        json_array_remove(w->deliveries, keep);
+    w->ntags = keep;
 }
 
 /* w_pump: give the idle main connection its next statement (see the file comment for the order). */
@@ -902,10 +1012,15 @@ static void w_on_main_retry(evutil_socket_t fd, short what, void *arg)
 
 static void w_main_connect(struct worker *w)
 {
+    /* jit=off: short OLTP calls; see src/orchestratord/db_pool.c. */
+    const struct db_setting settings[] = { { "tasker.actor", w->o.worker_id }, { "jit", "off" } };
     struct db_conn_params p = {
         .url = w->o.database_url,
         .application_name = "tasker-worker",
-        .options = w->options,
+        .settings = settings,
+        .nsettings = sizeof settings / sizeof settings[0],
+        .settings_per_transaction = w->o.transaction_pooling,
+        .unnamed_statements = !w->o.prepared_statements,
         .connect_timeout_ms = WORKER_CONNECT_TIMEOUT_MS,
         .prepare = w->stmts,
         .nprepare = sizeof w->stmts / sizeof w->stmts[0],
@@ -978,7 +1093,7 @@ static void w_on_listen_retry(evutil_socket_t fd, short what, void *arg)
 static void w_listen_connect(struct worker *w)
 {
     struct db_conn_params p = {
-        .url = w->o.database_url,
+        .url = w->o.listen_url,
         .application_name = "tasker-worker-listen",
         .connect_timeout_ms = WORKER_CONNECT_TIMEOUT_MS,
     };
@@ -1085,8 +1200,6 @@ struct worker *worker_init(struct event_base *base, const struct worker_opts *o)
     w_rlist_init(&w->pending);
     w_rlist_init(&w->submitting);
     snprintf(w->queue, sizeof w->queue, "tasker_dispatch_%s", o->namespace_name);
-    /* jit=off: short OLTP calls; see src/orchestratord/db_pool.c. The worker id is validated to need no escaping. */
-    snprintf(w->options, sizeof w->options, "-c tasker.actor=%s -c jit=off", o->worker_id);
     snprintf(w->lease_arg, sizeof w->lease_arg, "%d", o->lease_secs);
     w->rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16) ^ 0x9e3779b9u;
     if (!w->rng)
@@ -1095,6 +1208,11 @@ struct worker *worker_init(struct event_base *base, const struct worker_opts *o)
         "worker_claim",
         /* Every column, read by name: newer schemas append columns (handler_method, …, checkpoint). */
         "SELECT * FROM tasker.tasker_claim_and_execute_step($1::text, $2::integer, $3::integer, $4::text)",
+        4
+    };
+    w->stmts[3] = (struct db_statement){
+        "worker_claim_amqp",
+        "SELECT * FROM tasker.claim_dispatched_steps($1::text, $2::jsonb, $3::integer, $4::text)",
         4
     };
     w->stmts[1] = (struct db_statement){
@@ -1117,6 +1235,21 @@ struct worker *worker_init(struct event_base *base, const struct worker_opts *o)
     w->listen_retry_ev = evtimer_new(base, w_on_listen_retry, w);
     w->sigterm_ev = evsignal_new(base, SIGTERM, w_on_signal, w);
     w->sigint_ev = evsignal_new(base, SIGINT, w_on_signal, w);
+    if (o->rabbitmq) {
+        struct amqp_link_opts lo = {
+            .url = o->amqp_url, .tag = "amqp", .heartbeat_secs = 30, .timeout_ms = WORKER_CONNECT_TIMEOUT_MS,
+            .reconnect_initial_ms = WORKER_RECONNECT_MIN_MS, .reconnect_max_ms = WORKER_RECONNECT_MAX_MS,
+            .consume_queue = w->queue, .prefetch = o->concurrency,
+        };
+        struct amqp_link_handlers h = { .on_delivery = w_amqp_on_delivery, .on_down = w_amqp_on_down };
+        w->deliveries = json_array();
+        w->amqp = w->deliveries ? amqp_link_new(base, &lo, &h, w) : NULL;
+        if (!w->amqp) {
+            log_error("worker", "out of memory");
+            worker_free(w);
+            return NULL;
+        }
+    }
     if (!w->pump_ev || !w->poll_ev || !w->hb_ev || !w->drain_ev || !w->main_retry_ev ||
         !w->listen_retry_ev || !w->sigterm_ev || !w->sigint_ev) {
         log_error("worker", "out of memory creating events");
@@ -1142,7 +1275,10 @@ bool worker_start(struct worker *w)
              "handler timeout %d s, worker id %s", w->o.namespace_name, w->queue, w->o.concurrency, w->o.batch,
              w->o.lease_secs, w->o.poll_ms, w->o.handler_timeout_secs, w->o.worker_id);
     w_main_connect(w);
-    w_listen_connect(w);
+    if (w->amqp)
+        amqp_link_start(w->amqp); /* dispatch comes from RabbitMQ: no LISTEN connection needed */
+    else
+        w_listen_connect(w);
     return true;
 }
 
@@ -1199,6 +1335,9 @@ void worker_free(struct worker *w)
     db_conn_free(w->listen_dead);
     w_rlist_free(&w->pending);
     w_rlist_free(&w->submitting);
+    amqp_link_free(w->amqp);
+    json_decref(w->deliveries);
+    free(w->tags);
     w_event_free(&w->pump_ev);
     w_event_free(&w->poll_ev);
     w_event_free(&w->hb_ev);

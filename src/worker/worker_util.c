@@ -3,6 +3,7 @@
 #include "worker.h"
 #include "worker_exec.h"
 
+#include "amqp_link.h"
 #include "names.h"
 
 #include <errno.h>
@@ -11,6 +12,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 static bool wu_is_space(char c)
@@ -57,6 +59,16 @@ void worker_usage(FILE *out)
             "  -t, --handler-timeout-secs S   exec timeout when the step sets none, and the drain\n"
             "                                 limit (default %d, 1..604800)\n"
             "  -d, --database-url URL         database (default: $DATABASE_URL)\n"
+            "      --listen-url URL           the LISTEN connection's database (default: $TASKER_LISTEN_URL,\n"
+            "                                 else the database URL); direct when that is PgBouncer's\n"
+            "      --transaction-pooling      the database URL is a transaction-pooling PgBouncer: session\n"
+            "                                 settings go with every transaction (or $TASKER_TRANSACTION_POOLING=1)\n"
+            "      --no-prepared-statements   send every statement unnamed, with its text (PgBouncer < 1.21 in\n"
+            "                                 transaction mode; or $TASKER_PREPARED_STATEMENTS=0)\n"
+            "      --backend pgmq|rabbitmq    where dispatch messages come from (default: $TASKER_MESSAGING_BACKEND,\n"
+            "                                 else pgmq); rabbitmq consumes tasker_dispatch_<ns> with prefetch =\n"
+            "                                 concurrency and acks after the claim committed\n"
+            "      --amqp-url URL             the broker with --backend rabbitmq (default: $TASKER_AMQP_URL)\n"
             "      --handler-map C=B          run built-in B for steps whose handler callable is C, or\n"
             "                                 C#METHOD for that callable and handler method (repeatable,\n"
             "                                 up to %d; C#METHOD wins over C)\n"
@@ -213,7 +225,27 @@ static void wu_default_id(char *out, size_t len)
 }
 
 /* Long-only options: values outside the short-option letters. */
-enum { WU_OPT_HANDLER_MAP = 256, WU_OPT_DEFAULT_HANDLER };
+enum { WU_OPT_HANDLER_MAP = 256, WU_OPT_DEFAULT_HANDLER, WU_OPT_LISTEN_URL, WU_OPT_TX_POOLING, WU_OPT_NO_PREPARED,
+       WU_OPT_BACKEND, WU_OPT_AMQP_URL };
+
+/* wu_env_bool: $name as a boolean (1/true/yes/on, 0/false/no/off); def when unset or empty, false
+ * with err set when it is something else. */
+static bool wu_env_bool(const char *name, bool def, bool *out, char *err, size_t errlen)
+{
+    const char *v = getenv(name);
+    *out = def;
+    if (!v || !*v)
+        return true;
+    static const char *const yes[] = { "1", "true", "yes", "on" }, *const no[] = { "0", "false", "no", "off" };
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+            *out = strcasecmp(v, yes[i]) == 0;
+            return true;
+        }
+    }
+    snprintf(err, errlen, "invalid $%s '%.32s': want 1, true, yes, on, 0, false, no or off", name, v);
+    return false;
+}
 
 enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_opts *o, char *err, size_t errlen)
 {
@@ -228,6 +260,11 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
         { "handler-map", required_argument, NULL, WU_OPT_HANDLER_MAP },
         { "default-handler", required_argument, NULL, WU_OPT_DEFAULT_HANDLER },
         { "database-url", required_argument, NULL, 'd' },
+        { "backend", required_argument, NULL, WU_OPT_BACKEND },
+        { "amqp-url", required_argument, NULL, WU_OPT_AMQP_URL },
+        { "listen-url", required_argument, NULL, WU_OPT_LISTEN_URL },
+        { "transaction-pooling", no_argument, NULL, WU_OPT_TX_POOLING },
+        { "no-prepared-statements", no_argument, NULL, WU_OPT_NO_PREPARED },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -241,8 +278,12 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
     o->handler_timeout_secs = WORKER_DEFAULT_HANDLER_TIMEOUT_SECS;
     wu_default_id(o->worker_id, sizeof o->worker_id);
     err[0] = '\0';
+    if (!wu_env_bool("TASKER_TRANSACTION_POOLING", false, &o->transaction_pooling, err, errlen) ||
+        !wu_env_bool("TASKER_PREPARED_STATEMENTS", true, &o->prepared_statements, err, errlen))
+        return WORKER_PARSE_ERROR;
 
     bool have_ns = false;
+    const char *backend = getenv("TASKER_MESSAGING_BACKEND");
     optind = 0; /* glibc: full re-initialisation, so tests may parse several times */
     opterr = 0;
     int ch;
@@ -305,6 +346,21 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
         case 'd':
             o->database_url = optarg;
             break;
+        case WU_OPT_BACKEND:
+            backend = optarg;
+            break;
+        case WU_OPT_AMQP_URL:
+            o->amqp_url = optarg;
+            break;
+        case WU_OPT_LISTEN_URL:
+            o->listen_url = optarg;
+            break;
+        case WU_OPT_TX_POOLING:
+            o->transaction_pooling = true;
+            break;
+        case WU_OPT_NO_PREPARED:
+            o->prepared_statements = false;
+            break;
         case 'v':
             o->verbose = true;
             break;
@@ -339,6 +395,28 @@ enum worker_parse_status worker_opts_parse(int argc, char **argv, struct worker_
     if (!o->database_url || !*o->database_url) {
         snprintf(err, errlen, "no database: set DATABASE_URL or pass --database-url");
         return WORKER_PARSE_ERROR;
+    }
+    if (backend && *backend && strcmp(backend, "pgmq") != 0 && strcmp(backend, "rabbitmq") != 0) {
+        snprintf(err, errlen, "invalid backend '%.32s': want pgmq or rabbitmq", backend);
+        return WORKER_PARSE_ERROR;
+    }
+    o->rabbitmq = backend && strcmp(backend, "rabbitmq") == 0;
+    if (o->rabbitmq) {
+        if (!o->amqp_url || !*o->amqp_url)
+            o->amqp_url = getenv("TASKER_AMQP_URL");
+        char why[200];
+        if (!o->amqp_url || !*o->amqp_url) {
+            snprintf(err, errlen, "--backend rabbitmq needs --amqp-url or TASKER_AMQP_URL");
+            return WORKER_PARSE_ERROR;
+        }
+        if (!amqp_url_check(o->amqp_url, why, sizeof why)) {
+            snprintf(err, errlen, "--amqp-url %s", why);
+            return WORKER_PARSE_ERROR;
+        }
+    }
+    if (!o->listen_url || !*o->listen_url) {
+        const char *env = getenv("TASKER_LISTEN_URL");
+        o->listen_url = env && *env ? env : o->database_url;
     }
     return WORKER_PARSE_OK;
 }

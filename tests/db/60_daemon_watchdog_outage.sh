@@ -14,6 +14,7 @@
 # within 5 s before a ping skipped it, and the next ping landed at 30 s, where systemd kills. The
 # fix: the pool counts as progressing whenever no query runs on a connection, and it fails its
 # queue when it goes DOWN.
+# make-check: exclusive (a 1 s watchdog: a loaded machine would miss pings)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

@@ -10,6 +10,7 @@
 # follow it. This test notices that, says so, skips the reconnect checks, and restarts the
 # daemon and workers on the new URL so the run still completes (tests/daemon_lib.sh takes
 # SERVER_URL from the sandbox, so the later daemon tests follow the new port too).
+# make-check: exclusive (it stops and restarts the shared server)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

@@ -9,6 +9,7 @@
 #   3. retries scheduled after the long idle period go out on time: one with a 100 ms backoff and
 #      one with 2.5 s (the poller sleeps until it is due, not until its next idle poll);
 #   4. the idle daemon runs no VACUUM (src/orchestratord/vacuum.c: only completions make tables due).
+# make-check: exclusive (it counts the idle daemon's queries and timings)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

@@ -16,6 +16,7 @@
 # either of which is enough: in sql/0250, enqueue_ready_steps leaves tasks with a step in error out
 # of its candidates; in src/orchestratord/poller.c, the poller polls again at once only when a full batch also
 # enqueued something.
+# make-check: exclusive (it measures the poller's query rate)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

@@ -12,6 +12,7 @@
 #     goes on serving. Before, the query waited on until the lock went.
 #  3. web.statement_timeout_ms: API statements have a server-side timeout in every environment;
 #     with it below the deadline the request gets 503 and the statement is gone.
+# make-check: exclusive (its slow requests are timed against the pool)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

@@ -14,6 +14,7 @@
 # stopped, /health said 503, and after the period tasker_db_pool_breaker_open stayed 1 while
 # queries succeeded (it cleared only on a new connect, impossible while the limit held).
 # Last, the breaker must still open when no connection works at all, and close when one does.
+# make-check: exclusive (its breaker and pool timings assume a quiet machine)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

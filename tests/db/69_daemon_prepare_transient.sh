@@ -14,6 +14,7 @@
 # (57014): … — the database schema does not match this build". The fix is in src/common/db_conn.c
 # (dbc_prepare_done). Only SQLSTATE class 42 and 0A000 now mean "not our schema"; any other prepare
 # error drops the connection, and the pool reconnects with backoff.
+# make-check: exclusive (it times statement timeouts against a held lock)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

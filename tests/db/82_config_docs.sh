@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.." || exit 1
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tasker-82.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
-unset DATABASE_URL TASKER_ENV TASKER_CONFIG_PATH TASKER_WEB_BIND_ADDRESS JOURNAL_STREAM
+unset DATABASE_URL TASKER_ENV TASKER_CONFIG_PATH TASKER_WEB_BIND_ADDRESS TASKER_JWT_HS256_SECRET JOURNAL_STREAM
 D=tasker-orchestratord
 DOC=docs/configuration.md
 MAN=man/man5/tasker-orchestratord.conf.5

@@ -53,9 +53,12 @@ else
   fail "the demo's PostgreSQL port ('$demo_port') differs from the harness's ($harness_port)"
 fi
 
-if grep -q '^==> registering templates' <<<"$out"; then ok "templates registered"; else fail "templates registered"; fi
-is "$(grep -Ec '^  (demo_[a-z_]+|conditional_approval|batch_processing) +(created|unchanged|updated)$' <<<"$out")" 6 \
-  "6 templates registered through POST /v1/templates (2 of them dynamic)"
+if grep -q '^==> templates registered from etc/templates by the daemon' <<<"$out"; then ok "templates registered"; else fail "templates registered"; fi
+# The daemon registered etc/templates itself (TASKER_TEMPLATE_PATH): YAML and JSON files, none refused.
+is "$(sed -n 's/^  etc\/templates: \([0-9]*\) registered, \([0-9]*\) unchanged, \([0-9]*\) refused$/\1+\2 \3/p' <<<"$out" | awk -F'[+ ]' '{ print $1 + $2, $3 }')" "7 0" \
+  "the daemon registered the 7 files of etc/templates (or found them unchanged), refusing none"
+is "$(grep -Ec '^  (linear_pipeline|diamond|fan_out_fan_in|flaky_payment|conditional_approval|batch_processing|decision_batch)@1\.0\.0: [0-9]+ steps$' <<<"$out")" 7 \
+  "GET /v1/templates lists them, the YAML ones (conditional_approval, batch_processing) among them"
 is "$(grep -Ec '^  [a-z_]+ +[0-9a-f-]{36}$' <<<"$out")" 8 "8 tasks created through POST /v1/tasks"
 
 # The "Tasks" table of the summary: task | template | state | steps | attempts | took_ms.

@@ -30,6 +30,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     unsetenv("TASKER_CONFIG_PATH");
     unsetenv("DATABASE_URL");
     unsetenv("TASKER_WEB_BIND_ADDRESS");
+    unsetenv("TASKER_JWT_HS256_SECRET");
     snprintf(dir, sizeof dir, "%s/tasker-fuzz-conf-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(dir))
         abort();

@@ -67,6 +67,13 @@ static void check_query(const char *qs, enum route_id id)
     } else {
         FUZZ_CHECK(e.message[0] != '\0');
     }
+    char fold[16];
+    if ((id == ROUTE_TASK_GRAPH || id == ROUTE_TEMPLATE_GRAPH) && hinput_graph_query(&kv, id, fold, &e)) {
+        long n; /* what reaches SQL is a fold in range, and only "dot" was asked for */
+        const char *format = evhttp_find_header(&kv, "format");
+        FUZZ_CHECK(hutil_parse_int(fold, 0, 100000, &n));
+        FUZZ_CHECK(!format || !*format || strcmp(format, "dot") == 0);
+    }
     evhttp_clear_headers(&kv);
 }
 

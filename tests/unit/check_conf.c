@@ -8,6 +8,7 @@
 
 #include <check.h>
 
+#include "amqp_link.h"
 #include "conf.h"
 #include "suites.h"
 
@@ -706,9 +707,43 @@ START_TEST(dump_masks_and_reads_back)
     conf_defaults(&back);
     ck_assert_msg(conf_load_buffer(&back, "dump.conf", text, err, sizeof err), "%s\n%s", err, text);
     snprintf(c.database_url, sizeof c.database_url, "%s", back.database_url);
+    ck_assert_msg(strstr(text, "url = \"amqp://localhost:5672/%2F\"") != NULL, "%s", text);
+    snprintf(c.rabbitmq_url, sizeof c.rabbitmq_url, "%s", back.rabbitmq_url); /* masked too */
     assert_same_conf(&back, &c);
     ck_assert_str_eq(back.processor_id, "a\"b\\c$d");
     free(text);
+}
+END_TEST
+
+/* The AMQP link's pure helpers: URL masking and confirm-tag bookkeeping (out-of-order and multiple
+ * acks, a nack, a return followed by its ack). */
+START_TEST(amqp_mask_and_confirms)
+{
+    char out[256], why[200];
+    amqp_url_mask("amqp://tasker:s3cret@127.0.0.1:5672/%2F", out, sizeof out);
+    ck_assert_str_eq(out, "amqp://tasker:***@127.0.0.1:5672/%2F");
+    amqp_url_mask("amqp://127.0.0.1/", out, sizeof out);
+    ck_assert_str_eq(out, "amqp://127.0.0.1/");
+    ck_assert(amqp_url_check("amqp://u:p@h:1/v", why, sizeof why));
+    ck_assert(!amqp_url_check("http://u:secretpw@h/", why, sizeof why));
+    ck_assert_ptr_null(strstr(why, "secretpw"));
+
+    struct amqp_confirms c = { 0 };
+    for (uint64_t t = 5; t < 10; t++)
+        ck_assert(amqp_confirms_add(&c, t));
+    ck_assert(!amqp_confirms_add(&c, 42)); /* tags are consecutive */
+    ck_assert_uint_eq(amqp_confirms_settle(&c, 8, false, true), 1); /* out of order */
+    ck_assert_uint_eq(amqp_confirms_settle(&c, 3, false, true), 0); /* an older burst's tag */
+    amqp_confirms_returned(&c, 1);                                    /* tag 6 unroutable … */
+    ck_assert_uint_eq(amqp_confirms_settle(&c, 7, true, true), 2);    /* … its ack: still returned */
+    ck_assert(!amqp_confirms_done(&c));
+    ck_assert_uint_eq(amqp_confirms_settle(&c, 9, false, false), 1);
+    ck_assert(amqp_confirms_done(&c));
+    ck_assert_int_eq(c.st[0], AMQP_CONFIRM_ACKED);
+    ck_assert_int_eq(c.st[1], AMQP_CONFIRM_RETURNED);
+    ck_assert_int_eq(c.st[3], AMQP_CONFIRM_ACKED);
+    ck_assert_int_eq(c.st[4], AMQP_CONFIRM_NACKED);
+    amqp_confirms_free(&c);
 }
 END_TEST
 
@@ -756,6 +791,7 @@ Suite *make_conf_suite(void)
     tcase_set_timeout(tc, 5);
     tcase_add_test(tc, reload_copies_reloadable_keys);
     tcase_add_test(tc, dump_masks_and_reads_back);
+    tcase_add_test(tc, amqp_mask_and_confirms);
     suite_add_tcase(s, tc);
 
     return s;

@@ -6,6 +6,9 @@
 
 #include <check.h>
 #include <jansson.h>
+#include <sys/queue.h> /* TAILQ_*, for struct evkeyvalq */
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 
 #include "conf.h"
 #include "http_auth.h"
@@ -351,7 +354,7 @@ START_TEST(keys_in_config)
     ck_assert_str_eq(err, "t.conf:1: web.auth.api_keys entry 1 (x): the key must be 16 to 128 characters");
     conf_defaults(&c);
     ck_assert(!conf_load_buffer(&c, "t.conf", "web {\n auth {\n  enabled = true\n }\n}\n", err, sizeof err));
-    ck_assert_str_eq(err, "t.conf:3: web.auth.enabled = true needs at least one key in web.auth.api_keys");
+    ck_assert_str_eq(err, "t.conf:3: web.auth.enabled = true needs at least one key in web.auth.api_keys or web.auth.jwt.enabled = true");
     conf_defaults(&c);
     ck_assert(conf_load_buffer(&c, "t.conf", "web { backpressure_queue_depth = 7 }\n", err, sizeof err));
     ck_assert_int_eq(c.web_backpressure_queue_depth, 7);
@@ -405,6 +408,21 @@ START_TEST(route_table)
     /* path parameters are not judged here (a bad UUID is the handler's 400) */
     ck_assert_int_eq(route_of("/v1/tasks/nope", RM_GET, &m), ROUTE_TASK_GET);
     ck_assert_str_eq(m.params[0], "nope");
+    /* the pictures */
+    ck_assert_int_eq(route_of("/v1/tasks/" U1 "/graph", RM_GET, &m), ROUTE_TASK_GRAPH);
+    ck_assert_int_eq(m.nparams, 1);
+    ck_assert_str_eq(m.params[0], U1);
+    ck_assert_int_eq(route_of("/v1/templates/ns/my%20flow/1.0.0/graph", RM_GET, &m), ROUTE_TEMPLATE_GRAPH);
+    ck_assert_int_eq(m.nparams, 3);
+    ck_assert_str_eq(m.params[1], "my flow");
+    ck_assert_str_eq(m.params[2], "1.0.0");
+    /* a template whose version is "graph" is still the template, not its picture */
+    ck_assert_int_eq(route_of("/v1/templates/ns/flow/graph", RM_GET, &m), ROUTE_TEMPLATE_GET);
+    ck_assert_str_eq(m.params[2], "graph");
+    ck_assert_int_eq(route_match("/v1/tasks/" U1 "/graph", RM_POST, &m), ROUTE_METHOD_NOT_ALLOWED);
+    ck_assert_int_eq(route_match("/v1/templates/ns/flow/1.0.0/graph", RM_DELETE, &m), ROUTE_METHOD_NOT_ALLOWED);
+    ck_assert_int_eq(route_match("/v1/tasks/" U1 "/graph/x", RM_GET, &m), ROUTE_NOT_FOUND);
+    ck_assert_int_eq(route_match("/v1/templates/ns/flow/graph/x/y", RM_GET, &m), ROUTE_NOT_FOUND);
 }
 END_TEST
 
@@ -492,6 +510,10 @@ START_TEST(route_permissions)
     ck_assert(route_permission(ROUTE_DLQ_UPDATE, &p) && p == AUTH_DLQ_UPDATE);
     ck_assert(route_permission(ROUTE_DLQ_STATS, &p) && p == AUTH_DLQ_READ);
     ck_assert(route_permission(ROUTE_TASK_RECOVER, &p) && p == AUTH_STEPS_RESOLVE);
+    ck_assert(route_permission(ROUTE_TASK_GRAPH, &p) && p == AUTH_TASKS_READ);
+    ck_assert(route_permission(ROUTE_TEMPLATE_GRAPH, &p) && p == AUTH_TEMPLATES_READ);
+    ck_assert_str_eq(route_label(ROUTE_TASK_GRAPH), "task_graph");
+    ck_assert_str_eq(route_label(ROUTE_TEMPLATE_GRAPH), "template_graph");
     /* every /v1 route needs a permission */
     for (int r = 0; r < ROUTE_COUNT; r++) {
         bool public_route =
@@ -533,6 +555,48 @@ START_TEST(recovery_inputs)
     input_ok(hinput_dlq_update, "{\"steps\": [\"" U1 "\"]}", "steps goes with recover: true");
     input_ok(hinput_dlq_update, "{\"recover\": false, \"steps\": [\"" U1 "\"]}", "steps goes with recover: true");
     input_ok(hinput_dlq_update, "{\"recover\": true, \"steps\": [1]}", "steps must be a non-empty array of UUIDs");
+}
+END_TEST
+
+/* graph_query: the query string qs of route as GET …/graph reads it: fold on success, else the
+ * refusal's message. */
+static bool graph_query(const char *qs, enum route_id id, char fold[16], char msg[256])
+{
+    struct evkeyvalq kv;
+    struct hinput_error e = {0};
+    bool ok = hinput_query_parse(qs, id, &kv, &e);
+    if (ok) {
+        ok = hinput_graph_query(&kv, id, fold, &e);
+        evhttp_clear_headers(&kv);
+    }
+    snprintf(msg, 256, "%s", ok ? "" : e.message);
+    return ok;
+}
+
+START_TEST(graph_queries)
+{
+    char fold[16], msg[256];
+    ck_assert(graph_query(NULL, ROUTE_TASK_GRAPH, fold, msg));
+    ck_assert_str_eq(fold, "8"); /* the default */
+    ck_assert(graph_query("format=dot&fold=0", ROUTE_TASK_GRAPH, fold, msg));
+    ck_assert_str_eq(fold, "0");
+    ck_assert(graph_query("fold=100000", ROUTE_TASK_GRAPH, fold, msg));
+    ck_assert_str_eq(fold, "100000");
+    ck_assert(graph_query("format=", ROUTE_TEMPLATE_GRAPH, fold, msg));
+    /* svg and png are taskerctl's: the message says so */
+    ck_assert(!graph_query("format=svg", ROUTE_TASK_GRAPH, fold, msg));
+    ck_assert_msg(strstr(msg, "format \"svg\" is not served") && strstr(msg, "taskerctl task visualize"), "%s", msg);
+    ck_assert(!graph_query("format=png", ROUTE_TEMPLATE_GRAPH, fold, msg));
+    ck_assert_msg(strstr(msg, "taskerctl template visualize"), "%s", msg);
+    ck_assert(!graph_query("format=DOT", ROUTE_TASK_GRAPH, fold, msg)); /* case matters, as everywhere */
+    ck_assert(!graph_query("fold=-1", ROUTE_TASK_GRAPH, fold, msg));
+    ck_assert_msg(strstr(msg, "fold must be an integer between 0 and 100000"), "%s", msg);
+    ck_assert(!graph_query("fold=100001", ROUTE_TASK_GRAPH, fold, msg));
+    ck_assert(!graph_query("fold=8x", ROUTE_TASK_GRAPH, fold, msg));
+    /* a template has no batches to fold */
+    ck_assert(!graph_query("fold=3", ROUTE_TEMPLATE_GRAPH, fold, msg));
+    ck_assert_msg(strstr(msg, "unknown query parameter \"fold\""), "%s", msg);
+    ck_assert(!graph_query("format=dot&format=dot", ROUTE_TASK_GRAPH, fold, msg));
 }
 END_TEST
 
@@ -713,6 +777,7 @@ Suite *make_http_suite(void)
     tcase_add_test(tc, route_permissions);
     tcase_add_test(tc, percent_decode);
     tcase_add_test(tc, recovery_inputs);
+    tcase_add_test(tc, graph_queries);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("metrics");

@@ -15,8 +15,11 @@
     X(poller) \
     X(worker) \
     X(http) \
+    X(jwt) \
     X(log) \
-    X(pool)
+    X(pool) \
+    X(ctl) \
+    X(template_file)
 
 #define UNIT_SUITE_DECLARE(name) Suite *make_##name##_suite(void);
 UNIT_SUITES(UNIT_SUITE_DECLARE)

@@ -1,0 +1,89 @@
+-- 0270_tasker_rabbitmq.sql — messaging.backend = rabbitmq (issue 12): the dispatch relay's two
+-- statements (read a batch of the PGMQ outbox, archive what the broker confirmed) and the worker's
+-- claim of steps whose dispatch messages came from RabbitMQ. Nothing on the hot path changes: the
+-- dispatch queue tasker_dispatch_<ns> is the outbox (docs/architecture.md, "RabbitMQ").
+
+-- tasker.relay_read_dispatch(vt, qty): up to qty visible messages of each namespace's dispatch
+-- queue, oldest first, each made invisible for vt seconds (PGMQ's read: skip-locked, read_ct + 1),
+-- so two daemons' relays split the work and a message whose confirm never came is read again once
+-- its vt has passed. read_ct > 1 means the message was read before: a re-publish.
+CREATE OR REPLACE FUNCTION tasker.relay_read_dispatch(p_vt integer, p_qty integer)
+RETURNS TABLE (namespace text, msg_id bigint, read_ct integer, message jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_ns text;
+BEGIN
+  IF p_qty IS NULL OR p_qty NOT BETWEEN 1 AND 10000 OR p_vt IS NULL OR p_vt NOT BETWEEN 1 AND 86400 THEN
+    RAISE EXCEPTION 'relay_read_dispatch: qty 1..10000 and vt 1..86400 (got %, %)', p_qty, p_vt USING ERRCODE = 'TK400';
+  END IF;
+  FOR v_ns IN SELECT n.name FROM tasker.task_namespaces n ORDER BY n.name LOOP
+    RETURN QUERY EXECUTE format($q$
+      WITH picked AS (
+        SELECT q.msg_id FROM pgmq.%1$I q
+        WHERE q.vt <= clock_timestamp()
+        ORDER BY q.msg_id LIMIT $2
+        FOR UPDATE SKIP LOCKED
+      )
+      UPDATE pgmq.%1$I m
+      SET vt = clock_timestamp() + make_interval(secs => $1), read_ct = m.read_ct + 1
+      WHERE m.msg_id = ANY (ARRAY(SELECT picked.msg_id FROM picked))
+      RETURNING $3::text, m.msg_id, m.read_ct, m.message $q$, 'q_' || tasker.dispatch_queue(v_ns))
+      USING p_vt, p_qty, v_ns;
+  END LOOP;
+END $$;
+
+-- tasker.relay_archive_dispatch(namespaces, msg_ids): archive the messages the broker confirmed
+-- (pairs namespaces[i], msg_ids[i]), as PGMQ mode's hand-back does: one statement per batch.
+-- Returns how many were still there (a worker's claim may have archived one first).
+CREATE OR REPLACE FUNCTION tasker.relay_archive_dispatch(p_namespaces text[], p_msg_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+  r record;
+  v_n integer := 0;
+BEGIN
+  FOR r IN
+    SELECT u.ns, array_agg(u.id) AS ids FROM unnest(p_namespaces, p_msg_ids) AS u(ns, id)
+    WHERE u.ns IN (SELECT n.name FROM tasker.task_namespaces n)
+    GROUP BY u.ns
+  LOOP
+    v_n := v_n + tasker.archive_messages(tasker.dispatch_queue(r.ns), r.ids);
+  END LOOP;
+  RETURN v_n;
+END $$;
+
+-- tasker.claim_dispatched_steps(namespace, deliveries, lease_secs, worker_id): the claim of
+-- tasker_claim_and_execute_step for dispatch messages a worker received from RabbitMQ.
+-- deliveries is a JSON array of {"msg_id": <the PGMQ msg_id the relay published it under, or 0>,
+-- "message": <the body: the step message, or a string when it was not JSON>}. Fencing, returned
+-- rows and the record of malformed messages are those of tasker.claim_messages.
+CREATE OR REPLACE FUNCTION tasker.claim_dispatched_steps(p_namespace text, p_deliveries jsonb,
+  p_lease_secs integer DEFAULT 30, p_worker_id text DEFAULT NULL)
+RETURNS TABLE (msg_id bigint, task_uuid uuid, workflow_step_uuid uuid, attempt integer, step_name text,
+  handler_callable text, handler_initialization jsonb, inputs jsonb, task_context jsonb,
+  dependency_results jsonb, timeout_seconds integer, lease_expires_at timestamptz,
+  correlation_id uuid, namespace text, task_name text,
+  handler_method text, handler_resolver text, step_type text, checkpoint jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_ids bigint[];
+  v_msgs jsonb[];
+BEGIN
+  PERFORM tasker.check_namespace(p_namespace);
+  IF p_deliveries IS NULL OR jsonb_typeof(p_deliveries) <> 'array' OR jsonb_array_length(p_deliveries) > 1000 THEN
+    RAISE EXCEPTION 'deliveries must be a JSON array of at most 1000 entries' USING ERRCODE = 'TK400';
+  END IF;
+  IF p_lease_secs IS NULL OR p_lease_secs NOT BETWEEN 1 AND 86400 THEN
+    RAISE EXCEPTION 'lease_secs must be between 1 and 86400 (got %)', p_lease_secs USING ERRCODE = 'TK400';
+  END IF;
+  SELECT array_agg(coalesce(CASE WHEN jsonb_typeof(d->'msg_id') = 'number' AND (d->>'msg_id') ~ '^[0-9]{1,18}$'
+                                 THEN (d->>'msg_id')::bigint END, 0) ORDER BY n),
+         array_agg(coalesce(d->'message', 'null'::jsonb) ORDER BY n)
+  INTO v_ids, v_msgs
+  FROM jsonb_array_elements(p_deliveries) WITH ORDINALITY AS e(d, n);
+  IF v_ids IS NULL THEN
+    RETURN;
+  END IF;
+  RETURN QUERY SELECT * FROM tasker.claim_messages(p_namespace, v_ids, v_msgs, p_lease_secs,
+                                                   coalesce(nullif(p_worker_id, ''), 'worker-' || pg_backend_pid()));
+END $$;

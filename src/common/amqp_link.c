@@ -1,0 +1,449 @@
+/* amqp_link.c — one AMQP 0-9-1 connection (rabbitmq-c 0.11) on a libevent loop.
+ *
+ * Why this shape: rabbitmq-c has no asynchronous API and one connection must stay on one thread.
+ * Rather than an I/O thread and a queue into the loop, the socket is driven from the loop itself:
+ * - Reads: EV_READ on amqp_get_sockfd(); on each wake-up the frames are drained with
+ *   amqp_simple_wait_frame_noblock() and a zero timeval until AMQP_STATUS_TIMEOUT, which also
+ *   empties what rabbitmq-c had already buffered (buffered data raises no new read event). A
+ *   deliver or return method is followed by its header and body, which the broker writes back to
+ *   back; amqp_read_message() reads them (bounded by the RPC timeout).
+ * - Writes: amqp_basic_publish() and amqp_basic_ack() are plain socket writes of small frames.
+ * - RPCs (login, channel.open, confirm.select, queue.declare, basic.qos, basic.consume) block, so
+ *   they happen only at connect and when a queue is first declared, each bounded by
+ *   amqp_set_rpc_timeout / amqp_set_handshake_timeout / the connect timeout (opts.timeout_ms).
+ * - Heartbeats: rabbitmq-c services them only inside its calls, so a timer drains every
+ *   heartbeat/2 seconds; an idle link stays alive and a dead broker is noticed.
+ * Any error (socket, heartbeat timeout, a channel or connection close from the broker, a consumer
+ * cancel) tears the whole connection down and reconnects with backoff: one channel per connection
+ * keeps recovery a single path (reconnect, redeclare, confirm.select, qos, consume).
+ */
+#include "amqp_link.h"
+
+#include "backoff.h"
+#include "log.h"
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define LINK_CHANNEL 1
+
+enum link_state { LINK_DOWN, LINK_UP, LINK_FAILED /* broken; teardown and on_down pending */ };
+
+struct amqp_link {
+    struct event_base *base;
+    struct amqp_link_opts o;
+    char *url, *tag, *queue;
+    struct amqp_link_handlers h;
+    void *arg;
+    amqp_connection_state_t conn;
+    enum link_state state;
+    struct event *rd, *hb, *retry;
+    int failures;
+    uint64_t next_tag;          /* confirm tag of the next publish on this connection */
+    unsigned long long connects;
+    bool was_up;                /* on_down is owed for the current loss */
+    char last_error[256];
+};
+
+static void link_drain(struct amqp_link *l);
+
+static void ms_to_tv(int ms, struct timeval *tv)
+{
+    tv->tv_sec = ms / 1000;
+    tv->tv_usec = (ms % 1000) * 1000;
+}
+
+static void link_retry_in(struct amqp_link *l, long long ms)
+{
+    struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)((ms % 1000) * 1000) };
+    evtimer_add(l->retry, &tv);
+}
+
+/* link_fail: the connection is unusable. Nothing is freed here (we may be deep inside a callback
+ * of ours); the retry timer tears down, reports on_down and reconnects. */
+static void link_fail(struct amqp_link *l, const char *what, const char *detail)
+{
+    if (l->state == LINK_FAILED)
+        return;
+    snprintf(l->last_error, sizeof l->last_error, "%s%s", what, detail);
+    if (l->state == LINK_UP)
+        log_warn(l->tag, "broker link lost: %s", l->last_error);
+    l->state = LINK_FAILED;
+    if (l->rd)
+        event_del(l->rd);
+    if (l->hb)
+        event_del(l->hb);
+    link_retry_in(l, 0);
+}
+
+static bool rpc_ok(struct amqp_link *l, const char *what)
+{
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(l->conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL)
+        return true;
+    char msg[160];
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION)
+        snprintf(msg, sizeof msg, "%s: %s", what, amqp_error_string2(r.library_error));
+    else if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD || r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        const amqp_connection_close_t *c = r.reply.decoded;
+        snprintf(msg, sizeof msg, "%s: broker closed: %d %.*s", what, c ? c->reply_code : 0,
+                 c ? (int)c->reply_text.len : 0, c ? (const char *)c->reply_text.bytes : "");
+    } else
+        snprintf(msg, sizeof msg, "%s: unexpected broker reply", what);
+    link_fail(l, "", msg);
+    return false;
+}
+
+static void link_teardown(struct amqp_link *l, bool polite)
+{
+    if (l->rd) {
+        event_free(l->rd);
+        l->rd = NULL;
+    }
+    if (l->conn) {
+        if (polite) {
+            (void)amqp_channel_close(l->conn, LINK_CHANNEL, AMQP_REPLY_SUCCESS);
+            (void)amqp_connection_close(l->conn, AMQP_REPLY_SUCCESS);
+        }
+        amqp_destroy_connection(l->conn);
+        l->conn = NULL;
+    }
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    link_drain(arg);
+}
+
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    link_drain(arg);
+}
+
+bool amqp_link_declare(struct amqp_link *l, const char *queue)
+{
+    if (l->state != LINK_UP && !(l->state == LINK_DOWN && l->conn))
+        return false;
+    amqp_queue_declare(l->conn, LINK_CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0, 0, amqp_empty_table);
+    return rpc_ok(l, "queue.declare");
+}
+
+/* link_connect: one attempt; every step bounded by timeout_ms. */
+static bool link_connect(struct amqp_link *l)
+{
+    struct amqp_connection_info ci;
+    char *url = strdup(l->url);
+    if (!url || amqp_parse_url(url, &ci) != AMQP_STATUS_OK) {
+        free(url);
+        snprintf(l->last_error, sizeof l->last_error, "messaging.rabbitmq.url is not an AMQP URL");
+        return false;
+    }
+    struct timeval tv;
+    ms_to_tv(l->o.timeout_ms, &tv);
+    bool ok = false;
+    l->state = LINK_DOWN;
+    l->conn = amqp_new_connection();
+    amqp_socket_t *s = l->conn ? amqp_tcp_socket_new(l->conn) : NULL;
+    if (!s) {
+        snprintf(l->last_error, sizeof l->last_error, "out of memory");
+        goto out;
+    }
+    (void)amqp_set_handshake_timeout(l->conn, &tv);
+    (void)amqp_set_rpc_timeout(l->conn, &tv);
+    int rc = amqp_socket_open_noblock(s, ci.host, ci.port, &tv);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(l->last_error, sizeof l->last_error, "cannot connect to %s:%d: %s", ci.host, ci.port,
+                 amqp_error_string2(rc));
+        goto out;
+    }
+    amqp_rpc_reply_t r = amqp_login(l->conn, ci.vhost, 0, 131072, l->o.heartbeat_secs, AMQP_SASL_METHOD_PLAIN,
+                                    ci.user, ci.password);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        snprintf(l->last_error, sizeof l->last_error, "login to %s:%d failed: %s", ci.host, ci.port,
+                 r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? amqp_error_string2(r.library_error)
+                                                                 : "refused by the broker");
+        goto out;
+    }
+    l->state = LINK_UP; /* for rpc_ok/declare; rolled back below on failure */
+    amqp_channel_open(l->conn, LINK_CHANNEL);
+    if (!rpc_ok(l, "channel.open"))
+        goto out;
+    if (l->o.confirms) {
+        amqp_confirm_select(l->conn, LINK_CHANNEL);
+        if (!rpc_ok(l, "confirm.select"))
+            goto out;
+        l->next_tag = 1;
+    }
+    if (l->queue) {
+        if (!amqp_link_declare(l, l->queue))
+            goto out;
+        amqp_basic_qos(l->conn, LINK_CHANNEL, 0, (uint16_t)l->o.prefetch, 0);
+        if (!rpc_ok(l, "basic.qos"))
+            goto out;
+        amqp_basic_consume(l->conn, LINK_CHANNEL, amqp_cstring_bytes(l->queue), amqp_empty_bytes, 0, 0, 0,
+                           amqp_empty_table);
+        if (!rpc_ok(l, "basic.consume"))
+            goto out;
+    }
+    l->rd = event_new(l->base, amqp_get_sockfd(l->conn), EV_READ | EV_PERSIST, on_read, l);
+    if (!l->rd || event_add(l->rd, NULL) != 0) {
+        snprintf(l->last_error, sizeof l->last_error, "out of memory");
+        goto out;
+    }
+    if (l->o.heartbeat_secs > 0) {
+        struct timeval hb = { .tv_sec = l->o.heartbeat_secs / 2, .tv_usec = (l->o.heartbeat_secs % 2) * 500000 };
+        event_add(l->hb, &hb);
+    }
+    ok = true;
+out:
+    free(url);
+    if (!ok) {
+        l->state = LINK_DOWN;
+        link_teardown(l, false);
+    }
+    return ok;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct amqp_link *l = arg;
+    if (l->state == LINK_FAILED) {
+        link_teardown(l, false);
+        l->state = LINK_DOWN;
+        if (l->was_up) {
+            l->was_up = false;
+            if (l->h.on_down)
+                l->h.on_down(l->arg, l->last_error);
+        }
+        l->failures = 0;
+        link_retry_in(l, backoff_ms(l->o.reconnect_initial_ms, l->o.reconnect_max_ms, 1, 25, (unsigned)rand()));
+        return;
+    }
+    if (link_connect(l)) {
+        l->failures = 0;
+        l->connects++;
+        l->was_up = true;
+        log_info(l->tag, "broker link up%s%s", l->queue ? ", consuming " : "", l->queue ? l->queue : "");
+        if (l->h.on_up)
+            l->h.on_up(l->arg);
+        if (l->state == LINK_UP)
+            link_drain(l); /* anything that arrived with the replies */
+        return;
+    }
+    l->failures++;
+    if (l->failures == 1 || l->failures % 10 == 0)
+        log_warn(l->tag, "broker link down: %s (attempt %d; retrying)", l->last_error, l->failures);
+    link_retry_in(l, backoff_ms(l->o.reconnect_initial_ms, l->o.reconnect_max_ms, l->failures, 25, (unsigned)rand()));
+}
+
+/* read_content: the header and body after a deliver or return method. */
+static bool read_content(struct amqp_link *l, amqp_message_t *msg)
+{
+    amqp_rpc_reply_t r = amqp_read_message(l->conn, LINK_CHANNEL, msg, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        link_fail(l, "reading a message: ",
+                  r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? amqp_error_string2(r.library_error) : "protocol");
+        return false;
+    }
+    return true;
+}
+
+static void message_id_of(const amqp_message_t *msg, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (msg->properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+        snprintf(out, len, "%.*s", (int)msg->properties.message_id.len, (const char *)msg->properties.message_id.bytes);
+}
+
+static void link_drain(struct amqp_link *l)
+{
+    while (l->state == LINK_UP) {
+        amqp_frame_t f;
+        struct timeval zero = { 0, 0 };
+        int rc = amqp_simple_wait_frame_noblock(l->conn, &f, &zero);
+        if (rc == AMQP_STATUS_TIMEOUT)
+            break;
+        if (rc != AMQP_STATUS_OK) {
+            link_fail(l, "", amqp_error_string2(rc));
+            return;
+        }
+        if (f.frame_type != AMQP_FRAME_METHOD)
+            continue;
+        switch (f.payload.method.id) {
+        case AMQP_BASIC_ACK_METHOD: {
+            const amqp_basic_ack_t *a = f.payload.method.decoded;
+            if (l->h.on_confirm)
+                l->h.on_confirm(l->arg, a->delivery_tag, a->multiple, true);
+            break;
+        }
+        case AMQP_BASIC_NACK_METHOD: {
+            const amqp_basic_nack_t *a = f.payload.method.decoded;
+            if (l->h.on_confirm)
+                l->h.on_confirm(l->arg, a->delivery_tag, a->multiple, false);
+            break;
+        }
+        case AMQP_BASIC_RETURN_METHOD: {
+            amqp_basic_return_t ret = *(amqp_basic_return_t *)f.payload.method.decoded;
+            char key[256], id[64];
+            snprintf(key, sizeof key, "%.*s", (int)ret.routing_key.len, (const char *)ret.routing_key.bytes);
+            amqp_message_t msg;
+            if (!read_content(l, &msg))
+                return;
+            message_id_of(&msg, id, sizeof id);
+            amqp_destroy_message(&msg);
+            if (l->h.on_return)
+                l->h.on_return(l->arg, key, id, ret.reply_code);
+            break;
+        }
+        case AMQP_BASIC_DELIVER_METHOD: {
+            amqp_basic_deliver_t d = *(amqp_basic_deliver_t *)f.payload.method.decoded;
+            amqp_message_t msg;
+            char id[64];
+            if (!read_content(l, &msg))
+                return;
+            message_id_of(&msg, id, sizeof id);
+            if (l->h.on_delivery)
+                l->h.on_delivery(l->arg, d.delivery_tag, d.redelivered, id, msg.body.bytes, msg.body.len);
+            amqp_destroy_message(&msg);
+            break;
+        }
+        case AMQP_CHANNEL_CLOSE_METHOD: {
+            const amqp_channel_close_t *c = f.payload.method.decoded;
+            char why[200];
+            snprintf(why, sizeof why, "channel closed by the broker: %d %.*s", c->reply_code, (int)c->reply_text.len,
+                     (const char *)c->reply_text.bytes);
+            amqp_channel_close_ok_t ok = { 0 };
+            (void)amqp_send_method(l->conn, LINK_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+            link_fail(l, "", why);
+            return;
+        }
+        case AMQP_CONNECTION_CLOSE_METHOD: {
+            const amqp_connection_close_t *c = f.payload.method.decoded;
+            char why[200];
+            snprintf(why, sizeof why, "connection closed by the broker: %d %.*s", c->reply_code,
+                     (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+            amqp_connection_close_ok_t ok = { 0 };
+            (void)amqp_send_method(l->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+            link_fail(l, "", why);
+            return;
+        }
+        case AMQP_BASIC_CANCEL_METHOD:
+            link_fail(l, "", "the broker cancelled our consumer (queue deleted?)");
+            return;
+        default:
+            break;
+        }
+        if (l->state == LINK_UP)
+            amqp_maybe_release_buffers(l->conn);
+    }
+}
+
+struct amqp_link *amqp_link_new(struct event_base *base, const struct amqp_link_opts *opts,
+                                const struct amqp_link_handlers *h, void *arg)
+{
+    struct amqp_link *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->base = base;
+    l->o = *opts;
+    l->h = *h;
+    l->arg = arg;
+    l->url = strdup(opts->url);
+    l->tag = strdup(opts->tag ? opts->tag : "amqp");
+    l->queue = opts->consume_queue ? strdup(opts->consume_queue) : NULL;
+    l->hb = event_new(base, -1, EV_PERSIST, on_heartbeat, l);
+    l->retry = evtimer_new(base, on_retry, l);
+    if (!l->url || !l->tag || (opts->consume_queue && !l->queue) || !l->hb || !l->retry) {
+        amqp_link_free(l);
+        return NULL;
+    }
+    if (l->o.timeout_ms <= 0)
+        l->o.timeout_ms = 5000;
+    if (l->o.prefetch <= 0)
+        l->o.prefetch = 1;
+    snprintf(l->last_error, sizeof l->last_error, "not connected yet");
+    return l;
+}
+
+void amqp_link_start(struct amqp_link *l)
+{
+    link_retry_in(l, 0);
+}
+
+bool amqp_link_is_up(const struct amqp_link *l)
+{
+    return l && l->state == LINK_UP;
+}
+
+bool amqp_link_publish(struct amqp_link *l, const char *queue, const char *message_id, const char *body, size_t len,
+                       uint64_t *tag)
+{
+    if (l->state != LINK_UP)
+        return false;
+    amqp_basic_properties_t p = { 0 };
+    p._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
+    p.delivery_mode = 2; /* persistent */
+    p.content_type = amqp_cstring_bytes("application/json");
+    if (message_id) {
+        p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+        p.message_id = amqp_cstring_bytes(message_id);
+    }
+    amqp_bytes_t b = { .len = len, .bytes = (void *)body };
+    int rc = amqp_basic_publish(l->conn, LINK_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(queue), 1, 0, &p, b);
+    if (rc != AMQP_STATUS_OK) {
+        link_fail(l, "publish: ", amqp_error_string2(rc));
+        return false;
+    }
+    if (tag)
+        *tag = l->next_tag;
+    l->next_tag++;
+    return true;
+}
+
+bool amqp_link_ack(struct amqp_link *l, uint64_t delivery_tag)
+{
+    if (l->state != LINK_UP)
+        return false;
+    int rc = amqp_basic_ack(l->conn, LINK_CHANNEL, delivery_tag, 0);
+    if (rc != AMQP_STATUS_OK) {
+        link_fail(l, "ack: ", amqp_error_string2(rc));
+        return false;
+    }
+    return true;
+}
+
+const char *amqp_link_last_error(const struct amqp_link *l)
+{
+    return l->last_error;
+}
+
+unsigned long long amqp_link_connects(const struct amqp_link *l)
+{
+    return l->connects;
+}
+
+void amqp_link_free(struct amqp_link *l)
+{
+    if (!l)
+        return;
+    if (l->hb)
+        event_free(l->hb);
+    if (l->retry)
+        event_free(l->retry);
+    link_teardown(l, l->state == LINK_UP);
+    free(l->url);
+    free(l->tag);
+    free(l->queue);
+    free(l);
+}
