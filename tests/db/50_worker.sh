@@ -147,8 +147,8 @@ tpl diamond '[
 tpl fail3 "[{\"name\": \"f\", \"handler\": {\"callable\": \"fail\", \"initialization\": {\"message\": \"always fails\"}}, $NONE}]"
 tpl flaky "[{\"name\": \"f\", \"handler\": {\"callable\": \"fail\", \"initialization\": {\"succeed_on_attempt\": 3}}, $NONE}]"
 tpl permanent "[{\"name\": \"f\", \"handler\": {\"callable\": \"fail\", \"initialization\": {\"retryable\": false, \"message\": \"no way\"}}, $NONE}]"
-tpl retry_after '[{"name": "f", "handler": {"callable": "fail", "initialization": {"retry_after_secs": 20}},
-  "retry": {"max_attempts": 2, "backoff": "none", "max_backoff_ms": 60000}}]'
+tpl retry_after '[{"name": "f", "handler": {"callable": "fail", "initialization": {"retry_after_secs": 300}},
+  "retry": {"max_attempts": 2, "backoff": "none", "max_backoff_ms": 600000}}]'
 tpl unknown "[{\"name\": \"u\", \"handler\": {\"callable\": \"no_such_handler\"}, $NONE}]"
 tpl exec_ok "[{\"name\": \"run\", \"handler\": {\"callable\": \"exec\", \"initialization\": {\"command\": [\"sh\", \"$tmp/ok.sh\"], \"k\": \"v\"}}, $ONCE}]"
 tpl exec_fail "[{\"name\": \"run\", \"handler\": {\"callable\": \"exec\", \"initialization\": {\"command\": [\"sh\", \"$tmp/fail.sh\"]}}, $ONCE}]"
@@ -233,12 +233,12 @@ is "$(step "$t_perm" f "state || '/' || attempts || '/' || (error->>'retryable')
 is "$(step "$t_unknown" u "state || '/' || attempts || '/' || (error->>'retryable')")" "error/1/false" \
   "unknown callable: permanent failure after one attempt"
 like "$(step "$t_unknown" u "error->>'message'")" '*"no_such_handler"*' "unknown callable: the message names it"
-# retry_after_secs passes through: the retry waits ~20 s instead of backoff none. Measured from the
+# retry_after_secs passes through: the retry waits 300 s instead of backoff none. Measured from the
 # failure's own transition (updated_at), not from now: drive above may already have handed the
-# failure back, seconds ago on a loaded machine.
+# failure back, seconds ago on a loaded machine (and 300 s, so the retry never comes first).
 orchestrate_until 20 none "SELECT state FROM tasker.workflow_steps WHERE task_uuid = '$t_after'" waiting_for_retry
-is "$(step "$t_after" f "state || '/' || retry_after_secs || '/' || (next_retry_at > updated_at + interval '15 s')")" \
-  "waiting_for_retry/20/true" "fail with retry_after_secs 20: passed through to the hand-back"
+is "$(step "$t_after" f "state || '/' || retry_after_secs || '/' || (next_retry_at > updated_at + interval '295 s')")" \
+  "waiting_for_retry/300/true" "fail with retry_after_secs 300: passed through to the hand-back"
 q "SELECT 1 FROM tasker.cancel_task('$t_after')" >/dev/null
 
 # exec
