@@ -143,6 +143,12 @@ check-unit: $(OUT)/tests/check_unit
 check-db: all test-tools
 	$(Q)BIN=$(OUT) tests/run-db-tests
 
+# The SQL suite and part of the end-to-end suite on PostgreSQL 15, 16, 17 and 18 (not part of
+# check: it fetches the servers once into var/pg-versions; tests/run-matrix, docs/testing.md).
+.PHONY: check-matrix
+check-matrix: all test-tools
+	$(Q)BIN=$(OUT) tests/run-matrix
+
 # The README's main command: a private PostgreSQL, the daemon, a worker, sample workflows, a summary.
 demo: all
 	$(Q)BIN=$(OUT) scripts/demo

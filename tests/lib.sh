@@ -1,7 +1,8 @@
 # tests/lib.sh — helpers shared by the database test scripts (sourced, not run).
 # Provides: fresh_db NAME (creates + migrates a database, prints its URL), psql_at URL SQL
 # (one value, unaligned), ok/fail/is (TAP-style lines; `fail` makes the script exit non-zero at end),
-# skip (a check that could not run, counted: see below).
+# skip (a check that could not run, counted: see below), hold_lock URL TABLE SECS (a lock held in the
+# background).
 # Expects SERVER_URL (sandbox URL without database) and BIN (directory of the binaries).
 
 TESTS_FAILED=0
@@ -49,4 +50,19 @@ empty_db() {
   PGOPTIONS="-c client_min_messages=warning" psql "$(db_url postgres)" -X -qc "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
   psql "$(db_url postgres)" -X -qc "CREATE DATABASE \"$1\"" >/dev/null
   echo "$url"
+}
+
+# hold_lock URL TABLE SECS: a background session holds TABLE (schema-qualified) in ACCESS EXCLUSIVE
+# mode for SECS; returns once the lock is granted (false if not within 10 s), the session's psql
+# in HOLD_LOCK_PID. A fixed sleep before relying on the lock is too short on a loaded machine.
+hold_lock() {
+  psql "$1" -X -q -c "BEGIN" -c "LOCK TABLE $2 IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep($3)" >/dev/null 2>&1 &
+  HOLD_LOCK_PID=$!
+  local n
+  for n in $(seq 200); do
+    [ "$(psql_at "$1" "SELECT count(*) FROM pg_locks WHERE relation = to_regclass('$2')
+                         AND mode = 'AccessExclusiveLock' AND granted")" = 1 ] && return 0
+    sleep 0.05
+  done
+  return 1
 }

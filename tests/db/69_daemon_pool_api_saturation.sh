@@ -30,16 +30,8 @@ conf_set() { sed -i "s|^\( *\)$2 {\$|&\n\1    $3|" "$DT_DIR/$1.conf"; }
 
 # lock_dlq SECS: hold tasker.tasks_dlq exclusively for SECS in the background (DT_PID[locker]).
 lock_dlq() {
-  psql "$url" -X -q -c "BEGIN" -c "LOCK TABLE tasker.tasks_dlq IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep($1)" \
-    >/dev/null 2>&1 &
-  DT_PID[locker]=$!
-  local n
-  for n in $(seq 100); do
-    [ "$(q "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-            WHERE c.relname = 'tasks_dlq' AND l.mode = 'AccessExclusiveLock' AND l.granted")" = 1 ] && return 0
-    sleep 0.05
-  done
-  return 1
+  hold_lock "$url" tasker.tasks_dlq "$1" || return 1
+  DT_PID[locker]=$HOLD_LOCK_PID
 }
 # unlock_dlq: end the locking session (killing psql alone would leave its backend asleep, holding
 # the lock) and reap it.

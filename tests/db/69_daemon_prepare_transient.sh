@@ -28,16 +28,8 @@ dt_start_worker w1 "$url" "$NS" --poll-ms 100
 
 # lock_for SECS: hold tasker.task_namespaces exclusively for SECS in the background.
 lock_for() {
-  psql "$url" -X -q -c "BEGIN" -c "LOCK TABLE tasker.task_namespaces IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep($1)" \
-    >/dev/null 2>&1 &
-  DT_PID[locker]=$!
-  local n
-  for n in $(seq 50); do
-    [ "$(q "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-            WHERE c.relname = 'task_namespaces' AND l.mode = 'AccessExclusiveLock' AND l.granted")" = 1 ] && return 0
-    sleep 0.05
-  done
-  return 1
+  hold_lock "$url" tasker.task_namespaces "$1" || return 1
+  DT_PID[locker]=$HOLD_LOCK_PID
 }
 pool_pids() { q "SELECT pid FROM pg_stat_activity WHERE application_name = 'tasker-orchestratord'"; }
 # preparing: the daemon's connections waiting on the lock in the prepare of the namespaces statement.

@@ -444,9 +444,8 @@ req PATCH /v1/tasks '{}'; expect 405 method_not_allowed "PATCH /v1/tasks"
 # ---- backpressure and the request deadline ---------------------------------------------------------
 # Hold a lock every templates query needs, so the 4 pool connections block and queries queue up;
 # with web.backpressure_queue_depth = 2 further API requests are refused at once.
-psql "$url" -X -qc "BEGIN; LOCK TABLE tasker.task_namespaces IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;" >/dev/null 2>&1 &
-locker=$!
-sleep 0.5
+hold_lock "$url" tasker.task_namespaces 3 || fail "lock tasker.task_namespaces"
+locker=$HOLD_LOCK_PID
 pids=()
 for i in 1 2 3 4 5 6 7; do
   curl -s -o "$tmp/bp$i" -w '%{http_code}\n' "$BASE/v1/templates" >"$tmp/bps$i" &
@@ -521,10 +520,10 @@ for p in /health /health/live /health/ready /metrics; do
 done
 req GET /v1/nothing; expect 404 not_found "unknown paths are 404 before auth"
 
-# the deadline: hold a lock the query needs for longer than request_timeout_ms (1.5 s)
-psql "$url" -X -qc "BEGIN; LOCK TABLE tasker.task_namespaces IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2.5); COMMIT;" >/dev/null 2>&1 &
-locker=$!
-sleep 0.3
+# the deadline: hold a lock the query needs for longer than request_timeout_ms (1.5 s): 4 s, so the
+# request still meets the lock on a slow machine
+hold_lock "$url" tasker.task_namespaces 4 || fail "lock tasker.task_namespaces"
+locker=$HOLD_LOCK_PID
 req GET /v1/templates - -H "X-API-Key: $ADMIN"; expect 503 timeout "no answer within request_timeout_ms"
 wait "$locker"
 sleep 0.5

@@ -2,7 +2,8 @@
 # 83_pg_sandbox.sh — scripts/pg-sandbox as the README's tour uses it: `eval "$(… start DIR)"` sets
 # DATABASE_URL in the calling shell, and a port that looks free but cannot be bound (a socket bound
 # without listening, as the local end of another process's connection is) is skipped for the next
-# one instead of failing the start. Runs its own cluster under var/, apart from the harness's.
+# one instead of failing the start; a PG_BINDIR without psql; a cluster of another major refused.
+# Runs its own cluster under var/, apart from the harness's.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
@@ -50,5 +51,21 @@ line=$(scripts/pg-sandbox url "$dir")
 [ -n "$out" ] && [ "$line" = "$out" ] && ok "pg-sandbox url prints the same line" || fail "pg-sandbox url prints the same line (got '$line')"
 # A script's way of taking the URL (tests/run-db-tests, scripts/demo, bench/run).
 is "$(psql "${out##*DATABASE_URL=}" -X -qAtc "SELECT 1")" 1 "\${line##*DATABASE_URL=} is a URL psql connects to"
+
+# PG_BINDIR holding only the server (as the npm builds of make check-matrix do): the psql on PATH
+# serves. The same server's programs, linked into a directory without psql.
+server_bin=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
+mkdir -p "$dir/bin" && for p in initdb pg_ctl postgres; do ln -s "$server_bin/$p" "$dir/bin/$p"; done
+scripts/pg-sandbox stop "$dir"
+out2=$(PG_BINDIR=$dir/bin scripts/pg-sandbox start "$dir" 2>&1)
+is "$?/$out2" "0/$out" "pg-sandbox starts a PG_BINDIR without psql (and keeps the URL)"
+is "$(psql "${out2##*DATABASE_URL=}" -X -qAtc "SELECT current_database()")" tasker "… and it answers"
+
+# A cluster made by another major is refused with a message saying so, before pg_ctl tries it.
+other=$dir/other; mkdir -p "$other/data" && echo 14 >"$other/data/PG_VERSION" && echo "$other/data" >"$other/datadir"
+err=$(scripts/pg-sandbox start "$other" 2>&1); rc=$?
+is "$rc" 1 "pg-sandbox refuses a PostgreSQL 14 cluster"
+[[ "$err" == *"holds a PostgreSQL 14 cluster but"*"use another DIR"* ]] && ok "… saying which versions differ" ||
+  fail "… saying which versions differ (got '$err')"
 
 finish
