@@ -146,7 +146,7 @@ lock_start() {
     >/dev/null 2>&1 &
   DT_PID[locker]=$!
 }
-lock_stop() { kill -TERM "${DT_PID[locker]}" 2>/dev/null; dt_wait_exit locker 5; q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()" >/dev/null; }
+lock_stop() { kill -TERM "${DT_PID[locker]}" 2>/dev/null; dt_wait_exit locker 5; q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid() AND datname = current_database()" >/dev/null; }
 # blocked: how many of the daemon's queries wait for a lock.
 blocked() { q "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tasker-orchestratord' AND wait_event_type = 'Lock'"; }
 

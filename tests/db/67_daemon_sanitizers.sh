@@ -52,7 +52,8 @@ disturb() {
   kill -HUP "${DT_PID[$name]}"
   sleep 0.5
   psql_at "$url" "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                  WHERE application_name LIKE 'tasker-orchestratord%' AND pid <> pg_backend_pid()"
+                  WHERE application_name LIKE 'tasker-orchestratord%' AND pid <> pg_backend_pid()
+                    AND datname = current_database()"
 }
 # http_traffic NAME NS: drive the HTTP API of daemon NAME (curl is required): health, metrics,
 # tasks created, read, listed and cancelled, and bad requests. Prints one summary line.
