@@ -52,4 +52,9 @@ is "$line2" "$line" "start on the stopped DIR brings back the same node and URL"
 got=$(amqp-get --url="$url" -q sandbox_probe 2>/dev/null)
 is "$got" "kept across a restart" "the persistent message survived the restart (its data was kept)"
 
+# The restart asked about a stopped node first: that must not leave an epmd behind for good.
+scripts/rabbitmq-sandbox stop "$dir" >/dev/null 2>&1
+left=$(for p in $(pgrep -x epmd); do tr '\0' '\n' 2>/dev/null <"/proc/$p/environ" | grep -qx "HOME=$nodedir" && echo "$p"; done | xargs)
+is "$left" "" "after a restart and a second stop, no epmd of this node is left"
+
 finish
