@@ -109,6 +109,10 @@ int ctl_http(struct ctl *c, const char *method, const char *path, const char *bo
  * CTL_EFAIL (CTL_EAUTH for 401/403); an answer that is not the daemon's JSON returns CTL_ECONNECT. */
 int ctl_call(struct ctl *c, const char *method, const char *path, json_t *body, json_t **out);
 
+/* ctl_get_emit: GET path (freed here) and show the document through ctl_emit: the body of most
+ * read commands. */
+int ctl_get_emit(struct ctl *c, struct ctl_buf *path, void (*table)(json_t *doc));
+
 /* ctl_api_error: print the line for a non-2xx answer (body: its text); returns the exit code. */
 int ctl_api_error(struct ctl *c, long status, const char *body);
 

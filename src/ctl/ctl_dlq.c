@@ -37,12 +37,7 @@ static int dlq_list(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **a
     ctl_buf_query(&p, "resolution_status", status);
     ctl_buf_query(&p, "page", page);
     ctl_buf_query(&p, "per_page", per_page);
-    json_t *doc;
-    rc = ctl_call(c, "GET", p.s, NULL, &doc);
-    ctl_buf_free(&p);
-    if (rc == CTL_OK)
-        ctl_emit(c, doc, list_table);
-    return rc;
+    return ctl_get_emit(c, &p, list_table);
 }
 
 static void entry_table(json_t *doc)

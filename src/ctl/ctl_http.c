@@ -263,3 +263,13 @@ void ctl_free(struct ctl *c)
         c->curl = NULL;
     }
 }
+
+int ctl_get_emit(struct ctl *c, struct ctl_buf *path, void (*table)(json_t *doc))
+{
+    json_t *doc;
+    int rc = ctl_call(c, "GET", path->s, NULL, &doc);
+    ctl_buf_free(path);
+    if (rc == CTL_OK)
+        ctl_emit(c, doc, table);
+    return rc;
+}

@@ -176,12 +176,7 @@ static int task_list(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **
     ctl_buf_query(&p, "source_system", source);
     ctl_buf_query(&p, "page", page);
     ctl_buf_query(&p, "per_page", per_page);
-    json_t *doc;
-    rc = ctl_call(c, "GET", p.s, NULL, &doc);
-    ctl_buf_free(&p);
-    if (rc == CTL_OK)
-        ctl_emit(c, doc, list_table);
-    return rc;
+    return ctl_get_emit(c, &p, list_table);
 }
 
 /* ---- get ----------------------------------------------------------------------------------------- */
@@ -209,12 +204,7 @@ static int get_one(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **ar
         return rc;
     struct ctl_buf p = {0};
     task_path(&p, pos[0], tail);
-    json_t *doc;
-    rc = ctl_call(c, "GET", p.s, NULL, &doc);
-    ctl_buf_free(&p);
-    if (rc == CTL_OK)
-        ctl_emit(c, doc, table);
-    return rc;
+    return ctl_get_emit(c, &p, table);
 }
 
 static int task_get(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **argv)
@@ -257,12 +247,7 @@ static int task_step(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **
     struct ctl_buf p = {0};
     task_path(&p, pos[0], "/workflow_steps/");
     ctl_buf_seg(&p, step);
-    json_t *doc;
-    rc = ctl_call(c, "GET", p.s, NULL, &doc);
-    ctl_buf_free(&p);
-    if (rc == CTL_OK)
-        ctl_emit(c, doc, step_table);
-    return rc;
+    return ctl_get_emit(c, &p, step_table);
 }
 
 /* ---- audit ---------------------------------------------------------------------------------------- */

@@ -51,12 +51,7 @@ static int template_list(struct ctl *c, const struct ctl_cmd *cmd, int argc, cha
     ctl_buf_query(&p, "namespace", ns);
     ctl_buf_query(&p, "page", page);
     ctl_buf_query(&p, "per_page", per_page);
-    json_t *doc;
-    rc = ctl_call(c, "GET", p.s, NULL, &doc);
-    ctl_buf_free(&p);
-    if (rc == CTL_OK)
-        ctl_emit(c, doc, list_table);
-    return rc;
+    return ctl_get_emit(c, &p, list_table);
 }
 
 static void get_table(json_t *doc)
@@ -82,12 +77,7 @@ static int template_get(struct ctl *c, const struct ctl_cmd *cmd, int argc, char
         return rc;
     struct ctl_buf p = {0};
     template_path(&p, pos, "");
-    json_t *doc;
-    rc = ctl_call(c, "GET", p.s, NULL, &doc);
-    ctl_buf_free(&p);
-    if (rc == CTL_OK)
-        ctl_emit(c, doc, get_table);
-    return rc;
+    return ctl_get_emit(c, &p, get_table);
 }
 
 static int template_visualize(struct ctl *c, const struct ctl_cmd *cmd, int argc, char **argv)
