@@ -165,11 +165,15 @@ END $$;
 -- Fenced on (step, attempt, in_progress): an accepted one stores the result (or error), swaps the
 -- step to enqueued_for_orchestration / enqueued_as_error_for_orchestration (the audit rows come
 -- with it), sends a completion message and archives the dispatch message — all in this
--- transaction. Anything else changes nothing and says why, per entry, in input order:
+-- transaction. With p_send_completions false (messaging.backend = rabbitmq) no completion message
+-- goes to PGMQ: the worker publishes the completion pointer to RabbitMQ after this commits, and the
+-- sweep finds the step should that pointer be lost (tasker.recover_handed_back_steps).
+-- Anything else changes nothing and says why, per entry, in input order:
 --   accepted | duplicate (this attempt was already handed back) | stale (the lease was lost: the
 --   step was cancelled, resolved, expired or re-dispatched) | unknown_step | invalid (malformed entry).
 -- An error may be a string or an object; {"retryable": false} in it makes the failure permanent.
-CREATE OR REPLACE FUNCTION tasker.submit_step_results(p_results jsonb)
+DROP FUNCTION IF EXISTS tasker.submit_step_results(jsonb);
+CREATE OR REPLACE FUNCTION tasker.submit_step_results(p_results jsonb, p_send_completions boolean DEFAULT true)
 RETURNS TABLE (workflow_step_uuid uuid, attempt integer, status text, state text)
 LANGUAGE plpgsql
 -- Generic plans, costed for data in memory: see docs/performance.md ("Plans and the hot path").
@@ -229,7 +233,9 @@ BEGIN
     WHERE s.workflow_step_uuid = ANY (v_accepted)
     GROUP BY t.namespace
   LOOP
-    PERFORM tasker.send_messages(tasker.completion_queue(r.namespace), r.namespace, r.msgs);
+    IF p_send_completions IS NOT FALSE THEN
+      PERFORM tasker.send_messages(tasker.completion_queue(r.namespace), r.namespace, r.msgs);
+    END IF;
     PERFORM tasker.archive_messages(tasker.dispatch_queue(r.namespace), r.dispatch_ids);
   END LOOP;
 

@@ -1,19 +1,20 @@
 -- 0250_tasker_orchestration.sql — what the daemon calls on its timers and wake-ups (DESIGN §5.4–5.6):
 -- consume completions, poll for ready steps, sweep for stuck and stale work.
 
--- tasker.process_completions(namespace, batch, vt): consume up to `batch` messages of
--- tasker_completion_<namespace> in one transaction. Per message: success → complete; failure with
--- attempts left (retryable step, error not marked "retryable": false) → waiting_for_retry with
--- next_retry_at = now + backoff (the step's policy, ±jitter, the worker's retry_after honoured up to
--- the cap); else → error. Then, per affected task, locked in task_uuid order so two daemons cannot
--- both miss a fan-in: dispatch the children that became ready, or finish the task. Every message
--- read is archived: a stale one (its step no longer awaits orchestration for that attempt) silently,
--- a malformed one with its reason in tasker.rejected_messages and in `rejected`.
+-- tasker.apply_completions(queue, msg_ids, messages): the body of every completion path — PGMQ's
+-- process_completions and RabbitMQ's process_completion_pointers / recover_handed_back_steps
+-- (0270) hand it the completion messages they took, {"step_uuid", "attempt", …} each. Per message:
+-- success → complete; failure with attempts left (retryable step, error not marked "retryable":
+-- false) → waiting_for_retry with next_retry_at = now + backoff (the step's policy, ±jitter, the
+-- worker's retry_after honoured up to the cap); else → error. Then, per affected task, locked in
+-- task_uuid order so two daemons cannot both miss a fan-in: dispatch the children that became
+-- ready, or finish the task. A stale message (its step no longer awaits orchestration for that
+-- attempt) changes nothing; a malformed one is recorded in tasker.rejected_messages under `queue`
+-- (msg_ids[i] naming it) and in `rejected`. Taking the messages from their queue, and settling
+-- them there, is the caller's business.
 -- handback_latency_ms: per step recorded (complete, retry or error), milliseconds from its hand-back
 -- (submit_step_results set updated_at) to now, just before this transaction commits.
-DROP FUNCTION IF EXISTS tasker.process_completions(text, integer, integer);
-CREATE OR REPLACE FUNCTION tasker.process_completions(p_namespace text, p_batch integer DEFAULT 100,
-  p_vt integer DEFAULT 30)
+CREATE OR REPLACE FUNCTION tasker.apply_completions(p_queue text, p_ids bigint[], p_msgs jsonb[])
 RETURNS TABLE (messages integer, steps_completed integer, steps_retrying integer, steps_failed integer,
   stale integer, rejected integer, steps_enqueued integer, tasks_completed integer, tasks_blocked integer,
   rejected_details jsonb, handback_latency_ms integer[])
@@ -22,9 +23,9 @@ LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
 #variable_conflict use_column
 DECLARE
-  v_queue text;
-  v_ids bigint[];
-  v_msgs jsonb[];
+  v_queue text := p_queue;
+  v_ids bigint[] := p_ids;
+  v_msgs jsonb[] := p_msgs;
   v_tasks uuid[];
   v_done uuid[];
   v_creators uuid[];
@@ -37,21 +38,13 @@ DECLARE
   v_released_n integer[] := '{}';
   v_adv record;
 BEGIN
-  PERFORM tasker.check_namespace(p_namespace);
-  IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 10000 THEN
-    RAISE EXCEPTION 'batch must be between 1 and 10000 (got %)', p_batch USING ERRCODE = 'TK400';
-  END IF;
   PERFORM tasker.audit_context(NULL);
-  v_queue := tasker.completion_queue(p_namespace);
-
-  SELECT array_agg(r.msg_id), array_agg(r.message) INTO v_ids, v_msgs
-  FROM tasker.read_messages(v_queue, p_vt, p_batch) AS r;
-  IF v_ids IS NULL THEN
+  IF coalesce(cardinality(v_ids), 0) = 0 THEN
     RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]'::jsonb, '{}'::integer[];
     RETURN;
   END IF;
 
-  -- Malformed or pointing at nothing: recorded, archived below with the rest.
+  -- Malformed or pointing at nothing: recorded; the caller settles them with the rest.
   WITH m AS (
     SELECT u.msg_id, u.message, tasker.uuid_or_null(u.message->>'step_uuid') AS step,
            tasker.int_or_null(u.message->'attempt') AS attempt
@@ -136,7 +129,6 @@ BEGIN
     PERFORM tasker.create_dynamic_steps(v_creators);
   END IF;
   v_adv := tasker.advance_tasks(v_tasks, v_released, v_released_n);
-  PERFORM tasker.archive_messages(v_queue, v_ids);
 
   RETURN QUERY SELECT cardinality(v_ids), v_completed, v_retrying, v_failed,
     cardinality(v_ids) - jsonb_array_length(v_rejected) - v_completed - v_retrying - v_failed,
@@ -144,6 +136,38 @@ BEGIN
     v_rejected,
     coalesce((SELECT array_agg(greatest(0, (extract(epoch FROM clock_timestamp() - h) * 1000)::integer))
               FROM unnest(v_handed_back) AS h), '{}'::integer[]);
+END $$;
+
+-- tasker.process_completions(namespace, batch, vt): consume up to `batch` messages of
+-- tasker_completion_<namespace> in one transaction: tasker.apply_completions on them, then archive
+-- every message read (stale and malformed ones too).
+DROP FUNCTION IF EXISTS tasker.process_completions(text, integer, integer);
+CREATE OR REPLACE FUNCTION tasker.process_completions(p_namespace text, p_batch integer DEFAULT 100,
+  p_vt integer DEFAULT 30)
+RETURNS TABLE (messages integer, steps_completed integer, steps_retrying integer, steps_failed integer,
+  stale integer, rejected integer, steps_enqueued integer, tasks_completed integer, tasks_blocked integer,
+  rejected_details jsonb, handback_latency_ms integer[])
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
+#variable_conflict use_column
+DECLARE
+  v_queue text;
+  v_ids bigint[];
+  v_msgs jsonb[];
+BEGIN
+  PERFORM tasker.check_namespace(p_namespace);
+  IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 10000 THEN
+    RAISE EXCEPTION 'batch must be between 1 and 10000 (got %)', p_batch USING ERRCODE = 'TK400';
+  END IF;
+  v_queue := tasker.completion_queue(p_namespace);
+  SELECT array_agg(r.msg_id), array_agg(r.message) INTO v_ids, v_msgs
+  FROM tasker.read_messages(v_queue, p_vt, p_batch) AS r;
+  IF v_ids IS NULL THEN
+    RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]'::jsonb, '{}'::integer[];
+    RETURN;
+  END IF;
+  RETURN QUERY SELECT * FROM tasker.apply_completions(v_queue, v_ids, v_msgs);
+  PERFORM tasker.archive_messages(v_queue, v_ids);
 END $$;
 
 -- tasker.enqueue_ready_steps(limit): the poller's pass. Dispatches retries whose backoff has
