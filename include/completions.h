@@ -6,6 +6,7 @@
 
 struct orchd;
 struct completions;
+struct pointer_stats;
 
 struct completions *completions_new(struct orchd *o) __attribute__((warn_unused_result));
 /* completions_start: read the namespace list; each namespace found then has its own fallback poll
@@ -21,5 +22,8 @@ void completions_free(struct completions *c);
 size_t completions_namespace_count(const struct completions *c);
 /* completions_in_flight: calls running now (shutdown waits for these through the pool). */
 int completions_in_flight(const struct completions *c);
+/* completions_pointer_stats: messaging.backend = rabbitmq: the pointer consumers' counters, summed
+ * over namespaces (all zero with pgmq). */
+void completions_pointer_stats(const struct completions *c, struct pointer_stats *out);
 
 #endif

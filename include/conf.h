@@ -41,6 +41,7 @@ struct conf {
     int rabbitmq_confirm_timeout_ms;        /* wait for a relayed batch's confirms */
     int rabbitmq_heartbeat_secs;            /* [restart] AMQP heartbeat; 0 = none */
     int rabbitmq_relay_batch;               /* dispatch messages per namespace per relay burst */
+    int rabbitmq_prefetch;                  /* [restart] unacked completion pointers per namespace */
 
     /* orchestration { … } */
     char processor_id[CONF_NAME_MAX];       /* [restart] who we are in audit rows; "" = host:pid */

@@ -50,6 +50,7 @@ struct metrics {
     unsigned long long poll_runs;
     unsigned long long sweep_runs;
     unsigned long long sweep_actions;
+    unsigned long long handbacks_recovered;  /* rabbitmq: hand-backs the sweep processed, their pointer lost */
     unsigned long long vacuum_runs;          /* VACUUM statements of the hot tables that succeeded */
     unsigned long long vacuum_ms;            /* their wall time, ms */
     unsigned long long query_errors;         /* failed daemon queries of any kind */

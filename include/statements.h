@@ -36,6 +36,8 @@ enum stmt_id {
     STMT_API_QUEUE_DEPTHS,    /* queue_name, queue_length, oldest_msg_age_sec of our PGMQ queues */
     STMT_RELAY_READ,          /* relay_read_dispatch(vt, qty): namespace, msg_id, read_ct, message (relay.c) */
     STMT_RELAY_ARCHIVE,       /* relay_archive_dispatch(namespaces text[], msg_ids bigint[]) */
+    STMT_PROCESS_POINTERS,    /* process_completion_pointers(ns, deliveries): process_completions' columns */
+    STMT_RECOVER_HANDED_BACK, /* recover_handed_back_steps(grace_secs, limit): the same columns (sweeper.c) */
     STMT_COUNT
 };
 

@@ -148,6 +148,9 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
     KEY(INT, "messaging.rabbitmq.heartbeat_secs",                                                                    \
         heartbeat_secs, rabbitmq_heartbeat_secs, 30, 0, 3600, NULL, RESTART,                                         \
         "AMQP heartbeat asked of the broker; 0 = none")                                                              \
+    KEY(INT, "messaging.rabbitmq.prefetch",                                                                          \
+        prefetch, rabbitmq_prefetch, 200, 1, 65535, NULL, RESTART,                                                   \
+        "completion pointers per namespace the daemon holds unacked (basic.qos); one SQL call takes a batch of them") \
     KEY(INT, "messaging.rabbitmq.relay_batch",                                                                       \
         relay_batch, rabbitmq_relay_batch, 100, 1, 10000, NULL, RELOAD,                                              \
         "dispatch messages per namespace relayed from PGMQ to RabbitMQ in one burst")                                \

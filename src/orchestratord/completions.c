@@ -10,6 +10,10 @@
  * the quiet ones polling. A NOTIFY (or a reconnect) brings it back to the base interval at once.
  * New namespaces are found by re-reading the list periodically, or at once when a NOTIFY names
  * one we do not know.
+ * With messaging.backend = rabbitmq each namespace also has a pointer_consumer: completion pointers
+ * come from RabbitMQ's tasker_completion_<ns> (pointer_consumer.c) and their batches are recorded
+ * here like process_completions' (ns_record). The PGMQ poll stays, idle-backed-off, for workers
+ * that still hand back with PGMQ completion messages.
  */
 #include "completions.h"
 
@@ -19,6 +23,7 @@
 #include "names.h"
 #include "orchd.h"
 #include "poller.h"
+#include "pointer_consumer.h"
 #include "statements.h"
 #include "timer.h"
 #include "vacuum.h"
@@ -39,6 +44,7 @@ struct ns_state {
     bool again;      /* run again as soon as the call in flight returns */
     bool kicked;     /* a NOTIFY (or reconnect) asked for the next call */
     bool run_kicked; /* … for the call in flight */
+    struct pointer_consumer *pc; /* messaging.backend = rabbitmq: pointers from RabbitMQ; else NULL */
 };
 
 struct completions {
@@ -59,6 +65,7 @@ static struct ns_state *ns_find(struct completions *c, const char *name)
 }
 
 static void ns_on_timer(evutil_socket_t fd, short what, void *arg);
+static void ns_record(void *arg, const struct db_rows *rows);
 
 static struct ns_state *ns_add(struct completions *c, const char *name)
 {
@@ -82,8 +89,15 @@ static struct ns_state *ns_add(struct completions *c, const char *name)
     }
     s->owner = c;
     snprintf(s->name, sizeof s->name, "%s", name);
+    if (strcmp(c->o->conf.messaging_backend, "rabbitmq") == 0 && !(s->pc = pc_new(c->o, name, ns_record, s))) {
+        event_free(s->timer);
+        free(s);
+        return NULL;
+    }
     c->ns[c->nns++] = s;
-    log_info("completions", "consuming %s%s", COMPLETION_PREFIX, name);
+    log_info("completions", "consuming %s%s%s", COMPLETION_PREFIX, name, s->pc ? " (RabbitMQ and PGMQ)" : "");
+    if (s->pc && !c->stopping)
+        pc_start(s->pc);
     return s;
 }
 
@@ -110,6 +124,35 @@ static void ns_log_rejected(const char *ns, const char *details)
     json_decref(arr);
 }
 
+/* ns_record: one committed batch's result row (process_completions' columns, from PGMQ or from
+ * RabbitMQ's pointers): metrics, rejected messages, and the wake-ups it calls for. */
+static void ns_record(void *arg, const struct db_rows *rows)
+{
+    struct ns_state *s = arg;
+    struct completions *c = s->owner;
+    struct metrics *m = &c->o->metrics;
+    long long msgs = db_rows_int(rows, 0, 0);
+    if (msgs > 0) {
+        /* daemon-wide and per-namespace counters, batch-size and latency histograms */
+        struct metrics_batch b = {
+            .messages = msgs, .steps_completed = db_rows_int(rows, 0, 1), .steps_retrying = db_rows_int(rows, 0, 2),
+            .steps_failed = db_rows_int(rows, 0, 3), .stale = db_rows_int(rows, 0, 4),
+            .rejected = db_rows_int(rows, 0, 5), .steps_enqueued = db_rows_int(rows, 0, 6),
+            .tasks_completed = db_rows_int(rows, 0, 7), .tasks_blocked = db_rows_int(rows, 0, 8),
+        };
+        metrics_record_completions(m, s->name, &b);
+        metrics_observe_step_latencies(m, db_rows_text(rows, 0, 10));
+        log_debug("completions", "%s: %lld message(s), %lld step(s) dispatched", s->name, msgs,
+                  db_rows_int(rows, 0, 6));
+        if (db_rows_int(rows, 0, 5) > 0)
+            ns_log_rejected(s->name, db_rows_text(rows, 0, 9));
+        poller_note_activity(c->o->poller); /* work is flowing: no idle polling meanwhile */
+        vacuum_note_completions(c->o->vacuum, s->name); /* …and leaving dead rows behind */
+    }
+    if (db_rows_int(rows, 0, 2) > 0)
+        poller_kick(c->o->poller); /* a retry time was just set: let the poller plan its wake-up */
+}
+
 static void ns_on_result(void *arg, const struct db_rows *rows, const struct db_error *err)
 {
     struct ns_state *s = arg;
@@ -133,26 +176,7 @@ static void ns_on_result(void *arg, const struct db_rows *rows, const struct db_
         return;
     }
     long long msgs = db_rows_int(rows, 0, 0);
-    long long retrying = db_rows_int(rows, 0, 2);
-    if (msgs > 0) {
-        /* daemon-wide and per-namespace counters, batch-size and latency histograms */
-        struct metrics_batch b = {
-            .messages = msgs, .steps_completed = db_rows_int(rows, 0, 1), .steps_retrying = retrying,
-            .steps_failed = db_rows_int(rows, 0, 3), .stale = db_rows_int(rows, 0, 4),
-            .rejected = db_rows_int(rows, 0, 5), .steps_enqueued = db_rows_int(rows, 0, 6),
-            .tasks_completed = db_rows_int(rows, 0, 7), .tasks_blocked = db_rows_int(rows, 0, 8),
-        };
-        metrics_record_completions(m, s->name, &b);
-        metrics_observe_step_latencies(m, db_rows_text(rows, 0, 10));
-        log_debug("completions", "%s: %lld message(s), %lld step(s) dispatched", s->name, msgs,
-                  db_rows_int(rows, 0, 6));
-        if (db_rows_int(rows, 0, 5) > 0)
-            ns_log_rejected(s->name, db_rows_text(rows, 0, 9));
-        poller_note_activity(c->o->poller); /* work is flowing: no idle polling meanwhile */
-        vacuum_note_completions(c->o->vacuum, s->name); /* …and leaving dead rows behind */
-    }
-    if (retrying > 0)
-        poller_kick(c->o->poller); /* a retry time was just set: let the poller plan its wake-up */
+    ns_record(s, rows);
     if (again || msgs >= conf->completions_batch_size)
         ns_run(s);
     else
@@ -204,8 +228,10 @@ static void ns_kick(struct ns_state *s)
 
 void completions_kick_all(struct completions *c)
 {
-    for (size_t i = 0; i < c->nns; i++)
+    for (size_t i = 0; i < c->nns; i++) {
         ns_kick(c->ns[i]);
+        pc_kick(c->ns[i]->pc);
+    }
     /* After a (re)connect there may be namespaces we never heard of (none at all, at start):
      * re-read the list now rather than at the next refresh; each one found runs at once. */
     timer_in_ms(c->refresh, 0);
@@ -275,8 +301,10 @@ void completions_stop(struct completions *c)
 {
     c->stopping = true;
     evtimer_del(c->refresh);
-    for (size_t i = 0; i < c->nns; i++)
+    for (size_t i = 0; i < c->nns; i++) {
         evtimer_del(c->ns[i]->timer);
+        pc_stop(c->ns[i]->pc);
+    }
 }
 
 void completions_free(struct completions *c)
@@ -287,6 +315,7 @@ void completions_free(struct completions *c)
         event_free(c->refresh);
     for (size_t i = 0; i < c->nns; i++) {
         event_free(c->ns[i]->timer);
+        pc_free(c->ns[i]->pc);
         free(c->ns[i]);
     }
     free(c->ns);
@@ -302,6 +331,14 @@ int completions_in_flight(const struct completions *c)
 {
     int n = 0;
     for (size_t i = 0; i < c->nns; i++)
-        n += c->ns[i]->in_flight;
+        n += c->ns[i]->in_flight + pc_in_flight(c->ns[i]->pc);
     return n;
+}
+
+void completions_pointer_stats(const struct completions *c, struct pointer_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < c->nns; i++)
+        if (c->ns[i]->pc)
+            pc_stats_add(c->ns[i]->pc, out);
 }

@@ -7,6 +7,7 @@
 #include "db_pool.h"
 #include "listen.h"
 #include "log.h"
+#include "pointer_consumer.h"
 #include "relay.h"
 #include "names.h"
 #include "metrics.h"
@@ -68,6 +69,14 @@ void health_reply(struct api_req *r, bool db_ok, json_t *names, const char *db_e
                               (json_int_t)rs.republished, "in_flight", (json_int_t)rs.in_flight);
         if (!rs.link_up)
             json_object_set_new(b, "error", json_string(rs.last_error));
+        struct pointer_stats ps;
+        completions_pointer_stats(o->completions, &ps);
+        json_object_set_new(b, "completions",
+                            json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I}", "consumers", (int)ps.links, "consumers_up",
+                                      (int)ps.links_up, "consumed", (json_int_t)ps.consumed, "acked",
+                                      (json_int_t)ps.acked, "rejected", (json_int_t)ps.rejected, "redelivered",
+                                      (json_int_t)ps.redelivered, "recovered_by_sweep",
+                                      (json_int_t)o->metrics.handbacks_recovered));
         json_object_set_new(json_object_get(root, "checks"), "broker", b);
     }
     api_send_json(r, healthy ? 200 : 503, root, NULL);
@@ -232,6 +241,21 @@ void metrics_reply(struct api_req *r)
         metrics_write_sample(f, "tasker_relay_in_flight", NULL, (double)rs.in_flight);
         metrics_write_header(f, "tasker_relay_last_batch", "gauge", "Messages in the last burst read from the outbox.");
         metrics_write_sample(f, "tasker_relay_last_batch", NULL, (double)rs.last_batch);
+        struct pointer_stats ps;
+        completions_pointer_stats(o->completions, &ps);
+        metrics_write_header(f, "tasker_completion_pointers_total", "counter",
+                             "Completion pointers from RabbitMQ's tasker_completion_<ns> queues, by outcome "
+                             "(recovered_by_sweep: hand-backs processed without one).");
+        metrics_write_sample(f, "tasker_completion_pointers_total", "outcome=\"consumed\"", (double)ps.consumed);
+        metrics_write_sample(f, "tasker_completion_pointers_total", "outcome=\"acked\"", (double)ps.acked);
+        metrics_write_sample(f, "tasker_completion_pointers_total", "outcome=\"rejected\"", (double)ps.rejected);
+        metrics_write_sample(f, "tasker_completion_pointers_total", "outcome=\"redelivered\"", (double)ps.redelivered);
+        metrics_write_sample(f, "tasker_completion_pointers_total", "outcome=\"recovered_by_sweep\"",
+                             (double)o->metrics.handbacks_recovered);
+        metrics_write_header(f, "tasker_broker_consumers", "gauge",
+                             "Completion-pointer consumers (one RabbitMQ connection per namespace), by link state.");
+        metrics_write_sample(f, "tasker_broker_consumers", "state=\"up\"", ps.links_up);
+        metrics_write_sample(f, "tasker_broker_consumers", "state=\"down\"", ps.links - ps.links_up);
     }
 
     metrics_write_header(f, "tasker_queue_depth", "gauge",

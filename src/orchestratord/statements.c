@@ -131,6 +131,19 @@ const struct db_statement statements[STMT_COUNT] = {
         "relay_archive",
         "SELECT tasker.relay_archive_dispatch($1::text[], $2::bigint[])",
         2 },
+    /* … and completions over RabbitMQ (pointer_consumer.c, sweeper.c): process_completions' columns */
+    [STMT_PROCESS_POINTERS] = {
+        "process_pointers",
+        "SELECT messages, steps_completed, steps_retrying, steps_failed, stale, rejected, steps_enqueued,"
+        "       tasks_completed, tasks_blocked, rejected_details, handback_latency_ms"
+        "  FROM tasker.process_completion_pointers($1::text, $2::jsonb)",
+        2 },
+    [STMT_RECOVER_HANDED_BACK] = {
+        "recover_handed_back",
+        "SELECT messages, steps_completed, steps_retrying, steps_failed, stale, rejected, steps_enqueued,"
+        "       tasks_completed, tasks_blocked, rejected_details, handback_latency_ms"
+        "  FROM tasker.recover_handed_back_steps($1::integer, $2::integer)",
+        2 },
 };
 
 /* statements_verify: prepare every statement on a blocking connection (the `sql-check` command,

@@ -2,6 +2,10 @@
  *
  * The SQL takes an advisory lock, so with several daemons one sweeps and the others return at
  * once; every action it takes comes back as a row and is logged here, one line each.
+ * With messaging.backend = rabbitmq each sweep is followed by recover_handed_back_steps: a
+ * hand-back whose completion pointer never reached a daemon (the worker died between its commit
+ * and its publish, the broker lost it) is processed from PostgreSQL's state once it has waited
+ * sweeper.resend_grace_secs, the grace the sweep already gives a dispatch message.
  */
 #include "sweeper.h"
 
@@ -22,6 +26,48 @@ struct sweeper {
     bool in_flight;
     bool stopping;
 };
+
+static void sweeper_rearm(struct sweeper *s)
+{
+    if (!s->stopping)
+        timer_in_ms(s->timer, s->o->conf.sweeper_interval_secs * 1000LL);
+}
+
+static void sweeper_on_recovered(void *arg, const struct db_rows *rows, const struct db_error *err)
+{
+    struct sweeper *s = arg;
+    s->in_flight = false;
+    if (err) {
+        s->o->metrics.query_errors++;
+        log_warn("sweeper", "recovering hand-backs without a completion pointer failed: %s", err->message);
+    } else if (db_rows_count(rows) == 1 && db_rows_int(rows, 0, 0) > 0) {
+        long long n = db_rows_int(rows, 0, 0);
+        s->o->metrics.handbacks_recovered += (unsigned long long)n;
+        s->o->metrics.sweep_actions += (unsigned long long)n;
+        log_warn("sweeper", "%lld hand-back(s) waited %d s without their completion pointer; processed from PostgreSQL "
+                 "(%lld completed, %lld retrying, %lld failed, %lld step(s) dispatched)", n,
+                 s->o->conf.sweeper_resend_grace_secs, db_rows_int(rows, 0, 1), db_rows_int(rows, 0, 2),
+                 db_rows_int(rows, 0, 3), db_rows_int(rows, 0, 6));
+        poller_kick(s->o->poller);
+    }
+    sweeper_rearm(s);
+}
+
+/* sweeper_recover: messaging.backend = rabbitmq: after the sweep, the hand-backs whose pointer was lost. */
+static bool sweeper_recover(struct sweeper *s)
+{
+    const struct conf *c = &s->o->conf;
+    if (s->stopping || !s->o->db_up || c->sweeper_dry_run || strcmp(c->messaging_backend, "rabbitmq") != 0)
+        return false;
+    char grace[16], limit[16];
+    snprintf(grace, sizeof grace, "%d", c->sweeper_resend_grace_secs);
+    snprintf(limit, sizeof limit, "%d", c->sweeper_batch_size);
+    const char *params[2] = { grace, limit };
+    if (!db_pool_query(s->o->pool, STMT_RECOVER_HANDED_BACK, params, 2, sweeper_on_recovered, s))
+        return false;
+    s->in_flight = true;
+    return true;
+}
 
 static void sweeper_on_result(void *arg, const struct db_rows *rows, const struct db_error *err)
 {
@@ -47,8 +93,8 @@ static void sweeper_on_result(void *arg, const struct db_rows *rows, const struc
         if (acted > 0)
             poller_kick(s->o->poller); /* expired leases may have set retry times */
     }
-    if (!s->stopping)
-        timer_in_ms(s->timer, s->o->conf.sweeper_interval_secs * 1000LL);
+    if (!sweeper_recover(s))
+        sweeper_rearm(s);
 }
 
 static void sweeper_run(struct sweeper *s)
