@@ -8,6 +8,9 @@
  * LISTENs on pgmq_message_ready; a notification for our dispatch queue, the poll timer, or a claim
  * that came back full asks for the next claim. Both connections reconnect with capped, jittered
  * backoff. Nothing blocks: libpq through db_conn, children through worker_exec.
+ * With --backend rabbitmq dispatch messages come from RabbitMQ instead of the claim's PGMQ read, the
+ * hand-back writes no PGMQ completion message, and once it committed the step's completion pointer
+ * goes to RabbitMQ (worker_pointers.c) on the same link, in confirm mode.
  *
  * Ownership: struct worker owns the jobs (running handlers), the results (waiting or in flight) and
  * the connections. A connection that breaks is freed from its reconnect timer, never inside its
@@ -20,6 +23,7 @@
 #include "db_conn.h"
 #include "log.h"
 #include "worker_exec.h"
+#include "worker_pointers.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -61,7 +65,7 @@ struct worker {
     struct worker_opts o;
     char queue[64];                      /* tasker_dispatch_<namespace> */
     char lease_arg[16];                  /* lease_secs as text, for the statements */
-    struct db_statement stmts[4];
+    struct db_statement stmts[5];
 
     /* --backend rabbitmq: deliveries waiting for a claim, and those of the claim in flight. A
      * delivery is acked only after the claim that took it committed (claimed, or fenced as a
@@ -72,6 +76,7 @@ struct worker {
     size_t ntags, captags;
     size_t claim_n;                      /* deliveries[0..claim_n) are in the claim in flight */
     unsigned amqp_gen, claim_gen;
+    struct worker_pointers *wp;          /* completion pointers of committed hand-backs */
 
     struct db_conn *main;                /* NULL while down */
     bool main_ready;
@@ -567,6 +572,14 @@ static void w_on_submit(void *arg, const struct db_rows *rows, const struct db_e
                  r->step_uuid, r->attempt, status, i < n ? db_rows_text(rows, i, c_step) : r->step_uuid,
                  i < n && !db_rows_isnull(rows, i, c_state) ? db_rows_text(rows, i, c_state) : "unknown");
     }
+    /* Committed: now the completion pointers (RabbitMQ). A duplicate may be the retry of a
+     * hand-back whose answer was lost before its pointer went out; a second pointer is harmless. */
+    i = 0;
+    for (struct worker_result *r = w->submitting.head; w->wp && r; r = r->next, i++) {
+        const char *status = i < n ? db_rows_text(rows, i, c_status) : "";
+        if (strcmp(status, "accepted") == 0 || strcmp(status, "duplicate") == 0)
+            wp_add(w->wp, r->task_uuid, r->step_uuid, r->attempt);
+    }
     w->n_accepted += accepted;
     log_debug("worker", "handed back %d result(s), %d accepted", w->submitting.n, accepted);
     w_rlist_free(&w->submitting);
@@ -592,7 +605,7 @@ static void w_send_submit(struct worker *w)
     const char *params[1] = { text };
     w->op_sent_ms = w_now_ms();
     w->op = WOP_SUBMIT;
-    if (!db_conn_query(w->main, true, "worker_submit", 1, params, w_on_submit, w)) {
+    if (!db_conn_query(w->main, true, w->amqp ? "worker_submit_amqp" : "worker_submit", 1, params, w_on_submit, w)) {
         w->op = WOP_NONE;
         w_rlist_prepend(&w->pending, &w->submitting);
         log_debug("worker", "hand-back not sent: connection not idle");
@@ -902,10 +915,33 @@ static void w_amqp_on_down(void *arg, const char *why)
     /* Unacked deliveries went back to the queue at the broker; their tags are void. The claim in
      * flight (if any) keeps its prefix and drops it, unacked, when it returns. */
     w->amqp_gen++;
+    wp_on_down(w->wp);
     size_t keep = w->op == WOP_CLAIM ? w->claim_n : 0;
     while (json_array_size(w->deliveries) > keep)
         json_array_remove(w->deliveries, keep);
     w->ntags = keep;
+    w_check_drained(w); /* pointers are not waited for while the broker is away */
+}
+
+static void w_amqp_on_up(void *arg)
+{
+    struct worker *w = arg;
+    wp_on_up(w->wp);
+}
+
+static void w_amqp_on_confirm(void *arg, uint64_t tag, bool multiple, bool ack)
+{
+    struct worker *w = arg;
+    wp_on_confirm(w->wp, tag, multiple, ack);
+    w_check_drained(w);
+}
+
+static void w_amqp_on_return(void *arg, const char *routing_key, const char *message_id, int reply_code)
+{
+    struct worker *w = arg;
+    log_warn("worker", "RabbitMQ returned completion pointer %s for %s (%d); publishing it again", message_id,
+             routing_key, reply_code);
+    wp_on_return(w->wp, message_id);
 }
 
 /* w_pump: give the idle main connection its next statement (see the file comment for the order). */
@@ -1127,7 +1163,11 @@ static void w_check_drained(struct worker *w)
 {
     if (w->drain_stage == 0 || w->stopped)
         return;
-    if (w->running == 0 && w->pending.n == 0 && w->submitting.n == 0 && w->op != WOP_CLAIM && w->op != WOP_SUBMIT) {
+    /* Completion pointers are waited for while the broker can confirm them; without it the
+     * daemon's sweep finds those hand-backs (worker_pointers.c). */
+    bool pointers = w->wp && wp_outstanding(w->wp) > 0 && amqp_link_is_up(w->amqp);
+    if (w->running == 0 && w->pending.n == 0 && w->submitting.n == 0 && w->op != WOP_CLAIM && w->op != WOP_SUBMIT &&
+        !pointers) {
         log_info("worker", "drained: every result handed back; exiting");
         w_stop(w, 0);
     }
@@ -1215,6 +1255,11 @@ struct worker *worker_init(struct event_base *base, const struct worker_opts *o)
         "SELECT * FROM tasker.claim_dispatched_steps($1::text, $2::jsonb, $3::integer, $4::text)",
         4
     };
+    w->stmts[4] = (struct db_statement){
+        "worker_submit_amqp", /* no PGMQ completion message: the pointer goes to RabbitMQ */
+        "SELECT workflow_step_uuid, attempt, status, state FROM tasker.submit_step_results($1::jsonb, false)",
+        1
+    };
     w->stmts[1] = (struct db_statement){
         "worker_submit",
         "SELECT workflow_step_uuid, attempt, status, state FROM tasker.submit_step_results($1::jsonb)",
@@ -1239,12 +1284,15 @@ struct worker *worker_init(struct event_base *base, const struct worker_opts *o)
         struct amqp_link_opts lo = {
             .url = o->amqp_url, .tag = "amqp", .heartbeat_secs = 30, .timeout_ms = WORKER_CONNECT_TIMEOUT_MS,
             .reconnect_initial_ms = WORKER_RECONNECT_MIN_MS, .reconnect_max_ms = WORKER_RECONNECT_MAX_MS,
-            .consume_queue = w->queue, .prefetch = o->concurrency,
+            .consume_queue = w->queue, .prefetch = o->concurrency, .confirms = true,
         };
-        struct amqp_link_handlers h = { .on_delivery = w_amqp_on_delivery, .on_down = w_amqp_on_down };
+        struct amqp_link_handlers h = { .on_delivery = w_amqp_on_delivery, .on_down = w_amqp_on_down,
+                                        .on_up = w_amqp_on_up, .on_confirm = w_amqp_on_confirm,
+                                        .on_return = w_amqp_on_return };
         w->deliveries = json_array();
         w->amqp = w->deliveries ? amqp_link_new(base, &lo, &h, w) : NULL;
-        if (!w->amqp) {
+        w->wp = w->amqp ? wp_new(base, w->amqp, o->namespace_name) : NULL;
+        if (!w->wp) {
             log_error("worker", "out of memory");
             worker_free(w);
             return NULL;
@@ -1335,6 +1383,13 @@ void worker_free(struct worker *w)
     db_conn_free(w->listen_dead);
     w_rlist_free(&w->pending);
     w_rlist_free(&w->submitting);
+    if (w->wp) {
+        long long published, confirmed, dropped;
+        wp_summary(w->wp, &published, &confirmed, &dropped);
+        log_info("worker", "completion pointers: published %lld, confirmed %lld, given up %lld", published, confirmed,
+                 dropped);
+    }
+    wp_free(w->wp);
     amqp_link_free(w->amqp);
     json_decref(w->deliveries);
     free(w->tags);

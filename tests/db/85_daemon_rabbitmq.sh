@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # 85_daemon_rabbitmq.sh — messaging.backend = rabbitmq end to end: a private broker
 # (scripts/rabbitmq-sandbox), one daemon relaying dispatch messages from the PGMQ outbox to
-# RabbitMQ with confirms, two workers consuming from RabbitMQ (--backend rabbitmq). A mix of
+# RabbitMQ with confirms, two workers consuming from RabbitMQ (--backend rabbitmq) and publishing
+# each hand-back's completion pointer back over RabbitMQ, the daemon consuming those. A mix of
 # linear, diamond and fan-out tasks completes; the broker is killed with -9 mid-run (/health/ready
 # says not ready meanwhile) and started again; every task still completes, every step ran once,
-# and no message is left in PGMQ's dispatch queue or in RabbitMQ. Skipped only where
-# rabbitmq-server cannot start.
+# no PGMQ completion message was ever written, and no message is left in PGMQ or in RabbitMQ.
+# Then a hand-back whose pointer was never published (a worker that died after its commit) is
+# completed by the sweep from PostgreSQL's state. Skipped only where rabbitmq-server cannot start.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
 . tests/daemon_lib.sh
 
 NS=rmq
-TASKS=${RMQ_TASKS:-300}
+TASKS=${RMQ_TASKS:-200}
 CHUNK=50
 STEPS=$(dt_expected_steps "$TASKS")
 
@@ -78,6 +80,34 @@ t1=$(now_ms)
 is "$(ready_code)" 200 "/health/ready: 200 again after the broker came back"
 dt_check_invariants "$url" "$NS" "$TASKS" "$STEPS"
 is "$(psql_at "$url" "SELECT count(*) FROM tasker.rejected_messages")" 0 "no rejected messages"
+is "$(psql_at "$url" "SELECT (SELECT count(*) FROM pgmq.q_tasker_completion_$NS) + (SELECT count(*) FROM pgmq.a_tasker_completion_$NS)")" 0 \
+  "no PGMQ completion message was written: completions went over RabbitMQ"
+
+# A hand-back whose pointer is never published: claimed and handed back by hand in a namespace no
+# worker serves, as a worker that died between its commit and its publish leaves it. Past the
+# grace (sweeper.resend_grace_secs, 60 s here: its hand-back time is moved back) the sweep
+# processes it from PostgreSQL and dispatches its child.
+LOST=rmqlost
+dt_register "$url" "$LOST" || fail "register the templates in $LOST"
+# One transaction: the task, the claim, the hand-back (no pointer), its hand-back time moved back.
+read -r lost_task got < <(psql_at "$url" "
+  CREATE TEMP TABLE lt AS SELECT c.task_uuid AS t
+    FROM tasker.create_task('{\"name\": \"e2e_linear\", \"namespace\": \"$LOST\"}') c;
+  CREATE TEMP TABLE l AS SELECT lt.t, s.workflow_step_uuid AS a
+    FROM lt JOIN tasker.workflow_steps s ON s.task_uuid = lt.t AND s.name = 'a';
+  CREATE TEMP TABLE lc AS SELECT count(*) AS n FROM l, tasker.claim_dispatched_steps('$LOST', jsonb_build_array(
+    jsonb_build_object('msg_id', 0, 'message', jsonb_build_object('step_uuid', l.a, 'attempt', 1))), 300, 'crashed-worker');
+  CREATE TEMP TABLE ls AS SELECT r.status FROM l, tasker.submit_step_results(jsonb_build_array(jsonb_build_object(
+    'step_uuid', l.a, 'attempt', 1, 'success', true)), false) r;
+  UPDATE tasker.workflow_steps s SET updated_at = now() - interval '2 minutes' FROM l WHERE s.workflow_step_uuid = l.a; -- TEST-ONLY: its grace has passed
+  SELECT l.t || ' ' || lc.n || '/' || ls.status FROM l, lc, ls")
+is "$got" "1/accepted" "a step claimed and handed back without a pointer"
+lost_state() { psql_at "$url" "SELECT string_agg(name || '=' || state, ',' ORDER BY name) FROM tasker.workflow_steps WHERE task_uuid = '$lost_task' AND name IN ('a', 'b')"; }
+got=""
+for _ in $(seq 150); do got=$(lost_state); [ "$got" = "a=complete,b=enqueued" ] && break; sleep 0.2; done
+is "$got" "a=complete,b=enqueued" "the sweep completed the hand-back whose pointer was lost, and dispatched its child"
+dt_wait_log d1 'without their completion pointer' 5 && ok "the daemon's log says it recovered a hand-back without its pointer" \
+  || fail "no recovery line in the daemon's log"
 # Everything in RabbitMQ was consumed and acked: the queue is empty once the workers stop.
 for w in w1 w2; do dt_stop "$w" TERM 15; done
 left=$(amqp-get --url="$amqp" -q "tasker_dispatch_$NS" 2>&1)
@@ -88,9 +118,23 @@ pub=$(echo "$metrics" | sed -n 's/^tasker_relay_messages_total{outcome="publishe
 echo "$metrics" | grep -q '^tasker_broker_connects_total [2-9]' && ok "/metrics: the link reconnected after the kill" \
   || fail "/metrics broker connects: $(echo "$metrics" | grep tasker_broker_connects_total)"
 echo "# relay: $(echo "$metrics" | grep '^tasker_relay_messages_total' | sed 's/tasker_relay_messages_total//' | xargs)"
+pointers() { echo "$metrics" | sed -n "s/^tasker_completion_pointers_total{outcome=\"$1\"} \([0-9]*\)$/\1/p"; }
+[ "$(pointers consumed)" -ge "$STEPS" ] && [ "$(pointers acked)" -ge "$STEPS" ] \
+  && ok "/metrics: $(pointers consumed) completion pointers consumed, $(pointers acked) acked (>= $STEPS steps)" \
+  || fail "/metrics completion pointers: consumed '$(pointers consumed)', acked '$(pointers acked)'"
+[ "$(pointers rejected)" = 0 ] && [ "$(pointers recovered_by_sweep)" -ge 1 ] \
+  && ok "/metrics: no pointer rejected; $(pointers recovered_by_sweep) hand-back(s) recovered by the sweep" \
+  || fail "/metrics: rejected '$(pointers rejected)', recovered_by_sweep '$(pointers recovered_by_sweep)'"
+echo "# completion pointers: $(echo "$metrics" | grep '^tasker_completion_pointers_total' | sed 's/tasker_completion_pointers_total//' | xargs)"
+curl -s "http://127.0.0.1:$port/health" | tr -d ' \n' | grep -q '"completions":{[^}]*"consumers_up":2' \
+  && ok "/health: checks.broker.completions, one consumer up per namespace" \
+  || fail "/health broker: $(curl -s "http://127.0.0.1:$port/health")"
 
 dt_stop d1 TERM 15
 is "$DT_RC" 0 "daemon: SIGTERM → exit 0"
+# The daemon acked every pointer it consumed, after its commit: none is left (or went back) in RabbitMQ.
+left=$(amqp-get --url="$amqp" -q "tasker_completion_$NS" 2>&1)
+case "$left" in *"queue is empty"*|"") ok "no message left in RabbitMQ's tasker_completion_$NS" ;; *) fail "completion pointer left in RabbitMQ: $left" ;; esac
 is "$(grep -Ec '^[0-9TZ:.-]+ error ' "${DT_LOG[d1]}")" 0 "no error lines in the daemon's log"
 echo "# rabbitmq: $TASKS tasks, $STEPS steps in $(secs_between "$t0" "$t1") s"
 dt_finish
