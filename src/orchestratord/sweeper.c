@@ -40,8 +40,10 @@ static void sweeper_on_recovered(void *arg, const struct db_rows *rows, const st
     if (err) {
         s->o->metrics.query_errors++;
         log_warn("sweeper", "recovering hand-backs without a completion pointer failed: %s", err->message);
-    } else if (db_rows_count(rows) == 1 && db_rows_int(rows, 0, 0) > 0) {
-        long long n = db_rows_int(rows, 0, 0);
+    } else if (db_rows_count(rows) == 1 &&
+               db_rows_int(rows, 0, 1) + db_rows_int(rows, 0, 2) + db_rows_int(rows, 0, 3) > 0) {
+        /* Steps this call moved on; one another daemon's call or a late pointer took first is stale. */
+        long long n = db_rows_int(rows, 0, 1) + db_rows_int(rows, 0, 2) + db_rows_int(rows, 0, 3);
         s->o->metrics.handbacks_recovered += (unsigned long long)n;
         s->o->metrics.sweep_actions += (unsigned long long)n;
         log_warn("sweeper", "%lld hand-back(s) waited %d s without their completion pointer; processed from PostgreSQL "

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # 85_daemon_rabbitmq.sh — messaging.backend = rabbitmq end to end: a private broker
-# (scripts/rabbitmq-sandbox), one daemon relaying dispatch messages from the PGMQ outbox to
+# (scripts/rabbitmq-sandbox), two daemons relaying dispatch messages from the PGMQ outbox to
 # RabbitMQ with confirms, two workers consuming from RabbitMQ (--backend rabbitmq) and publishing
-# each hand-back's completion pointer back over RabbitMQ, the daemon consuming those. A mix of
+# each hand-back's completion pointer back over RabbitMQ, both daemons consuming those. A mix of
 # linear, diamond and fan-out tasks completes; the broker is killed with -9 mid-run (/health/ready
 # says not ready meanwhile) and started again; every task still completes, every step ran once,
 # no PGMQ completion message was ever written, and no message is left in PGMQ or in RabbitMQ.
@@ -39,11 +39,11 @@ dt_register "$url" "$NS" || { fail "register the templates"; finish; exit 1; }
 
 # The sweep re-sends an enqueued step whose outbox message is gone after resend_grace; with RabbitMQ
 # the relay archives it once the broker confirmed it, so a step still waiting in RabbitMQ past the
-# grace gets a (fenced) duplicate. 60 s keeps the broker outage below it, so the archive proves
-# one dispatch per attempt.
-export DT_WEB=true DT_RESEND_GRACE_SECS=60
-DT_DAEMON_ENV="TASKER_MESSAGING_BACKEND=rabbitmq TASKER_AMQP_URL=$amqp" dt_start_daemon d1 "$url"
-dt_wait_ready d1 20 && ok "daemon ready" || fail "daemon ready within 20 s"
+# grace gets a (fenced) duplicate. 120 s keeps the broker outage below it (a restart took over 60 s
+# on a loaded machine), so the archive proves one dispatch per attempt.
+export DT_WEB=true DT_RESEND_GRACE_SECS=120
+for d in d1 d2; do DT_DAEMON_ENV="TASKER_MESSAGING_BACKEND=rabbitmq TASKER_AMQP_URL=$amqp" dt_start_daemon $d "$url"; done
+dt_wait_ready d1 20 && dt_wait_ready d2 20 && ok "two daemons ready" || fail "daemons ready within 20 s"
 dt_wait_log d1 'broker link up' 30 && ok "the daemon's broker link is up" || fail "broker link up within 30 s"
 port=$(dt_http_port d1)
 ready_code() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health/ready"; }
@@ -85,7 +85,7 @@ is "$(psql_at "$url" "SELECT (SELECT count(*) FROM pgmq.q_tasker_completion_$NS)
 
 # A hand-back whose pointer is never published: claimed and handed back by hand in a namespace no
 # worker serves, as a worker that died between its commit and its publish leaves it. Past the
-# grace (sweeper.resend_grace_secs, 60 s here: its hand-back time is moved back) the sweep
+# grace (sweeper.resend_grace_secs, 120 s here: its hand-back time is moved back) the sweep
 # processes it from PostgreSQL and dispatches its child.
 LOST=rmqlost
 dt_register "$url" "$LOST" || fail "register the templates in $LOST"
@@ -99,42 +99,56 @@ read -r lost_task got < <(psql_at "$url" "
     jsonb_build_object('msg_id', 0, 'message', jsonb_build_object('step_uuid', l.a, 'attempt', 1))), 300, 'crashed-worker');
   CREATE TEMP TABLE ls AS SELECT r.status FROM l, tasker.submit_step_results(jsonb_build_array(jsonb_build_object(
     'step_uuid', l.a, 'attempt', 1, 'success', true)), false) r;
-  UPDATE tasker.workflow_steps s SET updated_at = now() - interval '2 minutes' FROM l WHERE s.workflow_step_uuid = l.a; -- TEST-ONLY: its grace has passed
+  UPDATE tasker.workflow_steps s SET updated_at = now() - interval '10 minutes' FROM l WHERE s.workflow_step_uuid = l.a; -- TEST-ONLY: its grace has passed
   SELECT l.t || ' ' || lc.n || '/' || ls.status FROM l, lc, ls")
 is "$got" "1/accepted" "a step claimed and handed back without a pointer"
 lost_state() { psql_at "$url" "SELECT string_agg(name || '=' || state, ',' ORDER BY name) FROM tasker.workflow_steps WHERE task_uuid = '$lost_task' AND name IN ('a', 'b')"; }
 got=""
 for _ in $(seq 150); do got=$(lost_state); [ "$got" = "a=complete,b=enqueued" ] && break; sleep 0.2; done
 is "$got" "a=complete,b=enqueued" "the sweep completed the hand-back whose pointer was lost, and dispatched its child"
-dt_wait_log d1 'without their completion pointer' 5 && ok "the daemon's log says it recovered a hand-back without its pointer" \
-  || fail "no recovery line in the daemon's log"
+is "$(psql_at "$url" "SELECT count(*) FROM tasker.workflow_step_transitions x JOIN tasker.workflow_steps s USING (workflow_step_uuid)
+  WHERE s.task_uuid = '$lost_task' AND s.name = 'a' AND x.to_state = 'complete'")" 1 "… once, though both daemons sweep"
+said=no
+for _ in $(seq 50); do { dt_log d1; dt_log d2; } | grep -q 'without their completion pointer' && { said=yes; break; }; sleep 0.1; done
+is "$said" yes "a daemon's log says it recovered a hand-back without its pointer"
 # Everything in RabbitMQ was consumed and acked: the queue is empty once the workers stop.
 for w in w1 w2; do dt_stop "$w" TERM 15; done
 left=$(amqp-get --url="$amqp" -q "tasker_dispatch_$NS" 2>&1)
 case "$left" in *"queue is empty"*|"") ok "no message left in RabbitMQ's tasker_dispatch_$NS" ;; *) fail "message left in RabbitMQ: $left" ;; esac
 metrics=$(curl -s "http://127.0.0.1:$port/metrics")
-pub=$(echo "$metrics" | sed -n 's/^tasker_relay_messages_total{outcome="published"} \([0-9]*\)$/\1/p')
+metrics2=$(curl -s "http://127.0.0.1:$(dt_http_port d2)/metrics")
+# sample NAME OUTCOME: the counter summed over both daemons; sample1 NAME OUTCOME TEXT: in one.
+sample1() { echo "$3" | sed -n "s/^$1{outcome=\"$2\"} \([0-9]*\)$/\1/p"; }
+sample() { echo $(( $(sample1 "$1" "$2" "$metrics") + $(sample1 "$1" "$2" "$metrics2") )); }
+pub=$(sample tasker_relay_messages_total published)
 [ "${pub:-0}" -ge "$STEPS" ] && ok "/metrics: $pub messages published (>= $STEPS steps)" || fail "/metrics published: '${pub:-}'"
 echo "$metrics" | grep -q '^tasker_broker_connects_total [2-9]' && ok "/metrics: the link reconnected after the kill" \
   || fail "/metrics broker connects: $(echo "$metrics" | grep tasker_broker_connects_total)"
 echo "# relay: $(echo "$metrics" | grep '^tasker_relay_messages_total' | sed 's/tasker_relay_messages_total//' | xargs)"
-pointers() { echo "$metrics" | sed -n "s/^tasker_completion_pointers_total{outcome=\"$1\"} \([0-9]*\)$/\1/p"; }
+pointers() { sample tasker_completion_pointers_total "$1"; }
+[ "$(sample1 tasker_completion_pointers_total acked "$metrics")" -gt 0 ] && [ "$(sample1 tasker_completion_pointers_total acked "$metrics2")" -gt 0 ] \
+  && ok "both daemons processed completion pointers ($(sample1 tasker_completion_pointers_total acked "$metrics") and $(sample1 tasker_completion_pointers_total acked "$metrics2") acked)" \
+  || fail "pointers acked per daemon: '$(sample1 tasker_completion_pointers_total acked "$metrics")', '$(sample1 tasker_completion_pointers_total acked "$metrics2")'"
 [ "$(pointers consumed)" -ge "$STEPS" ] && [ "$(pointers acked)" -ge "$STEPS" ] \
   && ok "/metrics: $(pointers consumed) completion pointers consumed, $(pointers acked) acked (>= $STEPS steps)" \
   || fail "/metrics completion pointers: consumed '$(pointers consumed)', acked '$(pointers acked)'"
 [ "$(pointers rejected)" = 0 ] && [ "$(pointers recovered_by_sweep)" -ge 1 ] \
   && ok "/metrics: no pointer rejected; $(pointers recovered_by_sweep) hand-back(s) recovered by the sweep" \
   || fail "/metrics: rejected '$(pointers rejected)', recovered_by_sweep '$(pointers recovered_by_sweep)'"
-echo "# completion pointers: $(echo "$metrics" | grep '^tasker_completion_pointers_total' | sed 's/tasker_completion_pointers_total//' | xargs)"
+for m in "$metrics" "$metrics2"; do
+  echo "# completion pointers: $(echo "$m" | grep '^tasker_completion_pointers_total' | sed 's/tasker_completion_pointers_total//' | xargs)"
+done
 curl -s "http://127.0.0.1:$port/health" | tr -d ' \n' | grep -q '"completions":{[^}]*"consumers_up":2' \
   && ok "/health: checks.broker.completions, one consumer up per namespace" \
   || fail "/health broker: $(curl -s "http://127.0.0.1:$port/health")"
 
-dt_stop d1 TERM 15
-is "$DT_RC" 0 "daemon: SIGTERM → exit 0"
+for d in d1 d2; do
+  dt_stop $d TERM 15
+  is "$DT_RC" 0 "daemon $d: SIGTERM → exit 0"
+done
 # The daemon acked every pointer it consumed, after its commit: none is left (or went back) in RabbitMQ.
 left=$(amqp-get --url="$amqp" -q "tasker_completion_$NS" 2>&1)
 case "$left" in *"queue is empty"*|"") ok "no message left in RabbitMQ's tasker_completion_$NS" ;; *) fail "completion pointer left in RabbitMQ: $left" ;; esac
-is "$(grep -Ec '^[0-9TZ:.-]+ error ' "${DT_LOG[d1]}")" 0 "no error lines in the daemon's log"
+is "$(cat "${DT_LOG[d1]}" "${DT_LOG[d2]}" | grep -Ec '^[0-9TZ:.-]+ error ')" 0 "no error lines in the daemons' logs"
 echo "# rabbitmq: $TASKS tasks, $STEPS steps in $(secs_between "$t0" "$t1") s"
 dt_finish
