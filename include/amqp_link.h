@@ -34,6 +34,8 @@ struct amqp_link_handlers {
     void (*on_return)(void *arg, const char *routing_key, const char *message_id, int reply_code);
     void (*on_delivery)(void *arg, uint64_t delivery_tag, bool redelivered, const char *message_id,
                         const char *body, size_t len);
+    /* the answer to amqp_link_probe_queue: messages ready (not delivered) in `queue`, consumers */
+    void (*on_queue_depth)(void *arg, const char *queue, uint32_t ready, uint32_t consumers);
 };
 
 struct amqp_link *amqp_link_new(struct event_base *base, const struct amqp_link_opts *opts,
@@ -44,6 +46,10 @@ bool amqp_link_is_up(const struct amqp_link *l);
 /* amqp_link_declare: declare a durable queue (an RPC, bounded by timeout_ms; call it when a queue
  * is first needed, not per message). false: the link failed (on_down follows). */
 bool amqp_link_declare(struct amqp_link *l, const char *queue);
+/* amqp_link_probe_queue: ask how many messages wait ready in `queue` without waiting for the
+ * answer (a queue.declare of the same durable queue, which also recreates it if an operator deleted
+ * it); the answer comes to on_queue_depth from the loop. false: the link is not up or failed. */
+bool amqp_link_probe_queue(struct amqp_link *l, const char *queue);
 /* amqp_link_publish: a persistent, mandatory publish to the default exchange with routing key
  * `queue`; *tag is its confirm tag. false: the link failed (on_down follows). */
 bool amqp_link_publish(struct amqp_link *l, const char *queue, const char *message_id, const char *body, size_t len,

@@ -137,6 +137,23 @@ bool amqp_link_declare(struct amqp_link *l, const char *queue)
     return rpc_ok(l, "queue.declare");
 }
 
+/* The probe sends the declare and lets link_drain meet its declare-ok. Should a blocking
+ * amqp_link_declare run while a probe's answer is on its way, rabbitmq-c takes that answer as the
+ * RPC's reply and the RPC's own answer reaches on_queue_depth later: the queue is declared either
+ * way, and the probe simply misses one round (its caller must treat "no answer" as "unknown"). */
+bool amqp_link_probe_queue(struct amqp_link *l, const char *queue)
+{
+    if (l->state != LINK_UP)
+        return false;
+    amqp_queue_declare_t req = { .queue = amqp_cstring_bytes(queue), .durable = 1, .arguments = amqp_empty_table };
+    int rc = amqp_send_method(l->conn, LINK_CHANNEL, AMQP_QUEUE_DECLARE_METHOD, &req);
+    if (rc != AMQP_STATUS_OK) {
+        link_fail(l, "queue.declare: ", amqp_error_string2(rc));
+        return false;
+    }
+    return true;
+}
+
 /* link_connect: one attempt; every step bounded by timeout_ms. */
 static bool link_connect(struct amqp_link *l)
 {
@@ -337,6 +354,14 @@ static void link_drain(struct amqp_link *l)
             (void)amqp_send_method(l->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
             link_fail(l, "", why);
             return;
+        }
+        case AMQP_QUEUE_DECLARE_OK_METHOD: {
+            const amqp_queue_declare_ok_t *q = f.payload.method.decoded;
+            char name[256];
+            snprintf(name, sizeof name, "%.*s", (int)q->queue.len, (const char *)q->queue.bytes);
+            if (l->h.on_queue_depth)
+                l->h.on_queue_depth(l->arg, name, q->message_count, q->consumer_count);
+            break;
         }
         case AMQP_BASIC_CANCEL_METHOD:
             link_fail(l, "", "the broker cancelled our consumer (queue deleted?)");

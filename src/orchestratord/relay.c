@@ -10,9 +10,13 @@
  *      archives the messages the broker acked and routed — as PGMQ mode's hand-back archives.
  * A nack, a return, a confirm timeout, a broker or daemon crash anywhere in between leaves the
  * message in PGMQ; it is read and published again once its vt expires: at-least-once. The worker's
- * claim fences duplicates by (step, attempt, state enqueued). A message lost inside RabbitMQ is
- * caught by the sweep (an enqueued step whose outbox message is gone is re-sent after
- * resend_grace).
+ * claim fences duplicates by (step, attempt, state enqueued).
+ * Lost inside RabbitMQ: once archived here, "gone from the outbox" no longer says a message is
+ * lost, since it may wait in the broker behind a backlog. So before each sweep the relay asks the
+ * broker for every namespace's ready count (relay_probe, an asynchronous queue.declare) and
+ * remembers when each queue was last seen with nothing ready; the sweep re-sends an enqueued step
+ * only if its message was archived before that moment (relay_broker_drained). A queue never seen
+ * drained holds its steps: a backlog is never mistaken for loss.
  * Wake-ups: NOTIFY on a dispatch queue (the listener), a full burst (more may wait), and a
  * fallback timer with the completions' interval and idle backoff, so an idle database is polled no
  * more often than the completions already poll it.
@@ -41,6 +45,14 @@ struct relay_msg {
     long long msg_id;
 };
 
+/* What the broker said of one namespace's dispatch queue (relay_probe). */
+struct relay_depth {
+    char ns[NAMESPACE_NAME_MAX + 1];
+    long long asked_ms;   /* mono_ms() the probe in flight was sent; 0 = none in flight */
+    long long drained_ms; /* mono_ms() of the last probe answered with 0 ready; 0 = never */
+    long long ready;      /* the last answer's ready count; -1 = none yet */
+};
+
 struct relay {
     struct orchd *o;
     struct amqp_link *link;
@@ -54,6 +66,8 @@ struct relay {
     size_t nmsgs, capmsgs;
     char (*declared)[NAMESPACE_NAME_MAX + 1]; /* queues declared on this connection */
     size_t ndeclared, capdeclared;
+    struct relay_depth *depth;   /* one per namespace probed */
+    size_t ndepth, capdepth;
     struct relay_stats st;
 };
 
@@ -279,6 +293,74 @@ static void relay_run(struct relay *r)
     }
 }
 
+static struct relay_depth *relay_depth_of(struct relay *r, const char *ns, bool add)
+{
+    for (size_t i = 0; i < r->ndepth; i++)
+        if (strcmp(r->depth[i].ns, ns) == 0)
+            return &r->depth[i];
+    if (!add)
+        return NULL;
+    if (r->ndepth == r->capdepth) {
+        size_t cap = r->capdepth ? r->capdepth * 2 : 8;
+        void *grown = realloc(r->depth, cap * sizeof *r->depth);
+        if (!grown)
+            return NULL;
+        r->depth = grown;
+        r->capdepth = cap;
+    }
+    struct relay_depth *d = &r->depth[r->ndepth++];
+    *d = (struct relay_depth){ .ready = -1 };
+    snprintf(d->ns, sizeof d->ns, "%s", ns);
+    return d;
+}
+
+void relay_probe(struct relay *r, const char *ns)
+{
+    if (!r || !amqp_link_is_up(r->link) || !namespace_name_valid(ns))
+        return;
+    struct relay_depth *d = relay_depth_of(r, ns, true);
+    if (!d || d->asked_ms)
+        return; /* one probe in flight per queue, so an answer is never credited to a later ask */
+    char queue[64];
+    snprintf(queue, sizeof queue, DISPATCH_PREFIX "%s", ns);
+    if (amqp_link_probe_queue(r->link, queue))
+        d->asked_ms = mono_ms();
+}
+
+static void link_on_queue_depth(void *arg, const char *queue, uint32_t ready, uint32_t consumers)
+{
+    (void)consumers;
+    struct relay *r = arg;
+    if (strncmp(queue, DISPATCH_PREFIX, strlen(DISPATCH_PREFIX)) != 0)
+        return;
+    struct relay_depth *d = relay_depth_of(r, queue + strlen(DISPATCH_PREFIX), false);
+    if (!d || !d->asked_ms)
+        return; /* the reply to a blocking declare that took our probe's answer (amqp_link.c) */
+    d->ready = ready;
+    if (ready == 0)
+        d->drained_ms = d->asked_ms;
+    d->asked_ms = 0;
+}
+
+char *relay_broker_drained(const struct relay *r)
+{
+    size_t cap = r->ndepth * (NAMESPACE_NAME_MAX + 32) + 3, len = 1;
+    char *buf = malloc(cap);
+    if (!buf)
+        return NULL;
+    buf[0] = '{';
+    long long now = mono_ms();
+    for (size_t i = 0; i < r->ndepth; i++) {
+        if (!r->depth[i].drained_ms)
+            continue;
+        /* One second of margin: the sweep's now() is taken a little after this moment. */
+        double ago = (double)(now - r->depth[i].drained_ms) / 1000.0 + 1.0;
+        len += (size_t)snprintf(buf + len, cap - len, "%s\"%s\": %.3f", len > 1 ? ", " : "", r->depth[i].ns, ago);
+    }
+    snprintf(buf + len, cap - len, "}");
+    return buf;
+}
+
 static void link_on_up(void *arg)
 {
     struct relay *r = arg;
@@ -291,6 +373,8 @@ static void link_on_down(void *arg, const char *why)
     struct relay *r = arg;
     snprintf(r->st.last_error, sizeof r->st.last_error, "%s", why);
     r->ndeclared = 0;
+    for (size_t i = 0; i < r->ndepth; i++)
+        r->depth[i].asked_ms = 0; /* those answers will never come */
     if (r->phase == RELAY_CONFIRMING) {
         /* Those confirms will never come; the messages come back after their vt. */
         relay_settle(r);
@@ -345,6 +429,7 @@ struct relay *relay_new(struct orchd *o)
     };
     struct amqp_link_handlers h = {
         .on_up = link_on_up, .on_down = link_on_down, .on_confirm = link_on_confirm, .on_return = link_on_return,
+        .on_queue_depth = link_on_queue_depth,
     };
     r->timer = evtimer_new(o->base, relay_on_timer, r);
     r->confirm_timer = evtimer_new(o->base, relay_on_confirm_timeout, r);
@@ -418,5 +503,6 @@ void relay_free(struct relay *r)
     amqp_confirms_free(&r->cf);
     free(r->msgs);
     free(r->declared);
+    free(r->depth);
     free(r);
 }
