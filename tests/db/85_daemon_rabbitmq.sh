@@ -6,6 +6,7 @@
 # says not ready meanwhile) and started again; every task still completes, every step ran once,
 # and no message is left in PGMQ's dispatch queue or in RabbitMQ. Skipped only where
 # rabbitmq-server cannot start.
+# make-check: long
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
