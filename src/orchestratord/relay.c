@@ -45,12 +45,17 @@ struct relay_msg {
     long long msg_id;
 };
 
-/* What the broker said of one namespace's dispatch queue (relay_probe). */
-struct relay_depth {
+/* One namespace's RabbitMQ dispatch queue: declared on this connection?, and what the broker said
+ * of it. Declares (relay_declare) and probes (relay_probe) are both a queue.declare whose answers
+ * come back in order; a probe goes out only when no answer is pending, so the next answer after
+ * it is its own. */
+struct relay_queue {
     char ns[NAMESPACE_NAME_MAX + 1];
+    bool declared;        /* on this connection */
+    int pending;          /* declare answers still to come */
     long long asked_ms;   /* mono_ms() the probe in flight was sent; 0 = none in flight */
     long long drained_ms; /* mono_ms() of the last probe answered with 0 ready; 0 = never */
-    long long ready;      /* the last answer's ready count; -1 = none yet */
+    long long ready;      /* the last probe's ready count; -1 = none yet */
 };
 
 struct relay {
@@ -64,10 +69,8 @@ struct relay {
     struct amqp_confirms cf;
     struct relay_msg *msgs;      /* the burst: msgs[i] was published with tag cf.first + i */
     size_t nmsgs, capmsgs;
-    char (*declared)[NAMESPACE_NAME_MAX + 1]; /* queues declared on this connection */
-    size_t ndeclared, capdeclared;
-    struct relay_depth *depth;   /* one per namespace probed */
-    size_t ndepth, capdepth;
+    struct relay_queue *queues;  /* one per namespace relayed to or probed */
+    size_t nqueues, capqueues;
     struct relay_stats st;
 };
 
@@ -174,32 +177,52 @@ static void relay_on_confirm_timeout(evutil_socket_t fd, short what, void *arg)
     relay_settle(r);
 }
 
-static bool relay_declared(struct relay *r, const char *ns)
+static struct relay_queue *relay_queue_of(struct relay *r, const char *ns, bool add)
 {
-    for (size_t i = 0; i < r->ndeclared; i++)
-        if (strcmp(r->declared[i], ns) == 0)
-            return true;
-    return false;
+    for (size_t i = 0; i < r->nqueues; i++)
+        if (strcmp(r->queues[i].ns, ns) == 0)
+            return &r->queues[i];
+    if (!add)
+        return NULL;
+    if (r->nqueues == r->capqueues) {
+        size_t cap = r->capqueues ? r->capqueues * 2 : 8;
+        void *grown = realloc(r->queues, cap * sizeof *r->queues);
+        if (!grown)
+            return NULL;
+        r->queues = grown;
+        r->capqueues = cap;
+    }
+    struct relay_queue *q = &r->queues[r->nqueues++];
+    *q = (struct relay_queue){ .ready = -1 };
+    snprintf(q->ns, sizeof q->ns, "%s", ns);
+    return q;
 }
 
-/* relay_declare: the namespace's durable queue, once per connection (an RPC: not per message). */
+/* relay_forget_link: the connection changed: declare again; answers pending will not come. */
+static void relay_forget_link(struct relay *r)
+{
+    for (size_t i = 0; i < r->nqueues; i++) {
+        r->queues[i].declared = false;
+        r->queues[i].pending = 0;
+        r->queues[i].asked_ms = 0;
+    }
+}
+
+/* relay_declare: the namespace's durable queue, once per connection (not per message; sent
+ * without waiting: the publishes that follow on the channel find it). */
 static bool relay_declare(struct relay *r, const char *ns)
 {
-    if (relay_declared(r, ns))
+    struct relay_queue *q = relay_queue_of(r, ns, true);
+    if (!q)
+        return false;
+    if (q->declared)
         return true;
     char queue[64];
     snprintf(queue, sizeof queue, DISPATCH_PREFIX "%s", ns);
     if (!amqp_link_declare(r->link, queue))
         return false;
-    if (r->ndeclared == r->capdeclared) {
-        size_t cap = r->capdeclared ? r->capdeclared * 2 : 8;
-        void *grown = realloc(r->declared, cap * sizeof *r->declared);
-        if (!grown)
-            return false;
-        r->declared = grown;
-        r->capdeclared = cap;
-    }
-    snprintf(r->declared[r->ndeclared++], sizeof r->declared[0], "%s", ns);
+    q->declared = true;
+    q->pending++;
     log_info("relay", "declared RabbitMQ queue %s", queue);
     return true;
 }
@@ -293,38 +316,19 @@ static void relay_run(struct relay *r)
     }
 }
 
-static struct relay_depth *relay_depth_of(struct relay *r, const char *ns, bool add)
-{
-    for (size_t i = 0; i < r->ndepth; i++)
-        if (strcmp(r->depth[i].ns, ns) == 0)
-            return &r->depth[i];
-    if (!add)
-        return NULL;
-    if (r->ndepth == r->capdepth) {
-        size_t cap = r->capdepth ? r->capdepth * 2 : 8;
-        void *grown = realloc(r->depth, cap * sizeof *r->depth);
-        if (!grown)
-            return NULL;
-        r->depth = grown;
-        r->capdepth = cap;
-    }
-    struct relay_depth *d = &r->depth[r->ndepth++];
-    *d = (struct relay_depth){ .ready = -1 };
-    snprintf(d->ns, sizeof d->ns, "%s", ns);
-    return d;
-}
-
 void relay_probe(struct relay *r, const char *ns)
 {
     if (!r || !amqp_link_is_up(r->link) || !namespace_name_valid(ns))
         return;
-    struct relay_depth *d = relay_depth_of(r, ns, true);
-    if (!d || d->asked_ms)
-        return; /* one probe in flight per queue, so an answer is never credited to a later ask */
+    struct relay_queue *q = relay_queue_of(r, ns, true);
+    if (!q || q->asked_ms || q->pending)
+        return; /* an answer is on its way: it would be credited to this probe */
     char queue[64];
     snprintf(queue, sizeof queue, DISPATCH_PREFIX "%s", ns);
-    if (amqp_link_probe_queue(r->link, queue))
-        d->asked_ms = mono_ms();
+    if (amqp_link_declare(r->link, queue)) {
+        q->asked_ms = mono_ms();
+        q->pending++;
+    }
 }
 
 static void link_on_queue_depth(void *arg, const char *queue, uint32_t ready, uint32_t consumers)
@@ -333,29 +337,32 @@ static void link_on_queue_depth(void *arg, const char *queue, uint32_t ready, ui
     struct relay *r = arg;
     if (strncmp(queue, DISPATCH_PREFIX, strlen(DISPATCH_PREFIX)) != 0)
         return;
-    struct relay_depth *d = relay_depth_of(r, queue + strlen(DISPATCH_PREFIX), false);
-    if (!d || !d->asked_ms)
-        return; /* the reply to a blocking declare that took our probe's answer (amqp_link.c) */
-    d->ready = ready;
+    struct relay_queue *q = relay_queue_of(r, queue + strlen(DISPATCH_PREFIX), false);
+    if (!q || q->pending == 0)
+        return;
+    q->pending--;
+    if (!q->asked_ms)
+        return; /* a declare's answer */
+    q->ready = ready;
     if (ready == 0)
-        d->drained_ms = d->asked_ms;
-    d->asked_ms = 0;
+        q->drained_ms = q->asked_ms;
+    q->asked_ms = 0;
 }
 
 char *relay_broker_drained(const struct relay *r)
 {
-    size_t cap = r->ndepth * (NAMESPACE_NAME_MAX + 32) + 3, len = 1;
+    size_t cap = r->nqueues * (NAMESPACE_NAME_MAX + 32) + 3, len = 1;
     char *buf = malloc(cap);
     if (!buf)
         return NULL;
     buf[0] = '{';
     long long now = mono_ms();
-    for (size_t i = 0; i < r->ndepth; i++) {
-        if (!r->depth[i].drained_ms)
+    for (size_t i = 0; i < r->nqueues; i++) {
+        if (!r->queues[i].drained_ms)
             continue;
         /* One second of margin: the sweep's now() is taken a little after this moment. */
-        double ago = (double)(now - r->depth[i].drained_ms) / 1000.0 + 1.0;
-        len += (size_t)snprintf(buf + len, cap - len, "%s\"%s\": %.3f", len > 1 ? ", " : "", r->depth[i].ns, ago);
+        double ago = (double)(now - r->queues[i].drained_ms) / 1000.0 + 1.0;
+        len += (size_t)snprintf(buf + len, cap - len, "%s\"%s\": %.3f", len > 1 ? ", " : "", r->queues[i].ns, ago);
     }
     snprintf(buf + len, cap - len, "}");
     return buf;
@@ -364,7 +371,7 @@ char *relay_broker_drained(const struct relay *r)
 static void link_on_up(void *arg)
 {
     struct relay *r = arg;
-    r->ndeclared = 0; /* a new connection: declare again (idempotent at the broker) */
+    relay_forget_link(r); /* a new connection: declare again (idempotent at the broker) */
     relay_kick_all(r);
 }
 
@@ -372,9 +379,7 @@ static void link_on_down(void *arg, const char *why)
 {
     struct relay *r = arg;
     snprintf(r->st.last_error, sizeof r->st.last_error, "%s", why);
-    r->ndeclared = 0;
-    for (size_t i = 0; i < r->ndepth; i++)
-        r->depth[i].asked_ms = 0; /* those answers will never come */
+    relay_forget_link(r);
     if (r->phase == RELAY_CONFIRMING) {
         /* Those confirms will never come; the messages come back after their vt. */
         relay_settle(r);
@@ -403,7 +408,8 @@ static void link_on_return(void *arg, const char *routing_key, const char *messa
     r->st.returns++;
     log_warn("relay", "RabbitMQ returned message %s for %s (%d): not archived, published again after its vt",
              message_id, routing_key, reply_code);
-    r->ndeclared = 0; /* declare again before the next publish */
+    for (size_t i = 0; i < r->nqueues; i++)
+        r->queues[i].declared = false; /* declare again before the next publish */
     if (r->phase != RELAY_CONFIRMING || strncmp(routing_key, DISPATCH_PREFIX, strlen(DISPATCH_PREFIX)) != 0)
         return;
     const char *ns = routing_key + strlen(DISPATCH_PREFIX);
@@ -502,7 +508,6 @@ void relay_free(struct relay *r)
         event_free(r->confirm_timer);
     amqp_confirms_free(&r->cf);
     free(r->msgs);
-    free(r->declared);
-    free(r->depth);
+    free(r->queues);
     free(r);
 }
