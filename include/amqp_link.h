@@ -15,7 +15,7 @@ struct amqp_link_opts {
     const char *url;            /* amqp://user:pass@host:port/vhost (copied) */
     const char *tag;            /* log component tag */
     int heartbeat_secs;         /* asked of the broker; serviced by a timer every heartbeat/2 */
-    int timeout_ms;             /* bounds connect, login and every RPC (declare, qos, consume) */
+    int timeout_ms;             /* bounds each step of a connect (on its own thread): TCP, login, RPCs */
     int reconnect_initial_ms;   /* reconnect backoff: first delay, doubling (±25 % jitter) … */
     int reconnect_max_ms;       /* … up to this */
     bool confirms;              /* publisher: confirm mode on the channel */
@@ -34,6 +34,8 @@ struct amqp_link_handlers {
     void (*on_return)(void *arg, const char *routing_key, const char *message_id, int reply_code);
     void (*on_delivery)(void *arg, uint64_t delivery_tag, bool redelivered, const char *message_id,
                         const char *body, size_t len);
+    /* the answer to an amqp_link_declare: messages ready (not delivered) in `queue`, consumers */
+    void (*on_queue_depth)(void *arg, const char *queue, uint32_t ready, uint32_t consumers);
 };
 
 struct amqp_link *amqp_link_new(struct event_base *base, const struct amqp_link_opts *opts,
@@ -41,8 +43,10 @@ struct amqp_link *amqp_link_new(struct event_base *base, const struct amqp_link_
 /* amqp_link_start: the first connect attempt now (a failure is retried with backoff, logged). */
 void amqp_link_start(struct amqp_link *l);
 bool amqp_link_is_up(const struct amqp_link *l);
-/* amqp_link_declare: declare a durable queue (an RPC, bounded by timeout_ms; call it when a queue
- * is first needed, not per message). false: the link failed (on_down follows). */
+/* amqp_link_declare: declare a durable queue (call it when a queue is first needed, not per
+ * message). Sent without waiting: publishes that follow on the link find the queue, and the answer,
+ * with the queue's ready count, comes to on_queue_depth from the loop (so a declare doubles as a
+ * depth probe). false: the link is not up or failed (on_down follows). */
 bool amqp_link_declare(struct amqp_link *l, const char *queue);
 /* amqp_link_publish: a persistent, mandatory publish to the default exchange with routing key
  * `queue`; *tag is its confirm tag. false: the link failed (on_down follows). */

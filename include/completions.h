@@ -20,6 +20,8 @@ void completions_kick_all(struct completions *c);
 void completions_stop(struct completions *c);
 void completions_free(struct completions *c);
 size_t completions_namespace_count(const struct completions *c);
+/* completions_namespace: the i-th namespace known (i < completions_namespace_count), else NULL. */
+const char *completions_namespace(const struct completions *c, size_t i);
 /* completions_in_flight: calls running now (shutdown waits for these through the pool). */
 int completions_in_flight(const struct completions *c);
 /* completions_pointer_stats: messaging.backend = rabbitmq: the pointer consumers' counters, summed

@@ -31,6 +31,13 @@ void relay_kick(struct relay *r, const char *queue);
 /* relay_kick_all: relay now (the database came back, LISTEN reconnected). NULL-safe. */
 void relay_kick_all(struct relay *r);
 bool relay_link_up(const struct relay *r);
+/* relay_probe: ask the broker how many messages wait ready in namespace ns's dispatch queue (the
+ * answer comes later, asynchronously). NULL-safe; a no-op while the link is down. */
+void relay_probe(struct relay *r, const char *ns);
+/* relay_broker_drained: the sweep's p_broker_drained, a JSON object namespace → seconds since its
+ * broker queue was last seen with no ready message (namespaces never seen so are absent); the
+ * caller frees it. NULL: out of memory. */
+char *relay_broker_drained(const struct relay *r);
 void relay_stats(const struct relay *r, struct relay_stats *out);
 /* relay_busy: a database call or a confirm wait is in progress (shutdown waits for the call). */
 bool relay_busy(const struct relay *r);

@@ -256,7 +256,14 @@ $$;
 --   1. lease_expired: in_progress steps whose lease passed count as a failed attempt (retry with
 --      backoff, or error), and their tasks move on;
 --   2. resent: enqueued steps whose dispatch message is gone (older than p_resend_grace_secs)
---      get a new message for the same attempt. Each call looks at no more than 10 × p_batch_size
+--      get a new message for the same attempt. Under RabbitMQ (p_broker_drained not NULL) the
+--      relay archives a message once the broker holds it, so "gone from the outbox" says nothing;
+--      p_broker_drained maps a namespace to how long ago (seconds, by the daemon's monotonic clock,
+--      so no two clocks need agree) the daemon last saw its broker queue with no ready message,
+--      and a step counts as lost only when its message was
+--      archived before that moment (it was delivered to a worker that never claimed it, or the
+--      broker lost it), or is in neither the outbox nor its archive (deleted by hand). A message
+--      archived later may still wait in the broker behind a backlog: left alone. Each call looks at no more than 10 × p_batch_size
 --      enqueued steps (index order, from where the last call stopped, wrapping around; the
 --      position is kept in tasker.sweep_cursor), so a call costs the same with 1,000 or 100,000
 --      steps waiting in queues, and a vanished message is found within
@@ -269,6 +276,8 @@ $$;
 -- With p_dry_run nothing changes but section 2's position; the rows say what would happen. One row
 -- per action taken. Every section reads through an index and a bounded number of rows: its batch
 -- (section 2: ten times that), whatever the number of unfinished tasks.
+DROP FUNCTION IF EXISTS tasker.detect_and_transition_stuck_tasks(integer, boolean, integer, integer, integer, integer,
+  integer, integer, integer);
 CREATE OR REPLACE FUNCTION tasker.detect_and_transition_stuck_tasks(
   p_batch_size integer DEFAULT 100,
   p_dry_run boolean DEFAULT false,
@@ -278,7 +287,8 @@ CREATE OR REPLACE FUNCTION tasker.detect_and_transition_stuck_tasks(
   p_blocked_by_failures_minutes integer DEFAULT 1440,
   p_task_max_lifetime_hours integer DEFAULT 24,
   p_resend_grace_secs integer DEFAULT 30,
-  p_reevaluate_after_secs integer DEFAULT 60)
+  p_reevaluate_after_secs integer DEFAULT 60,
+  p_broker_drained jsonb DEFAULT NULL)
 RETURNS TABLE (action text, task_uuid uuid, workflow_step_uuid uuid, detail text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -420,9 +430,12 @@ BEGIN
     FOR v_ns IN SELECT DISTINCT n.name FROM unnest(v_win_ns) AS n(name) LOOP
       EXECUTE format(
         'SELECT array_agg(m.i::integer) FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS m(msg, ns, i)
-         WHERE m.ns = $3 AND NOT EXISTS (SELECT 1 FROM pgmq.%I q WHERE q.msg_id = m.msg)',
-        'q_' || tasker.dispatch_queue(v_ns.name))
-        INTO v_found USING v_win_msgs, v_win_ns, v_ns.name;
+         WHERE m.ns = $3 AND NOT EXISTS (SELECT 1 FROM pgmq.%I q WHERE q.msg_id = m.msg)
+           AND ($4::jsonb IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM pgmq.%I a WHERE a.msg_id = m.msg
+                   AND a.archived_at >= coalesce(now() - make_interval(secs => ($4 ->> $3)::double precision), ''-infinity'')))',
+        'q_' || tasker.dispatch_queue(v_ns.name), 'a_' || tasker.dispatch_queue(v_ns.name))
+        INTO v_found USING v_win_msgs, v_win_ns, v_ns.name, p_broker_drained;
       v_pos := v_pos || coalesce(v_found, '{}');
     END LOOP;
     -- The first p_batch_size of them are handled now; the next call starts after the last one

@@ -8,9 +8,14 @@
  *   deliver or return method is followed by its header and body, which the broker writes back to
  *   back; amqp_read_message() reads them (bounded by the RPC timeout).
  * - Writes: amqp_basic_publish() and amqp_basic_ack() are plain socket writes of small frames.
- * - RPCs (login, channel.open, confirm.select, queue.declare, basic.qos, basic.consume) block, so
- *   they happen only at connect and when a queue is first declared, each bounded by
- *   amqp_set_rpc_timeout / amqp_set_handshake_timeout / the connect timeout (opts.timeout_ms).
+ * - Connecting blocks (TCP connect, login, channel.open, confirm.select, and for a consumer
+ *   queue.declare, basic.qos, basic.consume are RPCs), and a broker host that drops packets would
+ *   hold the loop for the whole timeout. So each attempt runs on a short-lived thread of its own,
+ *   which builds a complete connection (every step bounded by opts.timeout_ms) and hands it to the
+ *   loop through a pipe; only then does the loop touch it. One connection, one thread at a time.
+ * - Declares after that (amqp_link_declare) are sent without waiting: the broker handles a
+ *   channel's methods in order, so a publish sent after a declare finds the queue, and the
+ *   declare-ok (which carries the ready count) comes back through the read loop.
  * - Heartbeats: rabbitmq-c services them only inside its calls, so a timer drains every
  *   heartbeat/2 seconds; an idle link stays alive and a dead broker is noticed.
  * Any error (socket, heartbeat timeout, a channel or connection close from the broker, a consumer
@@ -24,15 +29,24 @@
 
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
+#include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #define LINK_CHANNEL 1
 
-enum link_state { LINK_DOWN, LINK_UP, LINK_FAILED /* broken; teardown and on_down pending */ };
+enum link_state {
+    LINK_DOWN,
+    LINK_CONNECTING, /* the connect thread owns the attempt; the loop does not touch conn */
+    LINK_UP,
+    LINK_FAILED      /* broken; teardown and on_down pending */
+};
 
 struct amqp_link {
     struct event_base *base;
@@ -48,6 +62,13 @@ struct amqp_link {
     unsigned long long connects;
     bool was_up;                /* on_down is owed for the current loss */
     char last_error[256];
+    /* The connect thread's attempt: it writes conn_made/open_error, then one byte to wake[1]. */
+    pthread_t opener;
+    bool opening;
+    int wake[2];
+    struct event *wake_ev;
+    amqp_connection_state_t conn_made;
+    char open_error[256];
 };
 
 static void link_drain(struct amqp_link *l);
@@ -81,21 +102,20 @@ static void link_fail(struct amqp_link *l, const char *what, const char *detail)
     link_retry_in(l, 0);
 }
 
-static bool rpc_ok(struct amqp_link *l, const char *what)
+/* rpc_ok: the reply to the last RPC on conn was normal; else why, in err (connect thread). */
+static bool rpc_ok(amqp_connection_state_t conn, const char *what, char *err, size_t errlen)
 {
-    amqp_rpc_reply_t r = amqp_get_rpc_reply(l->conn);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
     if (r.reply_type == AMQP_RESPONSE_NORMAL)
         return true;
-    char msg[160];
     if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION)
-        snprintf(msg, sizeof msg, "%s: %s", what, amqp_error_string2(r.library_error));
+        snprintf(err, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
     else if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD || r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
         const amqp_connection_close_t *c = r.reply.decoded;
-        snprintf(msg, sizeof msg, "%s: broker closed: %d %.*s", what, c ? c->reply_code : 0,
+        snprintf(err, errlen, "%s: broker closed: %d %.*s", what, c ? c->reply_code : 0,
                  c ? (int)c->reply_text.len : 0, c ? (const char *)c->reply_text.bytes : "");
     } else
-        snprintf(msg, sizeof msg, "%s: unexpected broker reply", what);
-    link_fail(l, "", msg);
+        snprintf(err, errlen, "%s: unexpected broker reply", what);
     return false;
 }
 
@@ -131,86 +151,152 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
 
 bool amqp_link_declare(struct amqp_link *l, const char *queue)
 {
-    if (l->state != LINK_UP && !(l->state == LINK_DOWN && l->conn))
+    if (l->state != LINK_UP)
         return false;
-    amqp_queue_declare(l->conn, LINK_CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0, 0, amqp_empty_table);
-    return rpc_ok(l, "queue.declare");
+    amqp_queue_declare_t req = { .queue = amqp_cstring_bytes(queue), .durable = 1, .arguments = amqp_empty_table };
+    int rc = amqp_send_method(l->conn, LINK_CHANNEL, AMQP_QUEUE_DECLARE_METHOD, &req);
+    if (rc != AMQP_STATUS_OK) {
+        link_fail(l, "queue.declare: ", amqp_error_string2(rc));
+        return false;
+    }
+    return true;
 }
 
-/* link_connect: one attempt; every step bounded by timeout_ms. */
-static bool link_connect(struct amqp_link *l)
+/* link_open: one complete connection, on the connect thread; every step bounded by timeout_ms.
+ * It reads only what does not change after amqp_link_new (o, url, queue) and writes only
+ * conn_made and open_error, which the loop reads after the wake-up byte. */
+static amqp_connection_state_t link_open(struct amqp_link *l, char *err, size_t errlen)
 {
     struct amqp_connection_info ci;
     char *url = strdup(l->url);
     if (!url || amqp_parse_url(url, &ci) != AMQP_STATUS_OK) {
         free(url);
-        snprintf(l->last_error, sizeof l->last_error, "messaging.rabbitmq.url is not an AMQP URL");
-        return false;
+        snprintf(err, errlen, "messaging.rabbitmq.url is not an AMQP URL");
+        return NULL;
     }
     struct timeval tv;
     ms_to_tv(l->o.timeout_ms, &tv);
     bool ok = false;
-    l->state = LINK_DOWN;
-    l->conn = amqp_new_connection();
-    amqp_socket_t *s = l->conn ? amqp_tcp_socket_new(l->conn) : NULL;
+    amqp_connection_state_t conn = amqp_new_connection();
+    amqp_socket_t *s = conn ? amqp_tcp_socket_new(conn) : NULL;
     if (!s) {
-        snprintf(l->last_error, sizeof l->last_error, "out of memory");
+        snprintf(err, errlen, "out of memory");
         goto out;
     }
-    (void)amqp_set_handshake_timeout(l->conn, &tv);
-    (void)amqp_set_rpc_timeout(l->conn, &tv);
+    (void)amqp_set_handshake_timeout(conn, &tv);
+    (void)amqp_set_rpc_timeout(conn, &tv);
     int rc = amqp_socket_open_noblock(s, ci.host, ci.port, &tv);
     if (rc != AMQP_STATUS_OK) {
-        snprintf(l->last_error, sizeof l->last_error, "cannot connect to %s:%d: %s", ci.host, ci.port,
-                 amqp_error_string2(rc));
+        snprintf(err, errlen, "cannot connect to %s:%d: %s", ci.host, ci.port, amqp_error_string2(rc));
         goto out;
     }
-    amqp_rpc_reply_t r = amqp_login(l->conn, ci.vhost, 0, 131072, l->o.heartbeat_secs, AMQP_SASL_METHOD_PLAIN,
+    amqp_rpc_reply_t r = amqp_login(conn, ci.vhost, 0, 131072, l->o.heartbeat_secs, AMQP_SASL_METHOD_PLAIN,
                                     ci.user, ci.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        snprintf(l->last_error, sizeof l->last_error, "login to %s:%d failed: %s", ci.host, ci.port,
+        snprintf(err, errlen, "login to %s:%d failed: %s", ci.host, ci.port,
                  r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? amqp_error_string2(r.library_error)
                                                                  : "refused by the broker");
         goto out;
     }
-    l->state = LINK_UP; /* for rpc_ok/declare; rolled back below on failure */
-    amqp_channel_open(l->conn, LINK_CHANNEL);
-    if (!rpc_ok(l, "channel.open"))
+    amqp_channel_open(conn, LINK_CHANNEL);
+    if (!rpc_ok(conn, "channel.open", err, errlen))
         goto out;
     if (l->o.confirms) {
-        amqp_confirm_select(l->conn, LINK_CHANNEL);
-        if (!rpc_ok(l, "confirm.select"))
+        amqp_confirm_select(conn, LINK_CHANNEL);
+        if (!rpc_ok(conn, "confirm.select", err, errlen))
             goto out;
-        l->next_tag = 1;
     }
     if (l->queue) {
-        if (!amqp_link_declare(l, l->queue))
+        amqp_queue_declare(conn, LINK_CHANNEL, amqp_cstring_bytes(l->queue), 0, 1, 0, 0, amqp_empty_table);
+        if (!rpc_ok(conn, "queue.declare", err, errlen))
             goto out;
-        amqp_basic_qos(l->conn, LINK_CHANNEL, 0, (uint16_t)l->o.prefetch, 0);
-        if (!rpc_ok(l, "basic.qos"))
+        amqp_basic_qos(conn, LINK_CHANNEL, 0, (uint16_t)l->o.prefetch, 0);
+        if (!rpc_ok(conn, "basic.qos", err, errlen))
             goto out;
-        amqp_basic_consume(l->conn, LINK_CHANNEL, amqp_cstring_bytes(l->queue), amqp_empty_bytes, 0, 0, 0,
+        amqp_basic_consume(conn, LINK_CHANNEL, amqp_cstring_bytes(l->queue), amqp_empty_bytes, 0, 0, 0,
                            amqp_empty_table);
-        if (!rpc_ok(l, "basic.consume"))
+        if (!rpc_ok(conn, "basic.consume", err, errlen))
             goto out;
     }
+    ok = true;
+out:
+    free(url);
+    if (!ok && conn) {
+        amqp_destroy_connection(conn);
+        conn = NULL;
+    }
+    return conn;
+}
+
+static void *opener_main(void *arg)
+{
+    struct amqp_link *l = arg;
+    l->conn_made = link_open(l, l->open_error, sizeof l->open_error);
+    char b = 1;
+    while (write(l->wake[1], &b, 1) < 0 && errno == EINTR)
+        ;
+    return NULL;
+}
+
+/* link_attach: the connect thread is done and joined; on the loop again. */
+static bool link_attach(struct amqp_link *l)
+{
+    l->conn = l->conn_made;
+    l->conn_made = NULL;
+    if (!l->conn) {
+        snprintf(l->last_error, sizeof l->last_error, "%s", l->open_error);
+        return false;
+    }
+    l->next_tag = 1;
     l->rd = event_new(l->base, amqp_get_sockfd(l->conn), EV_READ | EV_PERSIST, on_read, l);
     if (!l->rd || event_add(l->rd, NULL) != 0) {
         snprintf(l->last_error, sizeof l->last_error, "out of memory");
-        goto out;
+        link_teardown(l, false);
+        return false;
     }
     if (l->o.heartbeat_secs > 0) {
         struct timeval hb = { .tv_sec = l->o.heartbeat_secs / 2, .tv_usec = (l->o.heartbeat_secs % 2) * 500000 };
         event_add(l->hb, &hb);
     }
-    ok = true;
-out:
-    free(url);
-    if (!ok) {
-        l->state = LINK_DOWN;
-        link_teardown(l, false);
+    l->state = LINK_UP;
+    return true;
+}
+
+static void link_join_opener(struct amqp_link *l)
+{
+    if (!l->opening)
+        return;
+    pthread_join(l->opener, NULL);
+    l->opening = false;
+    char buf[8];
+    while (read(l->wake[0], buf, sizeof buf) > 0)
+        ;
+}
+
+static void on_opened(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct amqp_link *l = arg;
+    if (!l->opening)
+        return;
+    link_join_opener(l);
+    l->state = LINK_DOWN;
+    if (link_attach(l)) {
+        l->failures = 0;
+        l->connects++;
+        l->was_up = true;
+        log_info(l->tag, "broker link up%s%s", l->queue ? ", consuming " : "", l->queue ? l->queue : "");
+        if (l->h.on_up)
+            l->h.on_up(l->arg);
+        if (l->state == LINK_UP)
+            link_drain(l); /* anything that arrived with the replies */
+        return;
     }
-    return ok;
+    l->failures++;
+    if (l->failures == 1 || l->failures % 10 == 0)
+        log_warn(l->tag, "broker link down: %s (attempt %d; retrying)", l->last_error, l->failures);
+    link_retry_in(l, backoff_ms(l->o.reconnect_initial_ms, l->o.reconnect_max_ms, l->failures, 25, (unsigned)rand()));
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -230,21 +316,18 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
         link_retry_in(l, backoff_ms(l->o.reconnect_initial_ms, l->o.reconnect_max_ms, 1, 25, (unsigned)rand()));
         return;
     }
-    if (link_connect(l)) {
-        l->failures = 0;
-        l->connects++;
-        l->was_up = true;
-        log_info(l->tag, "broker link up%s%s", l->queue ? ", consuming " : "", l->queue ? l->queue : "");
-        if (l->h.on_up)
-            l->h.on_up(l->arg);
-        if (l->state == LINK_UP)
-            link_drain(l); /* anything that arrived with the replies */
+    if (l->opening)
+        return;
+    l->conn_made = NULL;
+    l->open_error[0] = '\0';
+    if (pthread_create(&l->opener, NULL, opener_main, l) != 0) {
+        snprintf(l->last_error, sizeof l->last_error, "cannot start the connect thread");
+        link_retry_in(l, backoff_ms(l->o.reconnect_initial_ms, l->o.reconnect_max_ms, ++l->failures, 25,
+                                    (unsigned)rand()));
         return;
     }
-    l->failures++;
-    if (l->failures == 1 || l->failures % 10 == 0)
-        log_warn(l->tag, "broker link down: %s (attempt %d; retrying)", l->last_error, l->failures);
-    link_retry_in(l, backoff_ms(l->o.reconnect_initial_ms, l->o.reconnect_max_ms, l->failures, 25, (unsigned)rand()));
+    l->opening = true;
+    l->state = LINK_CONNECTING;
 }
 
 /* read_content: the header and body after a deliver or return method. */
@@ -338,6 +421,14 @@ static void link_drain(struct amqp_link *l)
             link_fail(l, "", why);
             return;
         }
+        case AMQP_QUEUE_DECLARE_OK_METHOD: {
+            const amqp_queue_declare_ok_t *q = f.payload.method.decoded;
+            char name[256];
+            snprintf(name, sizeof name, "%.*s", (int)q->queue.len, (const char *)q->queue.bytes);
+            if (l->h.on_queue_depth)
+                l->h.on_queue_depth(l->arg, name, q->message_count, q->consumer_count);
+            break;
+        }
         case AMQP_BASIC_CANCEL_METHOD:
             link_fail(l, "", "the broker cancelled our consumer (queue deleted?)");
             return;
@@ -362,9 +453,13 @@ struct amqp_link *amqp_link_new(struct event_base *base, const struct amqp_link_
     l->url = strdup(opts->url);
     l->tag = strdup(opts->tag ? opts->tag : "amqp");
     l->queue = opts->consume_queue ? strdup(opts->consume_queue) : NULL;
+    l->wake[0] = l->wake[1] = -1;
     l->hb = event_new(base, -1, EV_PERSIST, on_heartbeat, l);
     l->retry = evtimer_new(base, on_retry, l);
-    if (!l->url || !l->tag || (opts->consume_queue && !l->queue) || !l->hb || !l->retry) {
+    if (pipe2(l->wake, O_NONBLOCK | O_CLOEXEC) == 0)
+        l->wake_ev = event_new(base, l->wake[0], EV_READ | EV_PERSIST, on_opened, l);
+    if (!l->url || !l->tag || (opts->consume_queue && !l->queue) || !l->hb || !l->retry || !l->wake_ev ||
+        event_add(l->wake_ev, NULL) != 0) {
         amqp_link_free(l);
         return NULL;
     }
@@ -437,6 +532,14 @@ void amqp_link_free(struct amqp_link *l)
 {
     if (!l)
         return;
+    link_join_opener(l); /* at most timeout_ms: an attempt in progress ends on its own */
+    if (l->conn_made)
+        amqp_destroy_connection(l->conn_made);
+    if (l->wake_ev)
+        event_free(l->wake_ev);
+    for (int i = 0; i < 2; i++)
+        if (l->wake[i] >= 0)
+            close(l->wake[i]);
     if (l->hb)
         event_free(l->hb);
     if (l->retry)

@@ -327,6 +327,11 @@ size_t completions_namespace_count(const struct completions *c)
     return c->nns;
 }
 
+const char *completions_namespace(const struct completions *c, size_t i)
+{
+    return i < c->nns ? c->ns[i]->name : NULL;
+}
+
 int completions_in_flight(const struct completions *c)
 {
     int n = 0;

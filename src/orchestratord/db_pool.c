@@ -29,6 +29,7 @@
 #include "backoff.h"
 #include "conf.h"
 #include "log.h"
+#include "timer.h"
 
 #include <event2/event.h>
 #include <limits.h>
@@ -107,20 +108,13 @@ struct db_pool {
     struct db_pool_stats st;
 };
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 static void pool_dispatch(struct db_pool *p);
 
 /* Remember the latest error, for STATUS= and /health (which show it with its age). */
 static void pool_note_error(struct db_pool *p, const char *msg)
 {
     snprintf(p->st.last_error, sizeof p->st.last_error, "%s", msg);
-    p->last_error_ms = now_ms();
+    p->last_error_ms = mono_ms();
 }
 
 static void request_free(struct db_request *r)
@@ -247,7 +241,7 @@ static void slot_on_result(void *arg, const struct db_rows *rows, const struct d
     if (s->state == SLOT_BUSY)
         s->state = (err && err->connection_lost) || s->cancel ? SLOT_BROKEN : SLOT_IDLE;
     s->cancel = false;
-    s->last_used_ms = now_ms();
+    s->last_used_ms = mono_ms();
     p->progress++;
     if (err) {
         p->st.queries_failed++;
@@ -275,7 +269,7 @@ static void slot_on_event(void *arg, struct db_conn *c, enum db_conn_event ev, c
     (void)payload;
     struct db_slot *s = arg;
     struct db_pool *p = s->pool;
-    long long now = now_ms();
+    long long now = mono_ms();
 
     if (ev == DB_CONN_EV_READY) {
         s->state = SLOT_IDLE;
@@ -506,7 +500,7 @@ static void pool_dispatch(struct db_pool *p)
     /* Connections wanted: every waiting orchestration query, and API ones up to their share. */
     int api_room = pool_max_api(p) - pool_busy_api(p);
     int wanted = p->orch.n + (api_room <= 0 ? 0 : p->api.n < api_room ? p->api.n : api_room);
-    long long now = now_ms();
+    long long now = mono_ms();
     if (wanted > pool_count(p, SLOT_CONNECTING) && pool_live(p) < p->nslots && pool_may_connect(p, now))
         pool_open_one(p);
 }
@@ -545,7 +539,7 @@ static void pool_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct db_pool *p = arg;
-    long long now = now_ms();
+    long long now = mono_ms();
 
     /* Cancelled queries: their callback gets an error now, their connection is closed below (the
      * server was asked to cancel the statement; closing also ends it should that request fail). */
@@ -634,7 +628,7 @@ static struct db_request *pool_request(struct db_pool *p, db_result_fn cb, void 
 {
     if (p->stopping)
         return NULL;
-    if (p->breaker_until_ms && now_ms() < p->breaker_until_ms)
+    if (p->breaker_until_ms && mono_ms() < p->breaker_until_ms)
         return NULL;
     struct db_request *r = calloc(1, sizeof *r);
     if (!r) {
@@ -643,7 +637,7 @@ static struct db_request *pool_request(struct db_pool *p, db_result_fn cb, void 
     }
     r->cb = cb;
     r->arg = arg;
-    r->deadline_ms = now_ms() + p->conf->pool_acquire_timeout_secs * 1000LL;
+    r->deadline_ms = mono_ms() + p->conf->pool_acquire_timeout_secs * 1000LL;
     r->ticket = ++p->next_ticket;
     return r;
 }
@@ -773,7 +767,7 @@ void db_pool_stats(const struct db_pool *p, struct db_pool_stats *out)
     out->busy_api = pool_busy_api(p);
     out->max_api = pool_max_api(p);
     out->breaker_open = p->breaker_until_ms != 0;
-    out->last_error_age_ms = p->last_error_ms ? now_ms() - p->last_error_ms : -1;
+    out->last_error_age_ms = p->last_error_ms ? mono_ms() - p->last_error_ms : -1;
 }
 
 void db_pool_public_reason(const char *msg, char *out, size_t len)

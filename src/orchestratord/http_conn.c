@@ -42,13 +42,6 @@ struct http_conns {
     long long cap_logged_ms;         /* the last "max_connections reached" line (one a second) */
 };
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 static void conn_drop(struct conn *k)
 {
     struct http_conns *c = k->c;

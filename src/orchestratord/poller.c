@@ -31,13 +31,6 @@ struct poller {
     bool stopping;
 };
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 static void poller_arm(struct poller *p, long long ms)
 {
     if (ms < 0)

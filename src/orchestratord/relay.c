@@ -10,9 +10,13 @@
  *      archives the messages the broker acked and routed — as PGMQ mode's hand-back archives.
  * A nack, a return, a confirm timeout, a broker or daemon crash anywhere in between leaves the
  * message in PGMQ; it is read and published again once its vt expires: at-least-once. The worker's
- * claim fences duplicates by (step, attempt, state enqueued). A message lost inside RabbitMQ is
- * caught by the sweep (an enqueued step whose outbox message is gone is re-sent after
- * resend_grace).
+ * claim fences duplicates by (step, attempt, state enqueued).
+ * Lost inside RabbitMQ: once archived here, "gone from the outbox" no longer says a message is
+ * lost, since it may wait in the broker behind a backlog. So before each sweep the relay asks the
+ * broker for every namespace's ready count (relay_probe, an asynchronous queue.declare) and
+ * remembers when each queue was last seen with nothing ready; the sweep re-sends an enqueued step
+ * only if its message was archived before that moment (relay_broker_drained). A queue never seen
+ * drained holds its steps: a backlog is never mistaken for loss.
  * Wake-ups: NOTIFY on a dispatch queue (the listener), a full burst (more may wait), and a
  * fallback timer with the completions' interval and idle backoff, so an idle database is polled no
  * more often than the completions already poll it.
@@ -41,6 +45,19 @@ struct relay_msg {
     long long msg_id;
 };
 
+/* One namespace's RabbitMQ dispatch queue: declared on this connection?, and what the broker said
+ * of it. Declares (relay_declare) and probes (relay_probe) are both a queue.declare whose answers
+ * come back in order; a probe goes out only when no answer is pending, so the next answer after
+ * it is its own. */
+struct relay_queue {
+    char ns[NAMESPACE_NAME_MAX + 1];
+    bool declared;        /* on this connection */
+    int pending;          /* declare answers still to come */
+    long long asked_ms;   /* mono_ms() the probe in flight was sent; 0 = none in flight */
+    long long drained_ms; /* mono_ms() of the last probe answered with 0 ready; 0 = never */
+    long long ready;      /* the last probe's ready count; -1 = none yet */
+};
+
 struct relay {
     struct orchd *o;
     struct amqp_link *link;
@@ -52,8 +69,8 @@ struct relay {
     struct amqp_confirms cf;
     struct relay_msg *msgs;      /* the burst: msgs[i] was published with tag cf.first + i */
     size_t nmsgs, capmsgs;
-    char (*declared)[NAMESPACE_NAME_MAX + 1]; /* queues declared on this connection */
-    size_t ndeclared, capdeclared;
+    struct relay_queue *queues;  /* one per namespace relayed to or probed */
+    size_t nqueues, capqueues;
     struct relay_stats st;
 };
 
@@ -160,32 +177,52 @@ static void relay_on_confirm_timeout(evutil_socket_t fd, short what, void *arg)
     relay_settle(r);
 }
 
-static bool relay_declared(struct relay *r, const char *ns)
+static struct relay_queue *relay_queue_of(struct relay *r, const char *ns, bool add)
 {
-    for (size_t i = 0; i < r->ndeclared; i++)
-        if (strcmp(r->declared[i], ns) == 0)
-            return true;
-    return false;
+    for (size_t i = 0; i < r->nqueues; i++)
+        if (strcmp(r->queues[i].ns, ns) == 0)
+            return &r->queues[i];
+    if (!add)
+        return NULL;
+    if (r->nqueues == r->capqueues) {
+        size_t cap = r->capqueues ? r->capqueues * 2 : 8;
+        void *grown = realloc(r->queues, cap * sizeof *r->queues);
+        if (!grown)
+            return NULL;
+        r->queues = grown;
+        r->capqueues = cap;
+    }
+    struct relay_queue *q = &r->queues[r->nqueues++];
+    *q = (struct relay_queue){ .ready = -1 };
+    snprintf(q->ns, sizeof q->ns, "%s", ns);
+    return q;
 }
 
-/* relay_declare: the namespace's durable queue, once per connection (an RPC: not per message). */
+/* relay_forget_link: the connection changed: declare again; answers pending will not come. */
+static void relay_forget_link(struct relay *r)
+{
+    for (size_t i = 0; i < r->nqueues; i++) {
+        r->queues[i].declared = false;
+        r->queues[i].pending = 0;
+        r->queues[i].asked_ms = 0;
+    }
+}
+
+/* relay_declare: the namespace's durable queue, once per connection (not per message; sent
+ * without waiting: the publishes that follow on the channel find it). */
 static bool relay_declare(struct relay *r, const char *ns)
 {
-    if (relay_declared(r, ns))
+    struct relay_queue *q = relay_queue_of(r, ns, true);
+    if (!q)
+        return false;
+    if (q->declared)
         return true;
     char queue[64];
     snprintf(queue, sizeof queue, DISPATCH_PREFIX "%s", ns);
     if (!amqp_link_declare(r->link, queue))
         return false;
-    if (r->ndeclared == r->capdeclared) {
-        size_t cap = r->capdeclared ? r->capdeclared * 2 : 8;
-        void *grown = realloc(r->declared, cap * sizeof *r->declared);
-        if (!grown)
-            return false;
-        r->declared = grown;
-        r->capdeclared = cap;
-    }
-    snprintf(r->declared[r->ndeclared++], sizeof r->declared[0], "%s", ns);
+    q->declared = true;
+    q->pending++;
     log_info("relay", "declared RabbitMQ queue %s", queue);
     return true;
 }
@@ -279,10 +316,62 @@ static void relay_run(struct relay *r)
     }
 }
 
+void relay_probe(struct relay *r, const char *ns)
+{
+    if (!r || !amqp_link_is_up(r->link) || !namespace_name_valid(ns))
+        return;
+    struct relay_queue *q = relay_queue_of(r, ns, true);
+    if (!q || q->asked_ms || q->pending)
+        return; /* an answer is on its way: it would be credited to this probe */
+    char queue[64];
+    snprintf(queue, sizeof queue, DISPATCH_PREFIX "%s", ns);
+    if (amqp_link_declare(r->link, queue)) {
+        q->asked_ms = mono_ms();
+        q->pending++;
+    }
+}
+
+static void link_on_queue_depth(void *arg, const char *queue, uint32_t ready, uint32_t consumers)
+{
+    (void)consumers;
+    struct relay *r = arg;
+    if (strncmp(queue, DISPATCH_PREFIX, strlen(DISPATCH_PREFIX)) != 0)
+        return;
+    struct relay_queue *q = relay_queue_of(r, queue + strlen(DISPATCH_PREFIX), false);
+    if (!q || q->pending == 0)
+        return;
+    q->pending--;
+    if (!q->asked_ms)
+        return; /* a declare's answer */
+    q->ready = ready;
+    if (ready == 0)
+        q->drained_ms = q->asked_ms;
+    q->asked_ms = 0;
+}
+
+char *relay_broker_drained(const struct relay *r)
+{
+    size_t cap = r->nqueues * (NAMESPACE_NAME_MAX + 32) + 3, len = 1;
+    char *buf = malloc(cap);
+    if (!buf)
+        return NULL;
+    buf[0] = '{';
+    long long now = mono_ms();
+    for (size_t i = 0; i < r->nqueues; i++) {
+        if (!r->queues[i].drained_ms)
+            continue;
+        /* One second of margin: the sweep's now() is taken a little after this moment. */
+        double ago = (double)(now - r->queues[i].drained_ms) / 1000.0 + 1.0;
+        len += (size_t)snprintf(buf + len, cap - len, "%s\"%s\": %.3f", len > 1 ? ", " : "", r->queues[i].ns, ago);
+    }
+    snprintf(buf + len, cap - len, "}");
+    return buf;
+}
+
 static void link_on_up(void *arg)
 {
     struct relay *r = arg;
-    r->ndeclared = 0; /* a new connection: declare again (idempotent at the broker) */
+    relay_forget_link(r); /* a new connection: declare again (idempotent at the broker) */
     relay_kick_all(r);
 }
 
@@ -290,7 +379,7 @@ static void link_on_down(void *arg, const char *why)
 {
     struct relay *r = arg;
     snprintf(r->st.last_error, sizeof r->st.last_error, "%s", why);
-    r->ndeclared = 0;
+    relay_forget_link(r);
     if (r->phase == RELAY_CONFIRMING) {
         /* Those confirms will never come; the messages come back after their vt. */
         relay_settle(r);
@@ -319,7 +408,8 @@ static void link_on_return(void *arg, const char *routing_key, const char *messa
     r->st.returns++;
     log_warn("relay", "RabbitMQ returned message %s for %s (%d): not archived, published again after its vt",
              message_id, routing_key, reply_code);
-    r->ndeclared = 0; /* declare again before the next publish */
+    for (size_t i = 0; i < r->nqueues; i++)
+        r->queues[i].declared = false; /* declare again before the next publish */
     if (r->phase != RELAY_CONFIRMING || strncmp(routing_key, DISPATCH_PREFIX, strlen(DISPATCH_PREFIX)) != 0)
         return;
     const char *ns = routing_key + strlen(DISPATCH_PREFIX);
@@ -345,6 +435,7 @@ struct relay *relay_new(struct orchd *o)
     };
     struct amqp_link_handlers h = {
         .on_up = link_on_up, .on_down = link_on_down, .on_confirm = link_on_confirm, .on_return = link_on_return,
+        .on_queue_depth = link_on_queue_depth,
     };
     r->timer = evtimer_new(o->base, relay_on_timer, r);
     r->confirm_timer = evtimer_new(o->base, relay_on_confirm_timeout, r);
@@ -417,6 +508,6 @@ void relay_free(struct relay *r)
         event_free(r->confirm_timer);
     amqp_confirms_free(&r->cf);
     free(r->msgs);
-    free(r->declared);
+    free(r->queues);
     free(r);
 }

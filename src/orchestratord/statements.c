@@ -31,8 +31,8 @@ const struct db_statement statements[STMT_COUNT] = {
         "sweep",
         "SELECT action, task_uuid, workflow_step_uuid, detail"
         "  FROM tasker.detect_and_transition_stuck_tasks($1::integer, $2::boolean, $3::integer, $4::integer,"
-        "       $5::integer, $6::integer, $7::integer, $8::integer, $9::integer)",
-        9 },
+        "       $5::integer, $6::integer, $7::integer, $8::integer, $9::integer, $10::jsonb)",
+        10 },
     /* Which of the tables named (text[] of qualified names) exist and may be vacuumed by our role:
      * its owner, else before PostgreSQL 17 the database's owner, from 17 on the MAINTAIN privilege
      * (the rules VACUUM applies; a table it may not vacuum it skips with a mere WARNING). */

@@ -9,10 +9,12 @@
  */
 #include "sweeper.h"
 
+#include "completions.h"
 #include "db_pool.h"
 #include "log.h"
 #include "orchd.h"
 #include "poller.h"
+#include "relay.h"
 #include "statements.h"
 #include "timer.h"
 
@@ -108,7 +110,14 @@ static void sweeper_run(struct sweeper *s)
         timer_in_ms(s->timer, c->sweeper_interval_secs * 1000LL);
         return;
     }
-    char v[9][16];
+    char v[9][16], *drained = NULL;
+    /* RabbitMQ: ask for each namespace's ready count now (this sweep uses what the last asks
+     * learned; relay.c says why the sweep needs it). */
+    if (s->o->relay) {
+        for (size_t i = 0; i < completions_namespace_count(s->o->completions); i++)
+            relay_probe(s->o->relay, completions_namespace(s->o->completions, i));
+        drained = relay_broker_drained(s->o->relay);
+    }
     snprintf(v[0], 16, "%d", c->sweeper_batch_size);
     snprintf(v[1], 16, "%s", c->sweeper_dry_run ? "true" : "false");
     snprintf(v[2], 16, "%d", c->stale_waiting_for_dependencies_minutes);
@@ -118,13 +127,16 @@ static void sweeper_run(struct sweeper *s)
     snprintf(v[6], 16, "%d", c->stale_task_max_lifetime_hours);
     snprintf(v[7], 16, "%d", c->sweeper_resend_grace_secs);
     snprintf(v[8], 16, "%d", c->sweeper_reevaluate_after_secs);
-    const char *params[9];
+    const char *params[10];
     for (int i = 0; i < 9; i++)
         params[i] = v[i];
-    if (db_pool_query(s->o->pool, STMT_SWEEP, params, 9, sweeper_on_result, s))
+    /* NULL: PGMQ, where a message gone from its queue is lost; "{}" (no memory): hold them all. */
+    params[9] = s->o->relay ? (drained ? drained : "{}") : NULL;
+    if (db_pool_query(s->o->pool, STMT_SWEEP, params, 10, sweeper_on_result, s))
         s->in_flight = true;
     else
         timer_in_ms(s->timer, c->sweeper_interval_secs * 1000LL);
+    free(drained);
 }
 
 static void sweeper_on_timer(evutil_socket_t fd, short what, void *arg)

@@ -104,13 +104,6 @@ struct vacuum {
     long long last_error_ms;
 };
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 static enum vac_lane_id vac_lane_of(size_t i)
 {
     return i < VAC_CORE ? LANE_TASKS : LANE_QUEUES;

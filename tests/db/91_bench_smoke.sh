@@ -7,7 +7,7 @@
 # it (statement-level figures null, the rest there). The two dynamic shapes (decision, batch) must
 # also have run as docs/performance.md defines them: the steps that exist, the branches chosen, the
 # batch's sum.
-# make-check: exclusive (a benchmark, however small)
+# make-check: long
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=tests/lib.sh

@@ -23,7 +23,7 @@
 
 BEGIN;
 SET LOCAL client_min_messages = warning;
-SELECT plan(339);
+SELECT plan(344);
 
 -- ---------------------------------------------------------------------------------------------
 -- Helpers (temporary, gone with the transaction)
@@ -894,6 +894,31 @@ SELECT is((SELECT m FROM pg_temp.qmsgs('tasker_dispatch_tap_api_sw') m WHERE m->
           tasker.step_message(:'sw3', pg_temp.sid(:'sw3', 'a'), 1, (SELECT correlation_id FROM tasker.tasks WHERE task_uuid = :'sw3')),
           'sweep: the new message is for the same attempt');
 SELECT is(pg_temp.claim('tap_api_sw', 10, 'w2'), 1::bigint, 'sweep: the re-sent step can be claimed');
+-- Under RabbitMQ the relay archives a dispatch message once the broker confirmed it; the daemon
+-- passes how long ago (seconds) each namespace's broker queue was last seen with no ready message.
+CREATE FUNCTION pg_temp.rmq_resends(p_step uuid, p_drained jsonb) RETURNS bigint
+LANGUAGE sql AS $$
+  SELECT count(*) FROM tasker.detect_and_transition_stuck_tasks(100, true, p_broker_drained => p_drained)
+  WHERE action = 'would_resend' AND workflow_step_uuid = p_step $$;
+SELECT pg_temp.new_task('tap_api_sw', 'one') AS sw5 \gset
+SELECT pg_temp.new_task('tap_api_sw', 'one') AS sw6 \gset
+SELECT pgmq.archive('tasker_dispatch_tap_api_sw', dispatch_msg_id) FROM tasker.workflow_steps
+WHERE workflow_step_uuid = pg_temp.sid(:'sw5', 'a') \g /dev/null
+SELECT pgmq.delete('tasker_dispatch_tap_api_sw', dispatch_msg_id) FROM tasker.workflow_steps
+WHERE workflow_step_uuid = pg_temp.sid(:'sw6', 'a') \g /dev/null
+UPDATE tasker.workflow_steps SET updated_at = now() - interval '5 minutes' WHERE task_uuid IN (:'sw5', :'sw6');  -- TEST-ONLY
+UPDATE pgmq.a_tasker_dispatch_tap_api_sw SET archived_at = now() - interval '2 minutes'  -- TEST-ONLY: relayed 2 min ago
+WHERE msg_id = (SELECT dispatch_msg_id FROM tasker.workflow_steps WHERE workflow_step_uuid = pg_temp.sid(:'sw5', 'a'));
+SELECT is(pg_temp.rmq_resends(pg_temp.sid(:'sw5', 'a'), NULL), 1::bigint,
+          'sweep, PGMQ: a message archived without a claim is missing from its queue → re-sent');
+SELECT is(pg_temp.rmq_resends(pg_temp.sid(:'sw5', 'a'), '{}'), 0::bigint,
+          'sweep, RabbitMQ: a relayed message is not re-sent while nothing is known of its broker queue');
+SELECT is(pg_temp.rmq_resends(pg_temp.sid(:'sw5', 'a'), '{"tap_api_sw": 300}'), 0::bigint,
+          'sweep, RabbitMQ: … nor when the queue was last seen drained (5 min ago) before the message was relayed (2 min ago): it may wait behind a backlog');
+SELECT is(pg_temp.rmq_resends(pg_temp.sid(:'sw5', 'a'), '{"tap_api_sw": 60}'), 1::bigint,
+          'sweep, RabbitMQ: relayed (2 min ago), then the queue seen with no ready message (1 min ago), still unclaimed → re-sent');
+SELECT is(pg_temp.rmq_resends(pg_temp.sid(:'sw6', 'a'), '{}'), 1::bigint,
+          'sweep, RabbitMQ: a message in neither the outbox nor its archive (deleted by hand) → re-sent');
 -- Stale task → error + one DLQ row.
 SELECT pg_temp.new_task('tap_api_sw', 'one') AS sw4 \gset
 -- TEST-ONLY: back-date the task and its steps (no state change, so no transition rows).
