@@ -37,9 +37,10 @@ dt_register "$url" "$NS" || { fail "register the templates"; finish; exit 1; }
 
 # The sweep re-sends an enqueued step whose outbox message is gone after resend_grace; with RabbitMQ
 # the relay archives it once the broker confirmed it, so a step still waiting in RabbitMQ past the
-# grace gets a (fenced) duplicate. 60 s keeps the broker outage below it, so the archive proves
-# one dispatch per attempt.
-export DT_WEB=true DT_RESEND_GRACE_SECS=60
+# grace gets a (fenced) duplicate. 300 s keeps the broker outage below it, so the archive proves
+# one dispatch per attempt (60 s was not: beside 84 and 86 the restart waits for their broker
+# starts — rabbitmq-sandbox starts one node at a time — and the run took 75 s).
+export DT_WEB=true DT_RESEND_GRACE_SECS=300
 DT_DAEMON_ENV="TASKER_MESSAGING_BACKEND=rabbitmq TASKER_AMQP_URL=$amqp" dt_start_daemon d1 "$url"
 dt_wait_ready d1 20 && ok "daemon ready" || fail "daemon ready within 20 s"
 dt_wait_log d1 'broker link up' 30 && ok "the daemon's broker link is up" || fail "broker link up within 30 s"
