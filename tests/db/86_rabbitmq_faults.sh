@@ -4,9 +4,10 @@
 # while, one after the other,
 #   1. a daemon is killed (SIGKILL, TASKER_FAULT_INJECT=relay-before-publish) after its relay read a
 #      burst from the PGMQ outbox and before it published any of it; the others publish it later;
-#   2. a worker running slow handlers is killed with -9 while it holds unacked deliveries: the
-#      broker redelivers those to the other worker, and the steps it had claimed come back when
-#      their (3 s) lease expires — the one case where a step may run twice;
+#   2. a worker running slow handlers is stopped and killed with -9 while it holds unacked
+#      deliveries: the broker redelivers those to the other workers (the steps stay first
+#      attempts), and the steps it had claimed come back when their (3 s) lease expires — the one
+#      case where a step may run twice;
 #   3. the broker closes every connection (rabbitmqctl close_all_connections: the CONNECTION_FORCED
 #      close a broker's shutdown sends its clients); everyone reconnects;
 #   4. the broker is killed with -9 mid-run, stays down 30 s (both daemons' /health/ready: 503
@@ -166,26 +167,29 @@ w2_unclaimed() {
      JOIN tasker.workflow_steps s ON s.workflow_step_uuid = (m.message->>'step_uuid')::uuid WHERE s.state = 'enqueued'"
 }
 mk_tasks $((TASKS / 4)) a
-# The instant to kill: w2 runs claimed steps and holds deliveries it has not claimed. SIGSTOP
-# first, and a moment for a statement it had sent to finish in PostgreSQL, so the state measured
-# is the state killed.
-held=0 running=0
+# The instant to kill: w2 runs claimed steps. SIGSTOP it then, wait a moment for a statement it had
+# sent to finish in PostgreSQL, and measure the state it will die in: its steps in progress (the
+# database) and the deliveries it holds unacked (RabbitMQ; w2 is the only consumer yet, so the
+# queue's unacked messages are its own — read from its socket or still in the socket's buffer).
+running=0 unacked=0
 for _ in $(seq 50); do
-  if [ "$(w2_held | wc -l)" -gt 0 ]; then
+  if [ "$(w2_running)" -gt 0 ]; then
     kill -STOP "${DT_PID[w2]}"
     sleep 0.3
-    held=$(w2_unclaimed) running=$(w2_running)
-    [ "$held" -gt 0 ] && [ "$running" -gt 0 ] && break
+    running=$(w2_running)
+    [ "$running" -gt 0 ] && break
     kill -CONT "${DT_PID[w2]}"
   fi
   sleep 0.05
 done
+unacked=$(rmq_queues | awk -v q="$DQ" '$1 == q { print $3 }')
+held=$(w2_unclaimed)
 t_w2_kill=$(now_ms)
 phase "w2 kill"
 dt_kill9 w2
-is "$DT_RC" 137 "w2 killed with -9 running $running claimed steps and holding $held deliveries it had not claimed"
-[ "$held" -gt 0 ] && [ "$running" -gt 0 ] && ok "w2 died holding unacked deliveries and running claimed steps" \
-  || fail "w2 died holding unacked deliveries ($held) and running claimed steps ($running)"
+is "$DT_RC" 137 "w2 killed with -9 running $running claimed steps, ${unacked:-?} deliveries unacked ($held of them read and not claimed)"
+[ "${unacked:-0}" -gt 0 ] && [ "$running" -gt 0 ] && ok "w2 died holding unacked deliveries and running claimed steps" \
+  || fail "w2 died holding unacked deliveries (${unacked:-?}) and running claimed steps ($running)"
 w2_held >"$DT_DIR/w2.held"
 for w in w1 w3; do dt_start_worker "$w" "$url" "$NS" --backend rabbitmq --amqp-url "$amqp" --concurrency 20 --batch 10; done
 
@@ -289,7 +293,7 @@ is "$(q "SELECT count(*) FROM pgmq.a_$DQ a JOIN tasker.workflow_steps s ON s.wor
          WHERE a.msg_id IN (${held_ids:-NULL}) AND s.attempt_no = 1 AND
           (SELECT t.processor FROM tasker.workflow_step_transitions t
            WHERE t.workflow_step_uuid = s.workflow_step_uuid AND t.to_state = 'in_progress') IN ('w1', 'w3')")" "$held" \
-  "the $held deliveries w2 held unclaimed were redelivered to w1 and w3 and ran there as first attempts"
+  "the $held deliveries w2 had read and not claimed were redelivered to w1 and w3 and ran there as first attempts"
 # The burst the hooked daemon died with: read again after its vt, published by a survivor.
 is "$(q "SELECT count(*) FROM pgmq.a_$DQ WHERE msg_id IN ($hook_ids) AND read_ct >= 2")" "$HOOK_TASKS" \
   "the $HOOK_TASKS messages of d2's lost burst were read again after their vt and relayed"
