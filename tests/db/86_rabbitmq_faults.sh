@@ -167,29 +167,30 @@ w2_unclaimed() {
      JOIN tasker.workflow_steps s ON s.workflow_step_uuid = (m.message->>'step_uuid')::uuid WHERE s.state = 'enqueued'"
 }
 mk_tasks $((TASKS / 4)) a
-# The instant to kill: w2 runs claimed steps. SIGSTOP it then, wait a moment for a statement it had
-# sent to finish in PostgreSQL, and measure the state it will die in: its steps in progress (the
-# database) and the deliveries it holds unacked (RabbitMQ; w2 is the only consumer yet, so the
-# queue's unacked messages are its own — read from its socket or still in the socket's buffer).
-running=0 unacked=0
-for _ in $(seq 50); do
+# The instant to kill: w2 runs claimed steps and has read deliveries it has not claimed. SIGSTOP
+# it, wait a moment for a statement it had sent to finish in PostgreSQL, and measure the state it
+# will die in: its steps in progress and the deliveries it read and has not claimed (the
+# database), then all it holds unacked (RabbitMQ: w2 is the only consumer yet, so the queue's
+# unacked messages are its own, read or still in its socket's buffer; its leases may run out
+# meanwhile, which changes nothing: it dies either way).
+running=0 held=0 unacked=0
+for _ in $(seq 100); do
   if [ "$(w2_running)" -gt 0 ]; then
     kill -STOP "${DT_PID[w2]}"
     sleep 0.3
-    running=$(w2_running)
-    [ "$running" -gt 0 ] && break
+    running=$(w2_running) held=$(w2_unclaimed)
+    [ "$running" -gt 0 ] && [ "$held" -gt 0 ] && break
     kill -CONT "${DT_PID[w2]}"
   fi
   sleep 0.05
 done
 unacked=$(rmq_queues | awk -v q="$DQ" '$1 == q { print $3 }')
-held=$(w2_unclaimed)
 t_w2_kill=$(now_ms)
 phase "w2 kill"
 dt_kill9 w2
 is "$DT_RC" 137 "w2 killed with -9 running $running claimed steps, ${unacked:-?} deliveries unacked ($held of them read and not claimed)"
-[ "${unacked:-0}" -gt 0 ] && [ "$running" -gt 0 ] && ok "w2 died holding unacked deliveries and running claimed steps" \
-  || fail "w2 died holding unacked deliveries (${unacked:-?}) and running claimed steps ($running)"
+[ "${unacked:-0}" -gt 0 ] && [ "$held" -gt 0 ] && [ "$running" -gt 0 ] && ok "w2 died holding unacked deliveries and running claimed steps" \
+  || fail "w2 died holding unacked deliveries (${unacked:-?}, $held read and not claimed) and running claimed steps ($running)"
 w2_held >"$DT_DIR/w2.held"
 for w in w1 w3; do dt_start_worker "$w" "$url" "$NS" --backend rabbitmq --amqp-url "$amqp" --concurrency 20 --batch 10; done
 
