@@ -26,6 +26,7 @@
 #include "amqp_link.h"
 #include "backoff.h"
 #include "db_pool.h"
+#include "fault.h"
 #include "log.h"
 #include "names.h"
 #include "orchd.h"
@@ -66,6 +67,7 @@ struct relay {
     struct event *confirm_timer; /* confirm_timeout_ms of the burst in flight */
     struct idle_backoff idle;
     bool again, stopping;
+    bool die_before_publish;     /* TASKER_FAULT_INJECT=relay-before-publish (tests only) */
     struct amqp_confirms cf;
     struct relay_msg *msgs;      /* the burst: msgs[i] was published with tag cf.first + i */
     size_t nmsgs, capmsgs;
@@ -243,6 +245,10 @@ static void on_read(void *arg, const struct db_rows *rows, const struct db_error
         relay_done(r, 0);
         return;
     }
+    /* The read committed (the burst is hidden for its vt) and nothing is published yet: the crash
+     * window tests/db/86_rabbitmq_faults.sh must hit. */
+    if (r->die_before_publish)
+        fault_kill(FAULT_RELAY_BEFORE_PUBLISH);
     if ((size_t)n > r->capmsgs) {
         void *grown = realloc(r->msgs, (size_t)n * sizeof *r->msgs);
         if (!grown) {
@@ -427,6 +433,7 @@ struct relay *relay_new(struct orchd *o)
     if (!r)
         return NULL;
     r->o = o;
+    r->die_before_publish = fault_armed(FAULT_RELAY_BEFORE_PUBLISH);
     const struct conf *c = &o->conf;
     struct amqp_link_opts lo = {
         .url = c->rabbitmq_url, .tag = "amqp", .heartbeat_secs = c->rabbitmq_heartbeat_secs,
