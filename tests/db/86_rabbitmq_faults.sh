@@ -71,9 +71,10 @@ amqp=${line##*AMQP_URL=}
 case "$amqp" in amqp://*) ;; *) skip "rabbitmq-server cannot start here: $(tail -n 3 "$rdir/start.out.err")"; finish; exit 0 ;; esac
 ok "private broker up ($amqp)"
 
-# Both daemons: HTTP for /health/ready; the sweep's resend grace above the broker outage (the
-# sweep would otherwise re-send steps that wait in RabbitMQ: fenced, but the archive could not
-# prove one dispatch per attempt); confirm_timeout 2 s so a relayed burst's vt is 5 s.
+# Both daemons: HTTP for /health/ready; the sweep's resend grace above the run (a stopped worker's
+# held deliveries are re-sent once their queue drains — the intended recovery of a stuck worker,
+# test 85 covers it — but here the archive must prove one dispatch per attempt); confirm_timeout
+# 2 s so a relayed burst's vt is 5 s.
 export DT_WEB=true DT_RESEND_GRACE_SECS=300
 for d in d1 d2; do
   cat >>"$(dt_conf "$d" "$url")" <<CONF
