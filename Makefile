@@ -151,12 +151,13 @@ check-matrix: all test-tools
 
 # The README's main command: a private PostgreSQL, the daemon, a worker, sample workflows, a summary.
 demo: all
-	$(Q)BIN=$(OUT) scripts/demo
+	$(Q)BIN=$(OUT) DEMO_BACKEND=$(BACKEND) scripts/demo
 
 # Steps/s, latency, per-step overhead, commits per step and the pgbench ceiling, measured on a
 # private PostgreSQL under ./var/bench (or $DATABASE_URL's server); docs/performance.md reads it.
+# BACKEND=rabbitmq (demo and bench): messaging.backend = rabbitmq against a private broker.
 bench: all
-	$(Q)BIN=$(OUT) bench/run
+	$(Q)BIN=$(OUT) BENCH_BACKEND=$(BACKEND) bench/run
 
 # Prepare every daemon statement against a freshly migrated sandbox database.
 sql-check: all

@@ -8,11 +8,21 @@
 # The demo runs from a private tree under var/ whose scripts/ and etc/ are links to ours: the very
 # same script, but its var/demo (database, logs) is a fresh one, so a developer's own var/demo —
 # perhaps still running after DEMO_KEEP=1 — is neither reused nor stopped by this test.
+#
+# TEST_DEMO_BACKEND=rabbitmq (90_demo_rabbitmq.sh): the same demo and checks with
+# DEMO_BACKEND=rabbitmq (`make demo BACKEND=rabbitmq`), plus that the dispatch went through its
+# private broker and that the broker and its epmd are gone too. Skipped only where rabbitmq-server
+# cannot start.
 set -uo pipefail
 unset DEMO_KEEP
+backend=${TEST_DEMO_BACKEND:-pgmq}
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=tests/lib.sh
 . tests/lib.sh
+if [ "$backend" = rabbitmq ] && ! ls /usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server >/dev/null 2>&1; then
+  skip "rabbitmq-server not installed (scripts/install-deps installs it)"
+  finish; exit 0
+fi
 
 ROOT=$(pwd)
 ABS_BIN=$(cd "${BIN:-bin}" && pwd)
@@ -20,9 +30,14 @@ T=$(mktemp -d "$ROOT/var/test-demo.XXXXXX")
 chmod 755 "$T"   # the sandbox's data directory lives below; PostgreSQL's user must reach it
 ln -s "$ROOT/scripts" "$T/scripts"
 ln -s "$ROOT/etc" "$T/etc"
+rdir=$T/var/demo/rabbitmq
 cleanup() {
-  # Only if the demo failed to stop its cluster itself.
+  # Only if the demo failed to stop its cluster (or broker) itself.
   "$ROOT/scripts/pg-sandbox" stop "$T/var/demo/pg" >/dev/null 2>&1 || true
+  if [ -f "$rdir/ports" ]; then
+    "$ROOT/scripts/rabbitmq-sandbox" stop "$rdir" >/dev/null 2>&1 || true
+    case $(cat "$rdir/nodedir" 2>/dev/null) in /var/tmp/tasker-rabbitmq.*/node) rm -rf "$(dirname "$(cat "$rdir/nodedir")")" ;; esac
+  fi
   if [ "$TESTS_FAILED" -gt 0 ]; then
     echo "# demo output and logs kept in $T"
   else
@@ -32,8 +47,12 @@ cleanup() {
 trap cleanup EXIT
 
 start=$(date +%s)
-BIN=$ABS_BIN "$T/scripts/demo" >"$T/demo.out" 2>&1
+BIN=$ABS_BIN DEMO_BACKEND=$backend "$T/scripts/demo" >"$T/demo.out" 2>&1
 rc=$?
+if [ "$backend" = rabbitmq ] && [ "$rc" != 0 ] && grep -q '^demo: the RabbitMQ broker did not start' "$T/demo.out"; then
+  skip "rabbitmq-server cannot start here: $(grep -m 1 '^rabbitmq-sandbox:' "$T/demo.out")"
+  finish; exit 0
+fi
 is "$rc" 0 "scripts/demo exits 0 ($(( $(date +%s) - start )) s)"
 if [ "$rc" != 0 ]; then
   sed 's/^/#   /' "$T/demo.out" | tail -n 40
@@ -88,6 +107,30 @@ is "$(grep -c 'enqueued_as_error_for_orchestration *| *waiting_for_retry' <<<"$c
 is "$(grep -c 'enqueued_for_orchestration *| *complete' <<<"$charge")" 1 "flaky_payment/charge: then it completed"
 if grep -Eq '^==> all 8 tasks complete' <<<"$out"; then ok "the demo reports all 8 tasks complete"
 else fail "the demo reports all 8 tasks complete"; fi
+
+if [ "$backend" = rabbitmq ]; then
+  # It says which backend ran, and the daemon's own counters show the dispatch went through the
+  # broker: at least one confirmed publish per step attempt (the 8 tasks' 60; more only where a
+  # confirm came late and the message was published again, which the claim fences).
+  grep -Eq '^==> messaging: RabbitMQ, a private broker at amqp://[^ ]+ \(node under var/demo/rabbitmq\)$' <<<"$out" &&
+    ok "the demo says it runs on its own RabbitMQ broker" || fail "the demo says it runs on its own RabbitMQ broker"
+  read -r att pub conf nack < <(sed -n 's/^==> messaging backend rabbitmq: \([0-9]*\) step attempts; the daemon published \([0-9]*\) dispatch messages to RabbitMQ, the broker confirmed \([0-9]*\) (\([0-9]*\) nacked.*/\1 \2 \3 \4/p' <<<"$out")
+  is "${att:-}" 60 "the summary counts the 60 step attempts of the 8 tasks"
+  if [ -n "${pub:-}" ] && [ "$pub" -ge 60 ] && [ "$conf" -ge 60 ] && [ "$nack" = 0 ]; then
+    ok "the daemon published $pub dispatch messages to RabbitMQ and the broker confirmed $conf (>= 60, none nacked)"
+  else
+    fail "published/confirmed/nacked over RabbitMQ: '${pub:-}' '${conf:-}' '${nack:-}' (want >= 60, >= 60, 0)"
+  fi
+  grep -Eq '^==> all 8 tasks complete over RabbitMQ' <<<"$out" && ok "the closing line names RabbitMQ" || fail "the closing line names RabbitMQ"
+  # The broker is gone with its Erlang VM and its epmd (which would outlive the node).
+  if "$ROOT/scripts/rabbitmq-sandbox" url "$rdir" >/dev/null 2>&1; then fail "the demo stopped its broker on exit"
+  else ok "the demo stopped its broker on exit"; fi
+  read -r _ _ epmd_port <"$rdir/ports" 2>/dev/null
+  beam=$(pgrep -f "$rdir" 2>/dev/null | wc -l | tr -d ' ')
+  epmd=$(for p in $(pgrep -x epmd 2>/dev/null); do
+           tr '\0' '\n' 2>/dev/null <"/proc/$p/environ" | grep -qx "ERL_EPMD_PORT=${epmd_port:-none}" && echo "$p"; done | wc -l | tr -d ' ')
+  is "$beam/$epmd" 0/0 "no broker process and no epmd of the demo still runs"
+fi
 
 # Nothing left behind: its PostgreSQL stopped, no daemon or worker of its own still running.
 if "$ROOT/scripts/pg-sandbox" url "$T/var/demo/pg" >/dev/null 2>&1; then

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# 90_demo_rabbitmq.sh — `make demo BACKEND=rabbitmq`: 90_demo.sh's run and checks on
+# messaging.backend = rabbitmq, with the demo's own private broker (skipped only where
+# rabbitmq-server cannot start).
+TEST_DEMO_BACKEND=rabbitmq exec bash "$(dirname "$0")/90_demo.sh"
