@@ -8,7 +8,9 @@
 -- the cap); else → error. Then, per affected task, locked in task_uuid order so two daemons cannot
 -- both miss a fan-in: dispatch the children that became ready, or finish the task. Every message
 -- read is archived: a stale one (its step no longer awaits orchestration for that attempt) silently,
--- a malformed one with its reason in tasker.rejected_messages and in `rejected`.
+-- a malformed one with its reason in tasker.rejected_messages and in `rejected`. Batch plans past
+-- the call's creation budget (tasker.creations_over_budget) are put back for the next call, and
+-- count nowhere in this call's figures.
 -- handback_latency_ms: per step recorded (complete, retry or error), milliseconds from its hand-back
 -- (submit_step_results set updated_at) to now, just before this transaction commits.
 DROP FUNCTION IF EXISTS tasker.process_completions(text, integer, integer);
@@ -36,6 +38,7 @@ DECLARE
   v_released uuid[] := '{}';
   v_released_n integer[] := '{}';
   v_adv record;
+  v_deferred bigint[];
 BEGIN
   PERFORM tasker.check_namespace(p_namespace);
   IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 10000 THEN
@@ -49,6 +52,14 @@ BEGIN
   IF v_ids IS NULL THEN
     RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]'::jsonb, '{}'::integer[];
     RETURN;
+  END IF;
+  -- Batch plans past this call's creation budget go back to the queue for the next call (visible
+  -- at once, with a wake-up); they are neither processed nor counted here.
+  v_deferred := tasker.creations_over_budget(v_ids, v_msgs);
+  IF v_deferred IS NOT NULL THEN
+    PERFORM tasker.release_messages(v_queue, p_namespace, v_deferred);
+    SELECT array_agg(u.msg_id), array_agg(u.message) INTO v_ids, v_msgs
+    FROM unnest(v_ids, v_msgs) AS u(msg_id, message) WHERE NOT u.msg_id = ANY (v_deferred);
   END IF;
 
   -- Malformed or pointing at nothing: recorded, archived below with the rest.
@@ -81,8 +92,9 @@ BEGIN
   WITH m AS (
     SELECT tasker.uuid_or_null(u.message->>'step_uuid') AS step, tasker.int_or_null(u.message->'attempt') AS attempt
     FROM unnest(v_msgs) AS u(message)
-  ), checked AS (
-    -- A decision's or batch planner's outcome is checked before the step may complete.
+  ), checked AS MATERIALIZED (
+    -- A decision's or batch planner's outcome is checked before the step may complete. Once per
+    -- step: inlined, the check ran once per reference below (five times a plan).
     SELECT s.workflow_step_uuid, s.state, s.retryable, s.attempts, s.max_attempts, s.error,
            s.retry_after_secs, s.failure_strategy, s.updated_at, n.step_type, n.backoff, n.backoff_base_ms,
            n.max_backoff_ms,
