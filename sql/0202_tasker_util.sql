@@ -225,6 +225,27 @@ BEGIN
   RETURN v_n;
 END $$;
 
+-- tasker.release_messages: make messages of one of our queues, read in this transaction, visible
+-- again at once (PGMQ's set_vt(…, 0) for an array), and wake the queue's consumer (a NOTIFY,
+-- delivered at commit): a message read but left for the next call (tasker.creations_over_budget).
+-- Returns how many were there.
+CREATE OR REPLACE FUNCTION tasker.release_messages(p_queue text, p_namespace text, p_msg_ids bigint[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_n integer;
+BEGIN
+  IF coalesce(cardinality(p_msg_ids), 0) = 0 THEN
+    RETURN 0;
+  END IF;
+  EXECUTE format('UPDATE pgmq.%I m SET vt = clock_timestamp() WHERE m.msg_id = ANY ($1)', 'q_' || p_queue)
+    USING p_msg_ids;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  PERFORM pg_notify('pgmq_message_ready', json_build_object('queue', p_queue, 'namespace', p_namespace,
+    'msg_id', (SELECT min(i) FROM unnest(p_msg_ids) AS i))::text);
+  RETURN v_n;
+END $$;
+
 -- Accessors for the queues of every namespace registered before this file (re)ran.
 DO $$
 DECLARE

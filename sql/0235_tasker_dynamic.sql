@@ -332,3 +332,34 @@ BEGIN
   WHERE t.workflow_step_uuid = x.child;
   RETURN cardinality(r_uuid);
 END $$;
+
+-- tasker.creations_over_budget(msg_ids, messages): of one process_completions read, the completion
+-- messages of batch plans that would take this call past its budget of steps to create
+-- (tasker.max_created_steps_per_call, default 1000: workers planned, summed in message order). They
+-- are put back in the queue, visible at once, and the next call takes them first. Each plan is
+-- still created whole in the transaction that completes it (DESIGN §12), and the first plan of a
+-- read always goes, however big: a bound on the plans per call, not on a plan. Why: creating a
+-- worker costs about 0.3–0.8 ms (its row, edge, transitions, message and dispatch), so the 100 plans
+-- of 100 workers one read could hold made a call of 3–25 s that stopped every other completion of
+-- the namespace, and on a loaded machine a backlog of plans no task could finish (docs/performance.md).
+-- NULL when nothing is over. One primary-key probe per message; only batchable steps count.
+CREATE OR REPLACE FUNCTION tasker.creations_over_budget(p_msg_ids bigint[], p_messages jsonb[]) RETURNS bigint[]
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $$
+#variable_conflict use_column
+DECLARE
+  v_over bigint[];
+BEGIN
+  SELECT array_agg(z.msg_id) INTO v_over
+  FROM (SELECT p.msg_id, p.n, sum(p.n) OVER (ORDER BY p.msg_id) AS upto
+        FROM (SELECT u.msg_id, jsonb_array_length(o.cfgs) AS n
+              FROM unnest(p_msg_ids, p_messages) AS u(msg_id, message)
+              JOIN tasker.workflow_steps s ON s.workflow_step_uuid = tasker.uuid_or_null(u.message->>'step_uuid')
+                                          AND s.attempt_no = tasker.int_or_null(u.message->'attempt')
+                                          AND s.state = 'enqueued_for_orchestration'
+              JOIN tasker.named_steps n ON n.named_step_uuid = s.named_step_uuid AND n.step_type = 'batchable'
+              CROSS JOIN LATERAL (SELECT tasker.batch_outcome(s.results)->'cursor_configs' AS cfgs) o
+              WHERE jsonb_typeof(o.cfgs) = 'array') p) z
+  WHERE z.upto > tasker.setting_int('max_created_steps_per_call', 1000, 1, 1000000) AND z.upto > z.n;
+  RETURN v_over;
+END $$;

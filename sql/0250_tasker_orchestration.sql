@@ -43,7 +43,6 @@ BEGIN
     RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]'::jsonb, '{}'::integer[];
     RETURN;
   END IF;
-
   -- Malformed or pointing at nothing: recorded; the caller settles them with the rest.
   WITH m AS (
     SELECT u.msg_id, u.message, tasker.uuid_or_null(u.message->>'step_uuid') AS step,
@@ -74,8 +73,9 @@ BEGIN
   WITH m AS (
     SELECT tasker.uuid_or_null(u.message->>'step_uuid') AS step, tasker.int_or_null(u.message->'attempt') AS attempt
     FROM unnest(v_msgs) AS u(message)
-  ), checked AS (
-    -- A decision's or batch planner's outcome is checked before the step may complete.
+  ), checked AS MATERIALIZED (
+    -- A decision's or batch planner's outcome is checked before the step may complete. Once per
+    -- step: inlined, the check ran once per reference below (five times a plan).
     SELECT s.workflow_step_uuid, s.state, s.retryable, s.attempts, s.max_attempts, s.error,
            s.retry_after_secs, s.failure_strategy, s.updated_at, n.step_type, n.backoff, n.backoff_base_ms,
            n.max_backoff_ms,
@@ -140,7 +140,9 @@ END $$;
 
 -- tasker.process_completions(namespace, batch, vt): consume up to `batch` messages of
 -- tasker_completion_<namespace> in one transaction: tasker.apply_completions on them, then archive
--- every message read (stale and malformed ones too).
+-- every message applied (stale and malformed ones too). Batch plans past the call's creation
+-- budget (tasker.creations_over_budget) are put back, visible at once, for the next call, and
+-- count nowhere in this call's figures.
 DROP FUNCTION IF EXISTS tasker.process_completions(text, integer, integer);
 CREATE OR REPLACE FUNCTION tasker.process_completions(p_namespace text, p_batch integer DEFAULT 100,
   p_vt integer DEFAULT 30)
@@ -154,6 +156,7 @@ DECLARE
   v_queue text;
   v_ids bigint[];
   v_msgs jsonb[];
+  v_deferred bigint[];
 BEGIN
   PERFORM tasker.check_namespace(p_namespace);
   IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 10000 THEN
@@ -165,6 +168,15 @@ BEGIN
   IF v_ids IS NULL THEN
     RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]'::jsonb, '{}'::integer[];
     RETURN;
+  END IF;
+  -- Batch plans past this call's creation budget go back to the queue for the next call (visible
+  -- at once, with a wake-up); they are neither processed nor counted here. The first plan always
+  -- goes, so something is left to apply.
+  v_deferred := tasker.creations_over_budget(v_ids, v_msgs);
+  IF v_deferred IS NOT NULL THEN
+    PERFORM tasker.release_messages(v_queue, p_namespace, v_deferred);
+    SELECT array_agg(u.msg_id), array_agg(u.message) INTO v_ids, v_msgs
+    FROM unnest(v_ids, v_msgs) AS u(msg_id, message) WHERE NOT u.msg_id = ANY (v_deferred);
   END IF;
   RETURN QUERY SELECT * FROM tasker.apply_completions(v_queue, v_ids, v_msgs);
   PERFORM tasker.archive_messages(v_queue, v_ids);
