@@ -7,7 +7,7 @@
 # it (statement-level figures null, the rest there). The two dynamic shapes (decision, batch) must
 # also have run as docs/performance.md defines them: the steps that exist, the branches chosen, the
 # batch's sum.
-# make-check: long
+# make-check: exclusive (its commits-per-step figures read server-wide counters that other tests would add to)
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=tests/lib.sh
