@@ -16,6 +16,6 @@ bare=$(empty_db tasker_sqlcheck_bare)
 out=$(DATABASE_URL="$bare" "$BIN/tasker-orchestratord" sql-check 2>&1)
 rc=$?
 [ "$rc" -ne 0 ] && ok "sql-check fails on an unmigrated database" || fail "sql-check passed on an empty database"
-echo "$out" | grep -q '^FAIL process_completions' && ok "the failing statement is named" \
+grep -q '^FAIL process_completions' <<<"$out" && ok "the failing statement is named" \
   || fail "no FAIL line for process_completions: $out"
 finish

@@ -172,10 +172,10 @@ is "$(j '.status + " " + .checks.database.status + " " + (.checks.http.port|tost
 is "$(j '.version | length > 0')" true "/health: version"
 req GET /metrics; expect 200 - "GET /metrics"
 case "$(header Content-Type)" in text/plain*) ok "/metrics is text/plain" ;; *) fail "/metrics content type $(header Content-Type)" ;; esac
-printf '%s\n' "$BODY" | grep -q '^tasker_build_info{version="' && ok "/metrics: tasker_build_info" || fail "/metrics: no tasker_build_info"
-printf '%s\n' "$BODY" | grep -q '^tasker_db_pool_max_connections 4$' && ok "/metrics: pool gauges" || fail "/metrics: no pool gauges"
+grep -q '^tasker_build_info{version="' <<<"$BODY" && ok "/metrics: tasker_build_info" || fail "/metrics: no tasker_build_info"
+grep -q '^tasker_db_pool_max_connections 4$' <<<"$BODY" && ok "/metrics: pool gauges" || fail "/metrics: no pool gauges"
 out=$(curl -sv -o /dev/null -o /dev/null "$BASE/health/live" "$BASE/v1/dlq" 2>&1)
-printf '%s' "$out" | grep -qi 're-using existing connection' && ok "keep-alive: the second request reuses the connection" \
+grep -qi 're-using existing connection' <<<"$out" && ok "keep-alive: the second request reuses the connection" \
   || fail "keep-alive: the connection was not reused"
 
 # ---- templates -------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ req POST /v1/templates -
 expect 400 invalid_json "POST /v1/templates without a body"
 is "$(snapshot)" "$before" "refused templates changed nothing"
 # SQL text never reaches a client
-printf '%s' "$BODY" | grep -qiE 'sqlstate|select |plpgsql|TK4' && fail "an error body leaks SQL" || ok "error bodies carry no SQL"
+grep -qiE 'sqlstate|select |plpgsql|TK4' <<<"$BODY" && fail "an error body leaks SQL" || ok "error bodies carry no SQL"
 
 req POST /v1/templates "$DIAMOND"; expect 201 - "POST /v1/templates (new)"
 is "$(j .status)" created "register: status created"
@@ -477,9 +477,9 @@ is "$(m "tasker_namespace_tasks_created_total{namespace=\"$NS\"}")/$(m "tasker_n
 is "$(m "tasker_queue_depth{queue=\"tasker_dispatch_$NS\",namespace=\"$NS\",kind=\"dispatch\"}")" \
   "$(q "SELECT count(*) FROM pgmq.q_tasker_dispatch_$NS")" "metrics: dispatch queue depth of $NS"
 is "$(m tasker_queue_metrics_up)" 1 "metrics: queue depths read"
-printf '%s\n' "$BODY" | grep -q '^tasker_http_requests_total{route="task_create",code="2xx"} [1-9]' && ok "metrics: HTTP requests by route and class" || fail "metrics: no HTTP request counters"
-printf '%s\n' "$BODY" | grep -q '^tasker_event_loop_lag_seconds_count [1-9]' && ok "metrics: loop lag histogram" || fail "metrics: no loop lag"
-printf '%s\n' "$BODY" | grep -q '^tasker_step_orchestration_latency_seconds_bucket{le="+Inf"}' && ok "metrics: step latency histogram" || fail "metrics: no step latency histogram"
+grep -q '^tasker_http_requests_total{route="task_create",code="2xx"} [1-9]' <<<"$BODY" && ok "metrics: HTTP requests by route and class" || fail "metrics: no HTTP request counters"
+grep -q '^tasker_event_loop_lag_seconds_count [1-9]' <<<"$BODY" && ok "metrics: loop lag histogram" || fail "metrics: no loop lag"
+grep -q '^tasker_step_orchestration_latency_seconds_bucket{le="+Inf"}' <<<"$BODY" && ok "metrics: step latency histogram" || fail "metrics: no step latency histogram"
 
 stop_daemon plain
 
@@ -533,18 +533,18 @@ req GET /v1/templates - -H "X-API-Key: $ADMIN"; expect 200 - "the next request i
 # secrets stay out of logs and dumps
 if grep -qE "$ADMIN|$READER|$CREATOR" "$LOG"; then fail "an API key appears in the log"; else ok "no API key in the log"; fi
 dump=$(DATABASE_URL="$url" "$BIN/tasker-orchestratord" -c "$tmp/auth.conf" --check-config -v 2>&1)
-if printf '%s' "$dump" | grep -qE "$ADMIN|$READER|$CREATOR"; then fail "--check-config -v shows a key"; else ok "--check-config -v masks the keys"; fi
-printf '%s' "$dump" | grep -q 'reader@\*\*\*:tasks:read,tasks:list,templates:read' && ok "the dump keeps names and permissions" || fail "dump: $(printf '%s' "$dump" | grep api_keys)"
+if grep -qE "$ADMIN|$READER|$CREATOR" <<<"$dump"; then fail "--check-config -v shows a key"; else ok "--check-config -v masks the keys"; fi
+grep -q 'reader@\*\*\*:tasks:read,tasks:list,templates:read' <<<"$dump" && ok "the dump keeps names and permissions" || fail "dump: $(printf '%s' "$dump" | grep api_keys)"
 printf 'web { auth { enabled = true } }\n' >"$tmp/nokeys.conf"
 out=$("$BIN/tasker-orchestratord" -c "$tmp/nokeys.conf" --check-config 2>&1); rc=$?
-[ "$rc" -ne 0 ] && printf '%s' "$out" | grep -q 'needs at least one key' && ok "auth on without keys is a config error" || fail "no-key config: rc $rc: $out"
+[ "$rc" -ne 0 ] && grep -q 'needs at least one key' <<<"$out" && ok "auth on without keys is a config error" || fail "no-key config: rc $rc: $out"
 printf 'web { auth { api_keys = "x@short-secret-1:*" } }\n' >"$tmp/short.conf"
 out=$("$BIN/tasker-orchestratord" -c "$tmp/short.conf" --check-config 2>&1); rc=$?
-[ "$rc" -ne 0 ] && printf '%s' "$out" | grep -q 'short.conf:1: web.auth.api_keys entry 1 (x): the key must be 16' && ! printf '%s' "$out" | grep -q short-secret \
+[ "$rc" -ne 0 ] && grep -q 'short.conf:1: web.auth.api_keys entry 1 (x): the key must be 16' <<<"$out" && ! grep -q short-secret <<<"$out" \
   && ok "a short key is refused with file:line, without echoing it" || fail "short key: rc $rc: $out"
 printf 'web { auth { api_keys = "x@0123456789abcdef0123:tasks:fly" } }\n' >"$tmp/perm.conf"
 out=$("$BIN/tasker-orchestratord" -c "$tmp/perm.conf" --check-config 2>&1); rc=$?
-[ "$rc" -ne 0 ] && printf '%s' "$out" | grep -q 'unknown permission "tasks:fly"' && ok "an unknown permission is refused" || fail "bad permission: rc $rc: $out"
+[ "$rc" -ne 0 ] && grep -q 'unknown permission "tasks:fly"' <<<"$out" && ok "an unknown permission is refused" || fail "bad permission: rc $rc: $out"
 
 stop_daemon auth
 

@@ -148,7 +148,7 @@ case "$RAW" in "HTTP/1.1 413"*) ok "a declared Content-Length over the hard limi
 raw "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nX-API-Key: $KEY\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}"
 case "$RAW" in "HTTP/1.1 400"*'"invalid_request"'*Content-Length*) ok "two different Content-Length headers → 400" ;;
   *) fail "two Content-Lengths: got '$(printf '%s' "$RAW" | head -c 400)'" ;; esac
-printf '%s' "$RAW" | grep -qi '^Connection: close' && [ "$RAW_MS" -lt 2500 ] && ok "and the connection is closed" \
+grep -qi '^Connection: close' <<<"$RAW" && [ "$RAW_MS" -lt 2500 ] && ok "and the connection is closed" \
   || fail "two Content-Lengths: the connection stayed open ($RAW_MS ms)"
 raw "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: $KEY\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}"
 case "$RAW" in "HTTP/1.1 400"*'name is required'*) ok "the same Content-Length twice is one length (the body is read)" ;;
@@ -157,7 +157,7 @@ raw "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nX-API-Key: $KEY\r\nContent-Length: 7\
 # (libevent itself refuses some of these with its HTML 400; either way: 400 and closed)
 case "$RAW" in "HTTP/1.1 400"*) ok "Content-Length with Transfer-Encoding → 400" ;;
   *) fail "CL + TE: got '$(printf '%s' "$RAW" | head -c 400)'" ;; esac
-printf '%s' "$RAW" | grep -qi '^Connection: close' && [ "$RAW_MS" -lt 2500 ] && ok "and the connection is closed" \
+grep -qi '^Connection: close' <<<"$RAW" && [ "$RAW_MS" -lt 2500 ] && ok "and the connection is closed" \
   || fail "CL + TE: the connection stayed open ($RAW_MS ms)"
 
 # ---- slowloris: a request head trickled a byte a second ---------------------------------------------
@@ -203,10 +203,10 @@ out=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "$BASE/health/live")
 is "$out" 200 "once they are gone the daemon serves again"
 dt_wait_log h1 'web.max_connections \(6\) reached' 5 && ok "the refusal is logged" || fail "no log line about the cap"
 req GET /metrics
-printf '%s\n' "$BODY" | grep -qE '^tasker_http_connections_closed_total\{reason="max_connections"\} [1-9]' \
-  && printf '%s\n' "$BODY" | grep -qE '^tasker_http_connections_closed_total\{reason="read_timeout"\} [5-9]' \
+grep -qE '^tasker_http_connections_closed_total\{reason="max_connections"\} [1-9]' <<<"$BODY" \
+  && grep -qE '^tasker_http_connections_closed_total\{reason="read_timeout"\} [5-9]' <<<"$BODY" \
   && ok "/metrics counts the closed connections by reason" || fail "/metrics: $(printf '%s\n' "$BODY" | grep connections)"
-printf '%s\n' "$BODY" | grep -qE '^tasker_http_connections_open [12]$' && ok "/metrics: connections open" \
+grep -qE '^tasker_http_connections_open [12]$' <<<"$BODY" && ok "/metrics: connections open" \
   || fail "/metrics: $(printf '%s\n' "$BODY" | grep connections_open)"
 
 dt_stop h1
