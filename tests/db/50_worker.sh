@@ -5,7 +5,7 @@
 # timeout/garbage/output cap, heartbeats keeping a short lease, a lost lease killing its child,
 # SIGTERM drain, and --concurrency/--batch. WORKER_WRAPPER (e.g. "valgrind --leak-check=full
 # --error-exitcode=99") runs every worker under a tool; any worker exit status but 0 fails.
-# make-check: long
+# make-check: long 80
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . tests/lib.sh

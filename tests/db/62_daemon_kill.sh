@@ -4,7 +4,7 @@
 # recovery took. (1) The only daemon: nothing is orchestrated while it is down; restart → first
 # completion processed, restart → all tasks complete. (2) One of two daemons: the other carries on
 # at once (kill → next completion processed), the restarted one joins in again.
-# make-check: long
+# make-check: long 60
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

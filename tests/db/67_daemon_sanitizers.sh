@@ -7,7 +7,7 @@
 # and LeakSanitizer finds no leak at the daemon's exit (exit status 0). (2) The release daemon under
 # valgrind --leak-check=full for a short run with the same disturbances: no invalid access, no
 # definite leak. (scripts/install-deps installs valgrind; without it this half fails.)
-# make-check: long
+# make-check: long 60
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

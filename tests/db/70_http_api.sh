@@ -3,7 +3,7 @@
 # each bad input answered with its status and JSON error code and nothing changed in the database;
 # steps finished by hand-backs made with psql; API keys on a second daemon; SIGTERM exits 0. Under
 # the ASan build (BIN=bin/asan) the daemon's own report must stay empty.
-# make-check: long
+# make-check: long 120
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=tests/lib.sh

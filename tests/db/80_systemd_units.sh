@@ -21,7 +21,7 @@
 #      gives up; two concurrent `migrate`s are safe; the health check script passes on a live
 #      daemon and fails on a dead port; compose.yml's references exist.
 # Needs systemd-analyze (package systemd), strace and a C compiler (scripts/install-deps).
-# make-check: long
+# make-check: long 140
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

@@ -4,7 +4,7 @@
 # durable queue's persistent message survives `stop` and `start` (the same node, with its data);
 # `stop` leaves no broker and no epmd behind. Skipped with a clear line only where rabbitmq-server
 # is not installed.
-# make-check: long
+# make-check: long 130
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

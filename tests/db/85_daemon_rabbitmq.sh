@@ -8,7 +8,7 @@
 # no PGMQ completion message was ever written, and no message is left in PGMQ or in RabbitMQ.
 # Then a hand-back whose pointer was never published (a worker that died after its commit) is
 # completed by the sweep from PostgreSQL's state. Skipped only where rabbitmq-server cannot start.
-# make-check: long
+# make-check: long 115
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

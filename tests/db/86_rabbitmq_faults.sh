@@ -26,7 +26,7 @@
 # Default 300 tasks (the broker's starts and the 30 s outage bound the run, about 90 s on a quiet
 # machine, not the tasks); RMQ_FULL=1 runs the issue's 1,000 (RMQ_TASKS=N any count). Skipped only
 # where rabbitmq-server cannot start.
-# make-check: long
+# make-check: long 240
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

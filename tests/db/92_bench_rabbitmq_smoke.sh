@@ -5,7 +5,7 @@
 # broker and the workers consumed from it; every task drained; the broker's CPU per step is there;
 # bench/compare sets it beside a PGMQ result; the broker and its epmd are gone afterwards.
 # 91_bench_smoke.sh covers every other key of the JSON. Skipped only where rabbitmq-server cannot start.
-# make-check: long
+# make-check: long 135
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=tests/lib.sh
