@@ -5,6 +5,7 @@
 # `stop` leaves no broker and no epmd behind. Skipped with a clear line only where rabbitmq-server
 # is not installed.
 # make-check: long 130
+# make-check: broker
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh

@@ -9,6 +9,7 @@
 # Then a hand-back whose pointer was never published (a worker that died after its commit) is
 # completed by the sweep from PostgreSQL's state. Skipped only where rabbitmq-server cannot start.
 # make-check: long 115
+# make-check: broker
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
@@ -72,6 +73,7 @@ while [ "$created" -lt "$TASKS" ]; do
     scripts/rabbitmq-sandbox stop "$rdir" >/dev/null 2>&1   # epmd and the pid file of the dead node
     line2=$(scripts/rabbitmq-sandbox start "$rdir" 2>"$rdir/start2.err")
     is "${line2##*AMQP_URL=}" "$amqp" "broker restarted on the same URL"
+    [ "${line2##*AMQP_URL=}" = "$amqp" ] || sed 's/^/#   /' "$rdir/start2.err"
   fi
 done
 

@@ -3,4 +3,5 @@
 # messaging.backend = rabbitmq, with the demo's own private broker (skipped only where
 # rabbitmq-server cannot start).
 # make-check: long 90
+# make-check: broker
 TEST_DEMO_BACKEND=rabbitmq exec bash "$(dirname "$0")/90_demo.sh"

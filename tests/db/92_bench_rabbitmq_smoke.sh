@@ -6,6 +6,7 @@
 # bench/compare sets it beside a PGMQ result; the broker and its epmd are gone afterwards.
 # 91_bench_smoke.sh covers every other key of the JSON. Skipped only where rabbitmq-server cannot start.
 # make-check: long 135
+# make-check: broker
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=tests/lib.sh
