@@ -3,7 +3,7 @@
 # lease and never handed back: the daemon's sweep (every 1 s) expires the lease, the step is
 # retried per its policy (attempts left → waiting_for_retry → dispatched again; max_attempts 1 →
 # error, task blocked_by_failures), the late hand-back of the dead attempt is refused as stale, and
-# the task completes. (B) kill -9 of a tasker-worker in the middle of a 3 s sleep handler with a
+# the task completes. (B) kill -9 of a tasker-worker in the middle of an 8 s sleep handler with a
 # 2 s lease: retried on another worker and completed; a sleep longer than the lease completes on
 # its first attempt when the worker lives (its heartbeats keep the lease).
 set -uo pipefail
@@ -18,9 +18,10 @@ psql "$url" -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || fail "register the le
 -- One attempt only: an expired lease is final.
 SELECT tasker.register_task_template('{"name": "lease_once", "namespace_name": "lease", "version": "1.0.0",
   "steps": [{"name": "only", "handler": {"callable": "noop"}, "retry": {"retryable": true, "max_attempts": 1}}]}');
--- A 3 s sleep, then a child.
+-- An 8 s sleep (long enough that the kill lands inside it on a loaded machine, where noticing
+-- the claim can lag seconds), then a child.
 SELECT tasker.register_task_template('{"name": "lease_sleep", "namespace_name": "leasek", "version": "1.0.0",
-  "steps": [{"name": "nap", "handler": {"callable": "sleep", "initialization": {"ms": 3000}},
+  "steps": [{"name": "nap", "handler": {"callable": "sleep", "initialization": {"ms": 8000}},
              "retry": {"retryable": true, "max_attempts": 3, "backoff_base_ms": 100, "max_backoff_ms": 1000}},
             {"name": "after", "handler": {"callable": "noop"}, "dependencies": ["nap"]}]}');
 SQL
@@ -92,7 +93,7 @@ until [ "$(q "SELECT state || ' ' || claimed_by FROM tasker.workflow_steps WHERE
 sleep 1
 t_kill=$(now_ms)
 dt_kill9 wk
-is "$DT_RC" 137 "worker wk killed with SIGKILL one second into its 3 s sleep"
+is "$DT_RC" 137 "worker wk killed with SIGKILL one second into its 8 s sleep"
 is "$(q "SELECT state FROM tasker.workflow_steps WHERE workflow_step_uuid = '$nap'")" in_progress "step nap still in_progress (leased to the dead worker)"
 dt_start_worker w2 "$url" leasek --lease-secs 2 --poll-ms 100
 deadline=$(( $(now_ms) + 30000 ))
@@ -100,22 +101,22 @@ until [ "$(q "SELECT state FROM tasker.tasks WHERE task_uuid = '$t3'")" = comple
 t_done=$(now_ms)
 is "$(q "SELECT state FROM tasker.tasks WHERE task_uuid = '$t3'")" complete "the task completes on another worker"
 is "$(q "SELECT attempts || ' ' || claimed_by || ' ' || (results->>'slept_ms') FROM tasker.workflow_steps WHERE workflow_step_uuid = '$nap'")" \
-  "2 w2 3000" "step nap: attempt 2 on w2 slept its 3 s"
+  "2 w2 8000" "step nap: attempt 2 on w2 slept its 8 s"
 is "$(q "SELECT string_agg(CASE WHEN from_state IS NULL THEN '>' || to_state ELSE from_state || '>' || to_state || '@' || attempt || '/' || processor END, ' ' ORDER BY ordinal)
          FROM tasker.workflow_step_transitions WHERE workflow_step_uuid = '$nap'")" \
   ">enqueued enqueued>in_progress@1/wk in_progress>waiting_for_retry@1/d1 waiting_for_retry>enqueued@1/d1 enqueued>in_progress@2/w2 in_progress>enqueued_for_orchestration@2/w2 enqueued_for_orchestration>complete@2/d1" \
   "step nap's history: wk's attempt expired, w2's completed"
 first_retry=$(dt_first_transition_after "$url" "$t_kill" waiting_for_retry)
 echo "# worker killed → lease expired by the sweep $(secs_between "$t_kill" "${first_retry:-$t_kill}") s (lease 2 s, sweep 1 s);" \
-     "→ task complete $(secs_between "$t_kill" "$t_done") s (including the 3 s sleep of attempt 2)"
+     "→ task complete $(secs_between "$t_kill" "$t_done") s (including the 8 s sleep of attempt 2)"
 
-# Heartbeats: a 3 s handler with a 2 s lease on a live worker needs no retry.
+# Heartbeats: an 8 s handler with a 2 s lease on a live worker needs no retry.
 t4=$(q "SELECT task_uuid FROM tasker.create_task('{\"name\": \"lease_sleep\", \"namespace\": \"leasek\", \"context\": {\"k\": 4}}')")
 deadline=$(( $(now_ms) + 20000 ))
 until [ "$(q "SELECT state FROM tasker.tasks WHERE task_uuid = '$t4'")" = complete ] || [ "$(now_ms)" -ge "$deadline" ]; do sleep 0.1; done
 is "$(q "SELECT t.state || ' ' || s.attempts FROM tasker.tasks t JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid AND s.name = 'nap'
          WHERE t.task_uuid = '$t4'")" "complete 1" \
-  "a 3 s sleep under a 2 s lease completes on attempt 1 (heartbeats extend the lease)"
+  "an 8 s sleep under a 2 s lease completes on attempt 1 (heartbeats extend the lease)"
 
 is "$(q "SELECT count(*) FROM pgmq.q_tasker_dispatch_lease") $(q "SELECT count(*) FROM pgmq.q_tasker_completion_lease")" "0 0" \
   "no message left in lease's queues (the dead attempt's dispatch message was archived)"
