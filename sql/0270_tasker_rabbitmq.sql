@@ -64,6 +64,16 @@ LANGUAGE sql IMMUTABLE AS $$
   FROM jsonb_array_elements(p_deliveries) WITH ORDINALITY AS e(d, n)
 $$;
 
+-- tasker.check_deliveries(deliveries, max): TK400 unless deliveries is a JSON array of at most max
+-- entries (the one check of both RabbitMQ entry points that take deliveries).
+CREATE OR REPLACE FUNCTION tasker.check_deliveries(p_deliveries jsonb, p_max integer) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  IF p_deliveries IS NULL OR jsonb_typeof(p_deliveries) <> 'array' OR jsonb_array_length(p_deliveries) > p_max THEN
+    RAISE EXCEPTION 'deliveries must be a JSON array of at most % entries', p_max USING ERRCODE = 'TK400';
+  END IF;
+END $$;
+
 -- tasker.claim_dispatched_steps(namespace, deliveries, lease_secs, worker_id): the claim of
 -- tasker_claim_and_execute_step for dispatch messages a worker received from RabbitMQ.
 -- deliveries is a JSON array of {"msg_id": <the PGMQ msg_id the relay published it under, or 0>,
@@ -82,9 +92,7 @@ DECLARE
   v_msgs jsonb[];
 BEGIN
   PERFORM tasker.check_namespace(p_namespace);
-  IF p_deliveries IS NULL OR jsonb_typeof(p_deliveries) <> 'array' OR jsonb_array_length(p_deliveries) > 1000 THEN
-    RAISE EXCEPTION 'deliveries must be a JSON array of at most 1000 entries' USING ERRCODE = 'TK400';
-  END IF;
+  PERFORM tasker.check_deliveries(p_deliveries, 1000);
   IF p_lease_secs IS NULL OR p_lease_secs NOT BETWEEN 1 AND 86400 THEN
     RAISE EXCEPTION 'lease_secs must be between 1 and 86400 (got %)', p_lease_secs USING ERRCODE = 'TK400';
   END IF;
@@ -113,9 +121,7 @@ DECLARE
   v_msgs jsonb[];
 BEGIN
   PERFORM tasker.check_namespace(p_namespace);
-  IF p_deliveries IS NULL OR jsonb_typeof(p_deliveries) <> 'array' OR jsonb_array_length(p_deliveries) > 10000 THEN
-    RAISE EXCEPTION 'deliveries must be a JSON array of at most 10000 entries' USING ERRCODE = 'TK400';
-  END IF;
+  PERFORM tasker.check_deliveries(p_deliveries, 10000);
   SELECT d.ids, d.msgs INTO v_ids, v_msgs FROM tasker.delivery_arrays(p_deliveries) d;
   RETURN QUERY SELECT * FROM tasker.apply_completions(tasker.completion_queue(p_namespace), v_ids, v_msgs);
 END $$;
