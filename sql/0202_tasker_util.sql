@@ -120,10 +120,12 @@ $$;
 -- reach them through a one-line dynamic call that costs little to plan. The accessors work on PGMQ's
 -- table layout (pgmq.q_<queue>, pgmq.a_<queue>), the same with the real extension or ours, and keep
 -- its semantics: read = skip-locked, invisible for vt seconds, read_ct + 1; archive = move to a_.
--- They live in schema tasker (tasker.qread_/qsend_/qarchive_<queue>), so a role that may use the
--- tasker schema may use them: no new grant for operators.
+-- Two more serve consumers that read and consume in one transaction: take = skip-locked and
+-- locked only (PGMQ's pop() before its delete), delete = gone without an archive row.
+-- They live in schema tasker (tasker.qread_/qtake_/qsend_/qarchive_/qdelete_<queue>), so a role
+-- that may use the tasker schema may use them: no new grant for operators.
 
--- tasker.queue_accessors(queue): (re)create tasker.qread_<queue>, qsend_<queue>, qarchive_<queue>.
+-- tasker.queue_accessors(queue): (re)create the five accessors of one queue.
 -- The queue name is one of ours (tasker_dispatch_/tasker_completion_ + a validated namespace).
 CREATE OR REPLACE FUNCTION tasker.queue_accessors(p_queue text) RETURNS void
 LANGUAGE plpgsql AS $fn$
@@ -177,6 +179,32 @@ BEGIN
       GET DIAGNOSTICS v_n = ROW_COUNT;
       RETURN v_n;
     END $b$ $f$, 'qarchive_' || p_queue, 'q_' || p_queue, 'a_' || p_queue);
+  -- take: the messages stay as they are, only row-locked until the caller's transaction ends, so
+  -- other readers skip them meanwhile. Setting vt and read_ct as read does would write a new row
+  -- version and two index entries per message that the same transaction's archive or delete
+  -- throws away; if the transaction fails, a read's update is undone too, so vt protects nothing
+  -- here that the lock does not.
+  EXECUTE format($f$
+    CREATE OR REPLACE FUNCTION tasker.%1$I(p_qty integer)
+    RETURNS TABLE (msg_id bigint, message jsonb)
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $b$
+    BEGIN
+      RETURN QUERY
+      SELECT q.msg_id, q.message FROM pgmq.%2$I q
+      WHERE q.vt <= clock_timestamp()
+      ORDER BY q.msg_id LIMIT p_qty
+      FOR UPDATE SKIP LOCKED;
+    END $b$ $f$, 'qtake_' || p_queue, 'q_' || p_queue);
+  EXECUTE format($f$
+    CREATE OR REPLACE FUNCTION tasker.%1$I(p_msg_ids bigint[]) RETURNS integer
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $b$
+    DECLARE
+      v_n integer;
+    BEGIN
+      DELETE FROM pgmq.%2$I m WHERE m.msg_id = ANY (p_msg_ids);
+      GET DIAGNOSTICS v_n = ROW_COUNT;
+      RETURN v_n;
+    END $b$ $f$, 'qdelete_' || p_queue, 'q_' || p_queue);
 END $fn$;
 
 -- tasker.read_messages: up to qty visible messages of one of our queues, oldest first, each made
@@ -187,6 +215,24 @@ LANGUAGE plpgsql AS $$
 BEGIN
   RETURN QUERY EXECUTE format('SELECT * FROM tasker.%I($1, $2)', 'qread_' || p_queue) USING p_vt, p_qty;
 END $$;
+
+-- tasker.take_messages: up to qty visible messages of one of our queues, oldest first, locked
+-- (skip-locked) until this transaction ends but otherwise untouched: for a caller that consumes
+-- them (tasker.consume_messages) in the same transaction, or leaves them for the next reader.
+CREATE OR REPLACE FUNCTION tasker.take_messages(p_queue text, p_qty integer)
+RETURNS TABLE (msg_id bigint, message jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN QUERY EXECUTE format('SELECT * FROM tasker.%I($1)', 'qtake_' || p_queue) USING p_qty;
+END $$;
+
+-- tasker.notify_queue: the wake-up for a queue's consumer (DESIGN §4), delivered at commit, so
+-- never before the rows it announces are visible.
+CREATE OR REPLACE FUNCTION tasker.notify_queue(p_queue text, p_namespace text, p_msg_id bigint) RETURNS void
+LANGUAGE sql AS $$
+  SELECT pg_notify('pgmq_message_ready',
+    json_build_object('queue', p_queue, 'namespace', p_namespace, 'msg_id', p_msg_id)::text)
+$$;
 
 -- tasker.send_messages: put step messages into a queue and say which msg_id went with which step
 -- (send_batch() returns ids without saying which message got which). At most one NOTIFY per queue
@@ -205,8 +251,7 @@ BEGIN
   EXECUTE format('SELECT array_agg(s.msg_id), array_agg(s.workflow_step_uuid) FROM tasker.%I($1) AS s',
                  'qsend_' || p_queue)
     INTO v_ids, v_steps USING p_messages;
-  PERFORM pg_notify('pgmq_message_ready', json_build_object('queue', p_queue, 'namespace', p_namespace,
-    'msg_id', (SELECT max(i) FROM unnest(v_ids) AS i))::text);
+  PERFORM tasker.notify_queue(p_queue, p_namespace, (SELECT max(i) FROM unnest(v_ids) AS i));
   RETURN QUERY SELECT * FROM unnest(v_ids, v_steps);
 END $$;
 
@@ -225,24 +270,29 @@ BEGIN
   RETURN v_n;
 END $$;
 
--- tasker.release_messages: make messages of one of our queues, read in this transaction, visible
--- again at once (PGMQ's set_vt(…, 0) for an array), and wake the queue's consumer (a NOTIFY,
--- delivered at commit): a message read but left for the next call (tasker.creations_over_budget).
--- Returns how many were there.
-CREATE OR REPLACE FUNCTION tasker.release_messages(p_queue text, p_namespace text, p_msg_ids bigint[]) RETURNS integer
+-- tasker.consume_messages: remove messages of one of our queues once consumed (a claim, a
+-- hand-back, a completion call, a sweep), as the SQL setting tasker.consumed_messages says:
+-- 'archive' (unset: the default) moves them to the queue's archive like PGMQ's archive();
+-- 'delete' drops them, which writes about a tenth less WAL per step (docs/performance.md,
+-- "Round three"): the transition rows keep the same history. Any other value is an error, so a
+-- typo cannot silently pick one. The RabbitMQ relay always archives (tasker.archive_messages):
+-- the sweep reads its outbox's archive. Returns how many were there.
+DROP FUNCTION IF EXISTS tasker.release_messages(text, text, bigint[]);  -- replaced by tasker.take_messages
+CREATE OR REPLACE FUNCTION tasker.consume_messages(p_queue text, p_msg_ids bigint[]) RETURNS integer
 LANGUAGE plpgsql AS $$
-#variable_conflict use_column
 DECLARE
+  v_mode text := coalesce(nullif(current_setting('tasker.consumed_messages', true), ''), 'archive');
   v_n integer;
 BEGIN
   IF coalesce(cardinality(p_msg_ids), 0) = 0 THEN
     RETURN 0;
   END IF;
-  EXECUTE format('UPDATE pgmq.%I m SET vt = clock_timestamp() WHERE m.msg_id = ANY ($1)', 'q_' || p_queue)
-    USING p_msg_ids;
-  GET DIAGNOSTICS v_n = ROW_COUNT;
-  PERFORM pg_notify('pgmq_message_ready', json_build_object('queue', p_queue, 'namespace', p_namespace,
-    'msg_id', (SELECT min(i) FROM unnest(p_msg_ids) AS i))::text);
+  IF v_mode NOT IN ('archive', 'delete') THEN
+    RAISE EXCEPTION 'tasker.consumed_messages must be archive or delete (got %)', quote_literal(v_mode)
+      USING ERRCODE = 'TK400';
+  END IF;
+  EXECUTE format('SELECT tasker.%I($1)', CASE v_mode WHEN 'delete' THEN 'qdelete_' ELSE 'qarchive_' END || p_queue)
+    INTO v_n USING p_msg_ids;
   RETURN v_n;
 END $$;
 

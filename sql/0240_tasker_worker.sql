@@ -47,9 +47,10 @@ END $$;
 -- lease_secs) and returns what the handler needs: handler, initialization, inputs, the task's
 -- context, the results of every ancestor step. A message that does not match its step's
 -- current attempt in state enqueued (a duplicate, a cancelled step, an attempt the sweep already
--- re-dispatched) is archived and skipped; a malformed one is archived and recorded in
--- tasker.rejected_messages. The message of a claimed step stays (invisible) until the hand-back
--- archives it. Returns one row per claimed step.
+-- re-dispatched) is consumed and skipped; a malformed one is consumed and recorded in
+-- tasker.rejected_messages (consumed: archived, or deleted under tasker.consumed_messages =
+-- 'delete'). The message of a claimed step stays (invisible) until the hand-back consumes it.
+-- Returns one row per claimed step.
 -- The last four columns came with dynamic workflows (issue 10): handler.method and
 -- handler.resolver, the step's type, and its last checkpoint (tasker.checkpoint_step).
 DROP FUNCTION IF EXISTS tasker.tasker_claim_and_execute_step(text, integer, integer, text);
@@ -143,7 +144,7 @@ BEGIN
     AND (tasker.uuid_or_null(u.message->>'step_uuid') IS NULL OR tasker.int_or_null(u.message->'attempt') IS NULL
          OR NOT EXISTS (SELECT 1 FROM tasker.workflow_steps s
                         WHERE s.workflow_step_uuid = tasker.uuid_or_null(u.message->>'step_uuid')));
-  PERFORM tasker.archive_messages(v_queue,
+  PERFORM tasker.consume_messages(v_queue,
     ARRAY(SELECT i FROM unnest(v_ids) AS i WHERE NOT i = ANY (coalesce(v_claimed_ids, '{}'))));
 
   RETURN QUERY
@@ -164,7 +165,7 @@ END $$;
 -- {step_uuid, attempt, success, result, error, worker_id, execution_ms, retry_after_secs}.
 -- Fenced on (step, attempt, in_progress): an accepted one stores the result (or error), swaps the
 -- step to enqueued_for_orchestration / enqueued_as_error_for_orchestration (the audit rows come
--- with it), sends a completion message and archives the dispatch message — all in this
+-- with it), sends a completion message and consumes the dispatch message — all in this
 -- transaction. With p_send_completions false (messaging.backend = rabbitmq) no completion message
 -- goes to PGMQ: the worker publishes the completion pointer to RabbitMQ after this commits, and the
 -- sweep finds the step should that pointer be lost (tasker.recover_handed_back_steps).
@@ -236,7 +237,7 @@ BEGIN
     IF p_send_completions IS NOT FALSE THEN
       PERFORM tasker.send_messages(tasker.completion_queue(r.namespace), r.namespace, r.msgs);
     END IF;
-    PERFORM tasker.archive_messages(tasker.dispatch_queue(r.namespace), r.dispatch_ids);
+    PERFORM tasker.consume_messages(tasker.dispatch_queue(r.namespace), r.dispatch_ids);
   END LOOP;
 
   -- Statuses per entry. Accepted is the first valid entry of an accepted (step, attempt); a

@@ -139,10 +139,14 @@ BEGIN
 END $$;
 
 -- tasker.process_completions(namespace, batch, vt): consume up to `batch` messages of
--- tasker_completion_<namespace> in one transaction: tasker.apply_completions on them, then archive
--- every message applied (stale and malformed ones too). Batch plans past the call's creation
--- budget (tasker.creations_over_budget) are put back, visible at once, for the next call, and
--- count nowhere in this call's figures.
+-- tasker_completion_<namespace> in one transaction: take them (skip-locked, tasker.take_messages),
+-- tasker.apply_completions on them, then consume every message applied (stale and malformed ones
+-- too; archived or deleted as tasker.consumed_messages says). Batch plans past the call's creation
+-- budget (tasker.creations_over_budget) are left in the queue, untouched and visible again at this
+-- transaction's end, with a wake-up for the next call; they count nowhere in this call's figures.
+-- p_vt is accepted and ignored: a message is never left read but unconsumed past this
+-- transaction, so no visibility timeout applies (until round three of issue 14 it set one that
+-- the same transaction then threw away; docs/performance.md).
 DROP FUNCTION IF EXISTS tasker.process_completions(text, integer, integer);
 CREATE OR REPLACE FUNCTION tasker.process_completions(p_namespace text, p_batch integer DEFAULT 100,
   p_vt integer DEFAULT 30)
@@ -164,22 +168,22 @@ BEGIN
   END IF;
   v_queue := tasker.completion_queue(p_namespace);
   SELECT array_agg(r.msg_id), array_agg(r.message) INTO v_ids, v_msgs
-  FROM tasker.read_messages(v_queue, p_vt, p_batch) AS r;
+  FROM tasker.take_messages(v_queue, p_batch) AS r;
   IF v_ids IS NULL THEN
     RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0, 0, 0, '[]'::jsonb, '{}'::integer[];
     RETURN;
   END IF;
-  -- Batch plans past this call's creation budget go back to the queue for the next call (visible
-  -- at once, with a wake-up); they are neither processed nor counted here. The first plan always
-  -- goes, so something is left to apply.
+  -- Batch plans past this call's creation budget stay in the queue for the next call (visible
+  -- again at commit, with a wake-up); they are neither processed nor counted here. The first
+  -- plan always goes, so something is left to apply.
   v_deferred := tasker.creations_over_budget(v_ids, v_msgs);
   IF v_deferred IS NOT NULL THEN
-    PERFORM tasker.release_messages(v_queue, p_namespace, v_deferred);
+    PERFORM tasker.notify_queue(v_queue, p_namespace, (SELECT min(i) FROM unnest(v_deferred) AS i));
     SELECT array_agg(u.msg_id), array_agg(u.message) INTO v_ids, v_msgs
     FROM unnest(v_ids, v_msgs) AS u(msg_id, message) WHERE NOT u.msg_id = ANY (v_deferred);
   END IF;
   RETURN QUERY SELECT * FROM tasker.apply_completions(v_queue, v_ids, v_msgs);
-  PERFORM tasker.archive_messages(v_queue, v_ids);
+  PERFORM tasker.consume_messages(v_queue, v_ids);
 END $$;
 
 -- tasker.enqueue_ready_steps(limit): the poller's pass. Dispatches retries whose backoff has
@@ -396,7 +400,7 @@ BEGIN
         WHERE m.id IS NOT NULL
         GROUP BY t.namespace
       LOOP
-        PERFORM tasker.archive_messages(tasker.dispatch_queue(v_ns.name), v_ns.ids);
+        PERFORM tasker.consume_messages(tasker.dispatch_queue(v_ns.name), v_ns.ids);
       END LOOP;
       PERFORM set_config('tasker.reason', '', true);
       -- Workers resolved by continue_on_failure satisfy their children, as a completion does.

@@ -222,7 +222,9 @@ LANGUAGE sql AS $$
                'to_state', x.to_state,
                'metadata', x.metadata) ORDER BY a.recorded_at, a.attempt), '[]'::json)
       FROM tasker.workflow_step_result_audit a
-      JOIN tasker.workflow_step_transitions x ON x.workflow_step_transition_uuid = a.workflow_step_transition_uuid
+      -- By the step first: the transitions' key is (step, ordinal); their UUID has no index.
+      JOIN tasker.workflow_step_transitions x ON x.workflow_step_uuid = a.workflow_step_uuid
+                                             AND x.workflow_step_transition_uuid = a.workflow_step_transition_uuid
       WHERE a.workflow_step_uuid = s.workflow_step_uuid))
   FROM tasker.workflow_steps s
   WHERE s.workflow_step_uuid = p_step_uuid AND s.task_uuid = p_task_uuid

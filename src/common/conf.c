@@ -207,7 +207,7 @@ static int opt_validate(cfg_t *sec, cfg_opt_t *opt);
         "fallback poll of the completion queues; NOTIFY is the fast path")                                           \
     KEY(INT, "orchestration.completions.visibility_timeout_secs",                                                    \
         visibility_timeout_secs, completions_visibility_timeout_secs, 30, 1, 86400, NULL, RELOAD,                    \
-        "visibility timeout of completion messages being processed")
+        "no effect: completion messages are taken under a row lock and consumed in one transaction; kept so existing files load")
 
 #define POLLER_OPTS(KEY, SECTION)                                                                                    \
     KEY(INT, "orchestration.poller.batch_size",                                                                      \
