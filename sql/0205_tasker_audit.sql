@@ -78,8 +78,10 @@ END $$;
 -- tasker.audit_payload: a result or error object as the result audit keeps it (migration 0050):
 -- whole up to 64 KiB of JSON text, else {"truncated": true, "bytes": N}. An inlinable SQL
 -- expression, so the trigger stays one statement; a small payload costs one conversion to text.
+-- STABLE like jsonb_build_object in its body: declared IMMUTABLE it was never inlined, and ran as
+-- a statement of its own per payload (pg_stat_statements with track = all showed it).
 CREATE OR REPLACE FUNCTION tasker.audit_payload(p jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN p IS NULL OR octet_length(p::text) <= 65536 THEN p
               ELSE jsonb_build_object('truncated', true, 'bytes', octet_length(p::text)) END
 $$;
