@@ -2,12 +2,13 @@
 -- (tasker.consume_messages, tasker.take_messages; issue 14 round three): archived by default,
 -- dropped with tasker.consumed_messages = 'delete' (the history stays in the transition rows),
 -- refused loudly for any other value; completion messages taken under a row lock only; the
--- relay's archive always kept; the audit tables keyed by step. One transaction, rolled back
+-- relay's archive always kept; the audit tables keyed by step, their UUIDs v7 from the session's
+-- PRNG (migration 0064). One transaction, rolled back
 -- (namespace tap_cm).
 
 BEGIN;
 SET LOCAL client_min_messages = warning;
-SELECT plan(15);
+SELECT plan(17);
 
 SELECT status FROM tasker.register_task_template(
   '{"name": "cm", "namespace_name": "tap_cm", "identity_strategy": "always_unique",
@@ -90,6 +91,19 @@ SELECT is((SELECT count(*) FILTER (WHERE workflow_step_transition_uuid IS NULL)
            FROM tasker.workflow_step_transitions x JOIN tasker.workflow_steps s USING (workflow_step_uuid)
            WHERE s.task_uuid IN (:'t1', :'t2')), 0::bigint,
           'every transition row still has its own UUID');
+
+-- Their UUIDs are v7 (migration 0064): version 7, variant 10, and the time of the change in the
+-- first 48 bits (milliseconds since 1970), so they still sort in the order rows were written.
+SELECT is((SELECT count(*) FILTER (WHERE substr(u::text, 15, 1) <> '7' OR substr(u::text, 20, 1) NOT IN ('8', '9', 'a', 'b'))
+           FROM (SELECT workflow_step_transition_uuid AS u FROM tasker.workflow_step_transitions
+                 UNION ALL SELECT workflow_step_result_audit_uuid FROM tasker.workflow_step_result_audit
+                 UNION ALL SELECT task_transition_uuid FROM tasker.task_transitions) z), 0::bigint,
+          'audit UUIDs carry version 7 and the RFC 9562 variant');
+SELECT ok((SELECT bool_and(abs(('x' || substr(replace(x.workflow_step_transition_uuid::text, '-', ''), 1, 12))::bit(48)::bigint
+                               - (extract(epoch FROM x.created_at) * 1000)::bigint) < 60000)
+           FROM tasker.workflow_step_transitions x JOIN tasker.workflow_steps s USING (workflow_step_uuid)
+           WHERE s.task_uuid = :'t1'),
+          'an audit UUID''s first 48 bits are the milliseconds of its row');
 
 SELECT * FROM finish();
 ROLLBACK;
