@@ -121,11 +121,11 @@ $$;
 -- table layout (pgmq.q_<queue>, pgmq.a_<queue>), the same with the real extension or ours, and keep
 -- its semantics: read = skip-locked, invisible for vt seconds, read_ct + 1; archive = move to a_.
 -- Two more serve consumers that read and consume in one transaction: take = skip-locked and
--- locked only (PGMQ's pop() before its delete), delete = gone without an archive row.
--- They live in schema tasker (tasker.qread_/qtake_/qsend_/qarchive_/qdelete_<queue>), so a role
--- that may use the tasker schema may use them: no new grant for operators.
+-- locked only (PGMQ's pop() before its delete), and archive with p_keep false = delete without an
+-- archive row. They live in schema tasker (tasker.qread_/qtake_/qsend_/qarchive_<queue>), so a
+-- role that may use the tasker schema may use them: no new grant for operators.
 
--- tasker.queue_accessors(queue): (re)create the five accessors of one queue.
+-- tasker.queue_accessors(queue): (re)create the four accessors of one queue.
 -- The queue name is one of ours (tasker_dispatch_/tasker_completion_ + a validated namespace).
 CREATE OR REPLACE FUNCTION tasker.queue_accessors(p_queue text) RETURNS void
 LANGUAGE plpgsql AS $fn$
@@ -164,18 +164,26 @@ BEGIN
       SELECT clock_timestamp(), m FROM unnest(p_messages) AS m
       RETURNING q.msg_id, (q.message->>'step_uuid')::uuid;
     END $b$ $f$, 'qsend_' || p_queue, 'q_' || p_queue);
+  -- archive: move to a_<queue> (PGMQ's archive()); with p_keep false, delete without an archive row
+  -- (tasker.consume_messages under tasker.consumed_messages = 'delete'). The one-argument form of
+  -- earlier versions is dropped so that a call with the ids alone stays unambiguous.
+  EXECUTE format('DROP FUNCTION IF EXISTS tasker.%I(bigint[])', 'qarchive_' || p_queue);
   EXECUTE format($f$
-    CREATE OR REPLACE FUNCTION tasker.%1$I(p_msg_ids bigint[]) RETURNS integer
+    CREATE OR REPLACE FUNCTION tasker.%1$I(p_msg_ids bigint[], p_keep boolean DEFAULT true) RETURNS integer
     LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $b$
     DECLARE
       v_n integer;
     BEGIN
-      WITH gone AS (
-        DELETE FROM pgmq.%2$I m WHERE m.msg_id = ANY (p_msg_ids)
-        RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.message, m.headers
-      )
-      INSERT INTO pgmq.%3$I (msg_id, read_ct, enqueued_at, vt, message, headers)
-      SELECT gone.msg_id, gone.read_ct, gone.enqueued_at, gone.vt, gone.message, gone.headers FROM gone;
+      IF p_keep THEN
+        WITH gone AS (
+          DELETE FROM pgmq.%2$I m WHERE m.msg_id = ANY (p_msg_ids)
+          RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.message, m.headers
+        )
+        INSERT INTO pgmq.%3$I (msg_id, read_ct, enqueued_at, vt, message, headers)
+        SELECT gone.msg_id, gone.read_ct, gone.enqueued_at, gone.vt, gone.message, gone.headers FROM gone;
+      ELSE
+        DELETE FROM pgmq.%2$I m WHERE m.msg_id = ANY (p_msg_ids);
+      END IF;
       GET DIAGNOSTICS v_n = ROW_COUNT;
       RETURN v_n;
     END $b$ $f$, 'qarchive_' || p_queue, 'q_' || p_queue, 'a_' || p_queue);
@@ -195,16 +203,6 @@ BEGIN
       ORDER BY q.msg_id LIMIT p_qty
       FOR UPDATE SKIP LOCKED;
     END $b$ $f$, 'qtake_' || p_queue, 'q_' || p_queue);
-  EXECUTE format($f$
-    CREATE OR REPLACE FUNCTION tasker.%1$I(p_msg_ids bigint[]) RETURNS integer
-    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $b$
-    DECLARE
-      v_n integer;
-    BEGIN
-      DELETE FROM pgmq.%2$I m WHERE m.msg_id = ANY (p_msg_ids);
-      GET DIAGNOSTICS v_n = ROW_COUNT;
-      RETURN v_n;
-    END $b$ $f$, 'qdelete_' || p_queue, 'q_' || p_queue);
 END $fn$;
 
 -- tasker.read_messages: up to qty visible messages of one of our queues, oldest first, each made
@@ -291,8 +289,7 @@ BEGIN
     RAISE EXCEPTION 'tasker.consumed_messages must be archive or delete (got %)', quote_literal(v_mode)
       USING ERRCODE = 'TK400';
   END IF;
-  EXECUTE format('SELECT tasker.%I($1)', CASE v_mode WHEN 'delete' THEN 'qdelete_' ELSE 'qarchive_' END || p_queue)
-    INTO v_n USING p_msg_ids;
+  EXECUTE format('SELECT tasker.%I($1, $2)', 'qarchive_' || p_queue) INTO v_n USING p_msg_ids, v_mode = 'archive';
   RETURN v_n;
 END $$;
 
