@@ -67,6 +67,14 @@ hold_lock() {
   return 1
 }
 
+# release_lock URL TABLE: end the session hold_lock started on TABLE (schema-qualified) before its
+# SECS are up: its backend is terminated, since killing psql alone would leave it asleep, holding the
+# lock. The caller reaps HOLD_LOCK_PID.
+release_lock() {
+  psql_at "$1" "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE relation = to_regclass('$2')
+                AND mode = 'AccessExclusiveLock' AND granted" >/dev/null
+}
+
 # own_pg_dir NAME: a new directory for a PostgreSQL server of the script's own (scripts/pg-sandbox
 # start DIR), for a test that stops its server or reads server-wide counters: the harness's server
 # is shared by the scripts running beside it. Under var/, not /tmp: as root the server runs as

@@ -33,11 +33,9 @@ lock_dlq() {
   hold_lock "$url" tasker.tasks_dlq "$1" || return 1
   DT_PID[locker]=$HOLD_LOCK_PID
 }
-# unlock_dlq: end the locking session (killing psql alone would leave its backend asleep, holding
-# the lock) and reap it.
+# unlock_dlq: end the locking session and reap it.
 unlock_dlq() {
-  q "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-     WHERE c.relname = 'tasks_dlq' AND l.mode = 'AccessExclusiveLock' AND l.granted" >/dev/null
+  release_lock "$url" tasker.tasks_dlq
   dt_wait_exit locker 10
 }
 # blocked: the daemon's statements waiting for that lock.
