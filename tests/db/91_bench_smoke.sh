@@ -10,7 +10,7 @@
 # (xids, pg_stat_wal) that the scripts running beside this one would add to on the harness's
 # server; so it need not run alone. BENCH_KEEP=1 leaves the server up for the checks on its
 # databases below; the EXIT trap stops it, on failure too.
-# make-check: long 100
+# make-check: long 200
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=tests/lib.sh
