@@ -79,7 +79,14 @@ release_lock() {
 # start DIR), for a test that stops its server or reads server-wide counters: the harness's server
 # is shared by the scripts running beside it. Under var/, not /tmp: as root the server runs as
 # `postgres`, which must reach it. Prints the directory; pair it with own_pg_forget in an EXIT trap.
-own_pg_dir() { mkdir -p var && mktemp -d "$PWD/var/test-pg-$1.XXXXXX"; }
+own_pg_dir() {
+  local d
+  mkdir -p var && d=$(mktemp -d "$PWD/var/test-pg-$1.XXXXXX") || return 1
+  # Its port, from a range away from 54320 up, where pg-sandbox looks for a free one: a sandbox
+  # started while this server is down (63 stops it) does not take its port, so its URL holds.
+  echo $((58000 + RANDOM % 2000)) >"$d/port"
+  echo "$d"
+}
 # own_pg_forget DIR: stop DIR's server (if it runs) and remove DIR, and the /var/tmp data directory
 # pg-sandbox may have used instead of DIR/data (DIR/datadir says where); after a failure the data
 # stays for inspection.
