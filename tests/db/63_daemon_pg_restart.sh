@@ -44,7 +44,8 @@ for i in 1 2 3; do dt_start_worker "w$i" "$url" "$NS" --concurrency 25 --batch 1
 for c in 0 1 2; do dt_create "$url" "$NS" $((TASKS / 3)) "pgr-$c" >/dev/null; done
 
 # The outage comes once a third of the steps are complete. (Counting complete tasks instead let it
-# come after the end: tasks complete in bursts, their count went from 87 to 300 between two looks.)
+# come after the end: the queue hands out steps oldest first, so the tasks advance level by level
+# and complete together near the end; their count went from 87 to 300 between two looks.)
 deadline=$(( $(now_ms) + 60000 ))
 while [ "$(psql_at "$url" "SELECT count(*) FROM tasker.workflow_steps WHERE state = 'complete'")" -lt $((STEPS / 3)) ] &&
       [ "$(now_ms)" -lt "$deadline" ]; do sleep 0.05; done
