@@ -4,8 +4,9 @@
 # temporary directory, templates of mixed shapes, and the invariants every run must keep.
 # Sourced after tests/lib.sh.
 
-# The sandbox the harness started. Its port can change when it is restarted (63_daemon_pg_restart
-# does) if another process took the old one meanwhile: always take the URL from the sandbox.
+# The sandbox the harness started. Its port can change if it is restarted and another process took
+# the old one meanwhile: always take the URL from the sandbox. (A test that stops its server runs
+# one of its own: own_pg_dir in tests/lib.sh.)
 DT_SANDBOX=${TASKER_TEST_PGDIR:-var/test-pg}
 if dt_line=$(scripts/pg-sandbox url "$DT_SANDBOX" 2>/dev/null); then
   SERVER_URL=${dt_line##*DATABASE_URL=}

@@ -2,7 +2,7 @@
 # Provides: fresh_db NAME (creates + migrates a database, prints its URL), psql_at URL SQL
 # (one value, unaligned), ok/fail/is (TAP-style lines; `fail` makes the script exit non-zero at end),
 # skip (a check that could not run, counted: see below), hold_lock URL TABLE SECS (a lock held in the
-# background).
+# background), own_pg_dir/own_pg_forget (a PostgreSQL server of the script's own).
 # Expects SERVER_URL (sandbox URL without database) and BIN (directory of the binaries).
 
 TESTS_FAILED=0
@@ -65,4 +65,36 @@ hold_lock() {
     sleep 0.05
   done
   return 1
+}
+
+# release_lock URL TABLE: end the session hold_lock started on TABLE (schema-qualified) before its
+# SECS are up: its backend is terminated, since killing psql alone would leave it asleep, holding the
+# lock. The caller reaps HOLD_LOCK_PID.
+release_lock() {
+  psql_at "$1" "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE relation = to_regclass('$2')
+                AND mode = 'AccessExclusiveLock' AND granted" >/dev/null
+}
+
+# own_pg_dir NAME: a new directory for a PostgreSQL server of the script's own (scripts/pg-sandbox
+# start DIR), for a test that stops its server or reads server-wide counters: the harness's server
+# is shared by the scripts running beside it. Under var/, not /tmp: as root the server runs as
+# `postgres`, which must reach it. Prints the directory; pair it with own_pg_forget in an EXIT trap.
+own_pg_dir() {
+  local d
+  mkdir -p var && d=$(mktemp -d "$PWD/var/test-pg-$1.XXXXXX") || return 1
+  # Its port, from a range away from 54320 up, where pg-sandbox looks for a free one: a sandbox
+  # started while this server is down (63 stops it) does not take its port, so its URL holds.
+  echo $((58000 + RANDOM % 2000)) >"$d/port"
+  echo "$d"
+}
+# own_pg_forget DIR: stop DIR's server (if it runs) and remove DIR, and the /var/tmp data directory
+# pg-sandbox may have used instead of DIR/data (DIR/datadir says where); after a failure the data
+# stays for inspection.
+own_pg_forget() {
+  local data
+  scripts/pg-sandbox stop "$1" >/dev/null 2>&1
+  if [ "${TESTS_FAILED:-0}" -gt 0 ]; then echo "# server data kept in $1"; return; fi
+  data=$(cat "$1/datadir" 2>/dev/null)
+  case $data in /var/tmp/tasker-pg.*/data) rm -rf "$(dirname "$data")" ;; esac
+  rm -rf "$1"
 }

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # 63_daemon_pg_restart.sh — PostgreSQL stopped for several seconds in the middle of a run and
-# started again (scripts/pg-sandbox stop/start on the harness's sandbox): the daemon never exits,
-# reconnects (pool and LISTEN), and every task completes; prints how long recovery took. Then a
-# daemon started while PostgreSQL is down waits for it (no exit, no READY) and becomes ready once
-# it is up.
+# started again (scripts/pg-sandbox stop/start): the daemon never exits, reconnects (pool and
+# LISTEN), and every task completes; prints how long recovery took. Then a daemon started while
+# PostgreSQL is down waits for it (no exit, no READY) and becomes ready once it is up.
+# The server it stops is its own (own_pg_dir), not the harness's, so the scripts running beside it
+# are not disturbed and it need not run alone.
 #
 # pg-sandbox restarts the cluster on its old port unless another process took that port while it
 # was down (e.g. another sandbox starting at that moment): then the URL changes and no client can
 # follow it. This test notices that, says so, skips the reconnect checks, and restarts the
-# daemon and workers on the new URL so the run still completes (tests/daemon_lib.sh takes
-# SERVER_URL from the sandbox, so the later daemon tests follow the new port too).
-# make-check: exclusive (it stops and restarts the shared server)
+# daemon and workers on the new URL so the run still completes.
+# make-check: long 60
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
@@ -21,9 +21,14 @@ TASKS=300
 DOWN_SECS=${PGR_DOWN_SECS:-4}
 STEPS=$(dt_expected_steps "$TASKS")
 
+# The server this test stops and starts: its own. Stopped (after the daemons) on exit.
+PGD=$(own_pg_dir 63)
+trap 'dt_cleanup; own_pg_forget "$PGD"' EXIT
+line=$(scripts/pg-sandbox start "$PGD") || { fail "scripts/pg-sandbox start $PGD"; finish; exit 1; }
+SERVER_URL=${line##*DATABASE_URL=}
 url=$(fresh_db tasker_pgr) || { fail "fresh database tasker_pgr"; finish; exit 1; }
 dt_register "$url" "$NS" sleep || { fail "register the templates"; finish; exit 1; }
-port_before=$(cat "$DT_SANDBOX/port")
+port_before=$(cat "$PGD/port")
 
 # The daemon runs with a systemd watchdog (bin/tests/notify_sink as the notification socket); the
 # longest gap between its pings across the outage is printed (60_daemon_watchdog_outage.sh
@@ -34,20 +39,32 @@ DT_PID[sink]=$!
 for n in $(seq 100); do [ -S "$DT_DIR/notify.sock" ] && break; sleep 0.02; done
 DT_DAEMON_ENV="NOTIFY_SOCKET=$DT_DIR/notify.sock WATCHDOG_USEC=$((WATCHDOG_MS * 1000))" dt_start_daemon d1 "$url"
 dt_wait_ready d1 20 && ok "daemon ready" || fail "daemon ready within 20 s"
+# The tasks first, the workers after: created while the workers ran, on a loaded machine the run
+# was over before the creating was, and the outage came after the end.
+for c in 0 1 2; do dt_create "$url" "$NS" $((TASKS / 3)) "pgr-$c" >/dev/null; done
 # Leases longer than the outage plus the workers' reconnect backoff (so a result held through
 # the outage is still accepted), short enough that a claim lost with the server is retried soon.
-for i in 1 2 3; do dt_start_worker "w$i" "$url" "$NS" --concurrency 25 --batch 10 --poll-ms 100 --lease-secs 15; done
-for c in 0 1 2; do dt_create "$url" "$NS" $((TASKS / 3)) "pgr-$c" >/dev/null; done
+# 30 steps of 100 ms at a time: the run lasts 9 s at least, so the looks below, slow on a loaded
+# machine, see it early.
+for i in 1 2 3; do dt_start_worker "w$i" "$url" "$NS" --concurrency 10 --batch 10 --poll-ms 100 --lease-secs 15; done
 
+# The outage comes once a tenth of the steps are complete, so that most are left even when the
+# looks are slow. (Counting complete tasks instead let it come after the end: the queue hands out
+# steps oldest first, so the tasks advance level by level and complete together near the end;
+# their count went from 87 to 300 between two looks.)
 deadline=$(( $(now_ms) + 60000 ))
-while [ "$(psql_at "$url" "SELECT count(*) FROM tasker.tasks WHERE state = 'complete'")" -lt $((TASKS / 3)) ] &&
+while [ "$(psql_at "$url" "SELECT count(*) FROM tasker.workflow_steps WHERE state = 'complete'")" -lt $((STEPS / 10)) ] &&
       [ "$(now_ms)" -lt "$deadline" ]; do sleep 0.05; done
 done_at_stop=$(psql_at "$url" "SELECT count(*) FROM tasker.tasks WHERE state = 'complete'")
+steps_at_stop=$(psql_at "$url" "SELECT count(*) FROM tasker.workflow_steps WHERE state = 'complete'")
 
 t_stop=$(now_ms)
-scripts/pg-sandbox stop "$DT_SANDBOX" && ok "PostgreSQL stopped mid-run ($done_at_stop of $TASKS tasks complete)" ||
-  fail "scripts/pg-sandbox stop $DT_SANDBOX"
+scripts/pg-sandbox stop "$PGD" && ok "PostgreSQL stopped ($steps_at_stop of $STEPS steps, $done_at_stop of $TASKS tasks complete)" ||
+  fail "scripts/pg-sandbox stop $PGD"
 t_stopped=$(now_ms)
+# Else the reconnect would be tested on a finished run.
+[ "$done_at_stop" -lt "$TASKS" ] && ok "… in the middle of the run: tasks were left to complete after the outage" ||
+  fail "… in the middle of the run (every task was complete before the outage)"
 # While it is down the daemon must stay up: look every 100 ms.
 died=""
 deadline=$(( t_stopped + DOWN_SECS * 1000 ))
@@ -61,10 +78,10 @@ dt_log d1 | grep -E 'database unreachable|connection lost' >/dev/null && ok "dae
   fail "daemon logged the lost database"
 dt_log_skip d1   # what follows must come after the server is back
 
-line=$(scripts/pg-sandbox start "$DT_SANDBOX") || { fail "scripts/pg-sandbox start $DT_SANDBOX"; finish; exit 1; }
+line=$(scripts/pg-sandbox start "$PGD") || { fail "scripts/pg-sandbox start $PGD"; finish; exit 1; }
 t_start=$(now_ms)
 SERVER_URL=${line##*DATABASE_URL=}
-port_after=$(cat "$DT_SANDBOX/port")
+port_after=$(cat "$PGD/port")
 new_url=$(db_url tasker_pgr)
 
 if [ "$port_after" = "$port_before" ]; then
@@ -85,7 +102,7 @@ else
   url=$new_url
   dt_conf d1 "$url" >/dev/null
   dt_start_daemon d1 "$url"
-  for i in 1 2 3; do dt_start_worker "w$i" "$url" "$NS" --concurrency 25 --batch 10 --poll-ms 100 --lease-secs 15; done
+  for i in 1 2 3; do dt_start_worker "w$i" "$url" "$NS" --concurrency 10 --batch 10 --poll-ms 100 --lease-secs 15; done
   t_pool=$(now_ms)
 fi
 
@@ -117,18 +134,18 @@ dt_stop d1 TERM 15
 is "$DT_RC" 0 "daemon: SIGTERM → exit 0"
 
 # ---- 2. the daemon started while PostgreSQL is down (boot order) -----------------------------
-port_before=$(cat "$DT_SANDBOX/port")
-scripts/pg-sandbox stop "$DT_SANDBOX" || fail "scripts/pg-sandbox stop $DT_SANDBOX (2)"
+port_before=$(cat "$PGD/port")
+scripts/pg-sandbox stop "$PGD" || fail "scripts/pg-sandbox stop $PGD (2)"
 DT_DAEMON_ENV='' dt_start_daemon d1 "$url"
 sleep 2
 dt_alive d1 && ok "daemon started without a database: still running after 2 s" || fail "daemon started without a database: still running"
 dt_log d1 | grep 'database not reachable at start' >/dev/null && ok "… it said the database is not reachable yet" ||
   fail "… it said the database is not reachable yet"
 dt_log d1 | grep 'ready: pool and LISTEN' >/dev/null && fail "… and is not ready" || ok "… and is not ready"
-line=$(scripts/pg-sandbox start "$DT_SANDBOX") || { fail "scripts/pg-sandbox start $DT_SANDBOX (2)"; finish; exit 1; }
+line=$(scripts/pg-sandbox start "$PGD") || { fail "scripts/pg-sandbox start $PGD (2)"; finish; exit 1; }
 t_start=$(now_ms)
 SERVER_URL=${line##*DATABASE_URL=}
-if [ "$(cat "$DT_SANDBOX/port")" = "$port_before" ]; then
+if [ "$(cat "$PGD/port")" = "$port_before" ]; then
   dt_wait_ready d1 20 && ok "ready once PostgreSQL is up" || fail "ready once PostgreSQL is up (within 20 s)"
   t_ready=$(dt_log_time d1 'ready: pool and LISTEN')
   echo "# server start → daemon ready $(secs_between "$t_start" "${t_ready:-$t_start}") s"

@@ -10,7 +10,7 @@
 # max_connections is full).
 #
 # Before the fix, a few failed attempts to grow opened the breaker while both pooled connections
-# were idle and working: for breaker_open_secs (30 s here) every query failed fast, orchestration
+# were idle and working: for breaker_open_secs (5 s here) every query failed fast, orchestration
 # stopped, /health said 503, and after the period tasker_db_pool_breaker_open stayed 1 while
 # queries succeeded (it cleared only on a new connect, impossible while the limit held).
 # Last, the breaker must still open when no connection works at all, and close when one does.
@@ -42,7 +42,13 @@ dt_register "$url" "$NS" || { fail "register the templates"; finish; exit 1; }
 dt_start_worker w1 "$url" "$NS" --poll-ms 100
 
 DT_WEB=true DT_MAX_CONN=6 DT_MIN_CONN=2 DT_BREAKER_FAILURES=3 dt_conf d1 "$limited_url" >/dev/null
-sed -i 's/breaker_open_secs = 1$/breaker_open_secs = 30/' "$DT_DIR/d1.conf"
+# breaker_open_secs = 5 (it was 30): part 3 waits it out before the breaker can close, and 5 s
+# still catch the fault of part 1. A breaker opened by the failed attempts to grow stays open at
+# least 5 s (and its flag until a query succeeds, which none does while it is open), while /health
+# is asked every 0.2 s throughout the 8 s of load: some 25 answers would say 503 and
+# "breaker_open":true. Longer than dt_conf's 1 s so that such a window cannot fall between polls
+# slowed down by a loaded machine.
+sed -i 's/breaker_open_secs = 1$/breaker_open_secs = 5/' "$DT_DIR/d1.conf"
 dt_start_daemon d1 "$limited_url"
 dt_wait_ready d1 20 || { fail "d1 ready"; cleanup_role; dt_finish; exit 1; }
 BASE=http://127.0.0.1:$(dt_http_port d1)
@@ -109,7 +115,7 @@ is "$opened" yes "with no connection at all, the breaker opens"
 code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$BASE/health")
 is "$code" 503 "/health: 503 while no connection works"
 set_limit -1
-# breaker_open_secs is 30: the probe after it reconnects. Allow for it.
+# breaker_open_secs is 5: the probe after it reconnects. Allow for it, generously.
 closed=no
 deadline=$(( $(now_ms) + 45000 ))
 while [ "$(now_ms)" -lt "$deadline" ]; do

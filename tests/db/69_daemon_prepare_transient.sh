@@ -57,12 +57,14 @@ dt_wait_ready d1 20 || fail "d1 ready"
 lock_for 3 || fail "lock taken"
 # Make the pool reconnect while the table is locked.
 q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'tasker-orchestratord'" >/dev/null
-sleep 2
-dt_wait_exit locker 5
 # The case is only tested if a prepare really ran into the timeout (and not, say, past the lock).
-dt_log d1 | grep -Eq 'cannot prepare statement [a-z_]+ \(57014\): .*statement timeout' &&
+# Then the lock may go: the daemon took the error by now (were it fatal, it would have exited).
+dt_wait_log d1 'cannot prepare statement [a-z_]+ \(57014\): .*statement timeout' 3 &&
   ok "d1: a prepare on the locked table ended in the statement timeout (57014)" ||
   fail "d1: a prepare on the locked table ended in the statement timeout (no 57014 in the log)"
+sleep 0.5
+release_lock "$url" tasker.task_namespaces
+dt_wait_exit locker 5
 still_works d1 st
 dt_stop d1 TERM 10
 
@@ -76,7 +78,9 @@ until [ -n "$(preparing)" ] || [ "$(now_ms)" -ge "$deadline" ]; do sleep 0.05; d
 pids=$(preparing)
 [ -n "$pids" ] && ok "d2: new pool connections wait in PREPARE on the locked table" || fail "d2: new pool connections wait in PREPARE"
 q "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE pid IN ($(echo $pids | tr ' ' ','))" >/dev/null
+# A second for the daemon to take the cancel (were it fatal, it would exit); then the lock may go.
 sleep 1
+release_lock "$url" tasker.task_namespaces
 dt_wait_exit locker 6
 still_works d2 cancel
 dt_stop d2 TERM 10

@@ -8,14 +8,11 @@ set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 . tests/lib.sh
 
-dir=$(mktemp -d "$PWD/var/test-sandbox-83.XXXXXX")
+dir=$(own_pg_dir 83)
 holder=
 cleanup() {
   [ -n "$holder" ] && kill "$holder" 2>/dev/null
-  scripts/pg-sandbox stop "$dir" >/dev/null 2>&1
-  # As root the cluster may live under /var/tmp (DIR/datadir says where).
-  [ -f "$dir/datadir" ] && case $(cat "$dir/datadir") in /var/tmp/tasker-pg.*/data) rm -rf "$(dirname "$(cat "$dir/datadir")")" ;; esac
-  rm -rf "$dir"
+  own_pg_forget "$dir"
 }
 trap cleanup EXIT
 

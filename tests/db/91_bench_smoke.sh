@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
-# 91_bench_smoke.sh — `make bench` cannot rot: a tiny run of bench/run against the harness's
-# PostgreSQL (through DATABASE_URL: its own databases tasker_bench_smoke*, its output in a temporary
-# directory, never bench/out/) must finish and write JSON with every figure docs/performance.md
+# 91_bench_smoke.sh — `make bench` cannot rot: a tiny run of bench/run as `make bench` runs it, on
+# a private PostgreSQL server that bench/run starts itself (no DATABASE_URL: scripts/pg-sandbox
+# under a directory of this script's, pg_stat_statements preloaded; its output in a temporary
+# directory, never bench/out/), must finish and write JSON with every figure docs/performance.md
 # promises, each of them sane. The sizes are far too small to mean anything; only the plumbing is
-# under test. The harness's server has no pg_stat_statements, so this also covers the bench without
-# it (statement-level figures null, the rest there). The two dynamic shapes (decision, batch) must
-# also have run as docs/performance.md defines them: the steps that exist, the branches chosen, the
-# batch's sum.
-# make-check: exclusive (its commits-per-step figures read server-wide counters that other tests would add to)
+# under test. The two dynamic shapes (decision, batch) must also have run as docs/performance.md
+# defines them: the steps that exist, the branches chosen, the batch's sum.
+# The server is the bench's alone because its commits-per-step figures read server-wide counters
+# (xids, pg_stat_wal) that the scripts running beside this one would add to on the harness's
+# server; so it need not run alone. BENCH_KEEP=1 leaves the server up for the checks on its
+# databases below; the EXIT trap stops it, on failure too.
+# make-check: long 200
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=tests/lib.sh
 . tests/lib.sh
 
 D=$(mktemp -d "${TMPDIR:-/tmp}/tasker-bench-smoke.XXXXXX")
-trap 'if [ "$TESTS_FAILED" -gt 0 ]; then echo "# kept $D"; else rm -rf "$D"; fi' EXIT
+PGD=$(own_pg_dir 91)
+trap 'own_pg_forget "$PGD"; if [ "$TESTS_FAILED" -gt 0 ]; then echo "# kept $D"; else rm -rf "$D"; fi' EXIT
+trap 'exit 130' INT TERM
 
 latest_before=$(stat -c %Y.%s bench/out/latest.json 2>/dev/null || echo none)
 start=$(date +%s)
-env -u TASKER_ENV -u TASKER_CONFIG_PATH -u BENCH_SCALE \
-  DATABASE_URL="$SERVER_URL" BIN="${BIN:-bin}" BENCH_DB=tasker_bench_smoke \
+env -u TASKER_ENV -u TASKER_CONFIG_PATH -u BENCH_SCALE -u DATABASE_URL \
+  BIN="${BIN:-bin}" BENCH_PGDIR="$PGD" BENCH_KEEP=1 BENCH_DB=tasker_bench_smoke \
   BENCH_OUT="$D/out.json" BENCH_RUN_DIR="$D/run" \
   BENCH_TASKS=20 BENCH_FANOUT_TASKS=2 BENCH_BATCH_TASKS=2 BENCH_LIGHT_SECS=1 BENCH_LIGHT_RATE=8 BENCH_LIGHT_FANOUT_RATE=3 \
   BENCH_LIGHT_DECISION_RATE=8 BENCH_LIGHT_BATCH_RATE=3 \
@@ -74,6 +79,9 @@ jqt '.sustained | .secs == 4 and .bucket_secs == 2 and (.steps_per_sec_by_bucket
 jqt '.sustained | (.steps_per_sec_mean > 0) and (.tasks_created >= 20) and (.tables_at_end | length >= 2)' \
   "sustained: steps completed, the backlog was topped up, the hot tables' vacuum figures are there"
 jqt '.server.settings.fsync == "on" and .server.settings.synchronous_commit == "on"' "measured with durability on"
+jqt '.server.kind == "sandbox" and .server.pg_stat_statements == true' "measured on the server bench/run started, with pg_stat_statements"
+jqt '([.shapes[].throughput | (.daemon_statements_per_step | type == "number" and . > 0) and (.worker_statements_per_step | type == "number" and . > 0)] | all) and (.idle.daemon_queries_per_sec | type == "number")' \
+  "the statement-level figures (pg_stat_statements) are there"
 jqt '.startup_xacts.daemon > 0 and .startup_xacts.workers > 0' "the start-up calibration ran"
 jqt '.scale == null' "no scale point unless BENCH_SCALE=1"
 # The ceiling probe ran as a phase of its own: every chain's 4 steps completed once, each message
@@ -130,6 +138,9 @@ fi
 # The dynamic shapes ran as documented: each decision task has root, decide, the two default branches
 # and the join (b3 never exists); each batch task has its plan, 100 one-item workers and a join that
 # summed them all (0 + … + 99).
+# The bench's server, which BENCH_KEEP=1 left up.
+line=$(scripts/pg-sandbox url "$PGD") || { fail "bench/run's server is still up (BENCH_KEEP=1)"; finish; }
+SERVER_URL=${line##*DATABASE_URL=}
 bdb=$(db_url tasker_bench_smoke)
 is "$(psql_at "$bdb" "SELECT count(*) FROM (SELECT t.task_uuid FROM tasker.tasks t JOIN tasker.task_templates n USING (task_template_uuid)
       JOIN tasker.workflow_steps s USING (task_uuid)
@@ -144,8 +155,7 @@ is "$(psql_at "$bdb" "SELECT count(*) FROM tasker.tasks t JOIN tasker.task_templ
         AND (SELECT count(*) FROM tasker.workflow_steps w WHERE w.task_uuid = t.task_uuid AND w.state = 'complete') = 102")" \
    "$(jq '.shapes.batch.throughput.tasks + .shapes.batch.light.tasks' "$J")" \
    "batch: every task ran its plan, 100 workers and a join that summed all 100 items"
-# Its databases are there for inspection but its processes are gone.
+# Its databases are there for inspection but its processes are gone (the EXIT trap stops the server).
 left=$(psql_at "$(db_url postgres)" "SELECT count(*) FROM pg_stat_activity WHERE datname = 'tasker_bench_smoke' AND application_name LIKE 'tasker-%'")
 is "$left" 0 "no daemon or worker of the bench is still connected"
-PGOPTIONS="-c client_min_messages=warning" psql "$(db_url postgres)" -X -qc "DROP DATABASE IF EXISTS tasker_bench_smoke WITH (FORCE)" >/dev/null
 finish
