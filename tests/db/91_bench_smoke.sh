@@ -50,6 +50,7 @@ num='type == "number"'
 jqt ".pgbench_tps | $num and . > 0" "pgbench_tps is a positive number"
 jqt ".pgbench.command | startswith(\"pgbench -n -N -c 8\")" "the ceiling is pgbench -N with 8 clients"
 jqt '.config.shapes == ["linear", "diamond", "fanout", "decision", "batch"]' "every shape runs by default, the two dynamic ones included"
+jqt '.config.consumed_messages == "archive"' "consumed messages are archived by default (BENCH_CONSUMED_MESSAGES)"
 for s in linear diamond fanout decision batch; do
   S=".shapes.$s"
   jqt "$S | has(\"steps_per_sec\") and has(\"task_latency_ms_p50\") and has(\"task_latency_ms_p99\") and has(\"step_overhead_ms_p50\") and has(\"step_overhead_ms_p99\") and has(\"commits_per_step\")" \
@@ -142,6 +143,9 @@ fi
 line=$(scripts/pg-sandbox url "$PGD") || { fail "bench/run's server is still up (BENCH_KEEP=1)"; finish; }
 SERVER_URL=${line##*DATABASE_URL=}
 bdb=$(db_url tasker_bench_smoke)
+is "$(psql_at "$bdb" "SELECT (SELECT count(*) FROM pgmq.a_tasker_dispatch_bench) > 0 AND (SELECT count(*) FROM pgmq.a_tasker_completion_bench) > 0
+      AND current_setting('tasker.consumed_messages') = 'archive'")" t \
+   "the bench database archives consumed messages, as the JSON says (the setting is on the database)"
 is "$(psql_at "$bdb" "SELECT count(*) FROM (SELECT t.task_uuid FROM tasker.tasks t JOIN tasker.task_templates n USING (task_template_uuid)
       JOIN tasker.workflow_steps s USING (task_uuid)
       WHERE n.name = 'bench_decision' AND t.state = 'complete' AND s.state = 'complete'
