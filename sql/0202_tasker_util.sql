@@ -167,7 +167,9 @@ BEGIN
   -- archive: move to a_<queue> (PGMQ's archive()); with p_keep false, delete without an archive row
   -- (tasker.consume_messages under tasker.consumed_messages = 'delete'). The one-argument form of
   -- earlier versions is dropped so that a call with the ids alone stays unambiguous.
-  EXECUTE format('DROP FUNCTION IF EXISTS tasker.%I(bigint[])', 'qarchive_' || p_queue);
+  IF to_regprocedure(format('tasker.%I(bigint[])', 'qarchive_' || p_queue)) IS NOT NULL THEN
+    EXECUTE format('DROP FUNCTION tasker.%I(bigint[])', 'qarchive_' || p_queue);  -- IF EXISTS would say NOTICE to whoever registers a namespace
+  END IF;
   EXECUTE format($f$
     CREATE OR REPLACE FUNCTION tasker.%1$I(p_msg_ids bigint[], p_keep boolean DEFAULT true) RETURNS integer
     LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET random_page_cost = 1.1 AS $b$
