@@ -92,28 +92,23 @@ BEGIN
         AND tasker.step_is_ready(s.state, s.unfinished_parents - x.n, s.attempts, s.retryable,
                                  s.max_attempts, s.next_retry_at)
       UNION ALL
-      -- Other ready steps, in two branches so that each reads a small partial index instead of
-      -- every row version of every step of the task (idx_tup_fetch showed about 27 index fetches
-      -- of workflow_steps per step with one branch over the task index): pending ones through
-      -- workflow_steps_pending_ready2_idx (its predicate is written out here so the planner may
-      -- use it), due retries through workflow_steps_retry_idx (the poller takes them within its
+      -- Other ready steps. The candidates come from two small partial indexes instead of every
+      -- row version of every step of the task (idx_tup_fetch showed about 27 index fetches of
+      -- workflow_steps per step with the task index): pending ones through
+      -- workflow_steps_pending_ready2_idx (its predicate is written out so the planner may use
+      -- it), due retries through workflow_steps_retry_idx (the poller takes them within its
       -- interval anyway, so that range stays short).
       SELECT t.namespace, false,
              tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempt_no + 1, t.correlation_id)
-      FROM tasker.tasks t
-      JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid
-      WHERE t.task_uuid = ANY (v_live) AND s.state = 'pending' AND s.unfinished_parents = 0
-        AND s.batch_parallelism IS NULL
-        AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts,
-                                 s.next_retry_at)
-      UNION ALL
-      SELECT t.namespace, false,
-             tasker.step_message(s.task_uuid, s.workflow_step_uuid, s.attempt_no + 1, t.correlation_id)
-      FROM tasker.workflow_steps s
+      FROM (SELECT p.* FROM tasker.workflow_steps p
+            WHERE p.task_uuid = ANY (v_live) AND p.state = 'pending' AND p.unfinished_parents = 0
+              AND p.batch_parallelism IS NULL
+            UNION ALL
+            SELECT r.* FROM tasker.workflow_steps r
+            WHERE r.state = 'waiting_for_retry' AND r.next_retry_at <= now() AND r.task_uuid = ANY (v_live)
+              AND r.batch_parallelism IS NULL) s
       JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
-      WHERE s.state = 'waiting_for_retry' AND s.next_retry_at <= now() AND s.task_uuid = ANY (v_live)
-        AND s.batch_parallelism IS NULL
-        AND tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts,
+      WHERE tasker.step_is_ready(s.state, s.unfinished_parents, s.attempts, s.retryable, s.max_attempts,
                                  s.next_retry_at)
       UNION ALL
       -- Batch workers: per batch (same creating step), at most batch_parallelism in flight; the
