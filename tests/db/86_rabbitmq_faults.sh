@@ -163,6 +163,12 @@ w2_held() {
            <(dt_log w2 | sed -n 's/.*: claimed (msg \([0-9]*\)).*/\1/p' | sort -u)
 }
 w2_running() { q "SELECT count(*) FROM tasker.workflow_steps WHERE state = 'in_progress' AND claimed_by = 'w2'"; }
+# w2_handed_back: w2's hand-backs not yet completed. Still there 0.3 s after the SIGSTOP, they are
+# a hand-back the server committed for the stopped w2 before it could publish the pointers: lost
+# by design, found by the sweep only after resend_grace_secs (300 s here, above the run). An instant
+# with such a hand-back is not the one this case tests (it failed so once: 7 tasks left waiting).
+w2_handed_back() { q "SELECT count(*) FROM tasker.workflow_steps WHERE claimed_by = 'w2'
+                      AND state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')"; }
 # w2_unclaimed: of the deliveries w2's log shows unclaimed, those whose step is still enqueued in
 # the database (its log lags: a claim may have committed and not been logged yet).
 w2_unclaimed() {
@@ -184,7 +190,7 @@ for _ in $(seq 100); do
     kill -STOP "${DT_PID[w2]}"
     sleep 0.3
     running=$(w2_running) held=$(w2_unclaimed)
-    [ "$running" -gt 0 ] && [ "$held" -gt 0 ] && break
+    [ "$running" -gt 0 ] && [ "$held" -gt 0 ] && [ "$(w2_handed_back)" = 0 ] && break
     kill -CONT "${DT_PID[w2]}"
   fi
   sleep 0.05
